@@ -1,0 +1,124 @@
+"""Name -> model lookup for the CIFAR zoo and every torchvision classifier.
+
+Entries only hold builders; nothing is constructed until `build_model`, so
+importing the registry stays cheap even though it lists ~90 networks. The
+torchvision names are read from the installed torchvision at import, so a
+newer release is picked up without editing this file. All models start from
+random init: weights only ever come from a local file, never a download.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torchvision
+from torch import nn
+
+from .cifar_resnet import resnet20, resnet32, resnet56, resnet110
+from .mobilenetv2_cifar import mobilenetv2_cifar
+from .vgg_cifar import vgg16_cifar, vgg19_cifar
+from .vit_cifar import vit_tiny_cifar
+from .weights import load_weights
+
+CIFAR_INPUT_SIZE = (3, 32, 32)
+CIFAR_NUM_CLASSES = 10
+IMAGENET_INPUT_SIZE = (3, 224, 224)
+IMAGENET_NUM_CLASSES = 1000
+
+# Architectures that are defined for a different resolution than 224.
+# (Pretrained weights of e.g. EfficientNet-B7 or vit_h_14/SWAG were *trained*
+# at larger sizes, but the randomly initialised architectures built here are
+# 224-native: vit_h_14 defaults to image_size=224 when built without weights.)
+TORCHVISION_INPUT_SIZES = {"inception_v3": (3, 299, 299)}
+
+# Without aux heads these return a plain tensor in train mode too, and
+# explicit init_weights silences torchvision's FutureWarning.
+TORCHVISION_EXTRA_KWARGS: dict[str, dict[str, Any]] = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What callers need to know about a model before building it."""
+
+    name: str
+    family: str  # "cifar" or "torchvision"
+    input_size: tuple[int, int, int]  # (C, H, W)
+    num_classes: int  # default
+    builder: Callable[..., nn.Module]
+
+
+class UnknownModelError(ValueError):
+    """Raised for a name that is not registered; suggests near misses."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"did you mean: {', '.join(close)}?" if close else "run `compress models` for the full list"
+        super().__init__(f"unknown model {name!r}; {hint}")
+
+
+def _cifar_entries() -> dict[str, ModelEntry]:
+    builders = (resnet20, resnet32, resnet56, resnet110,
+                vgg16_cifar, vgg19_cifar, mobilenetv2_cifar, vit_tiny_cifar)
+    return {
+        b.__name__: ModelEntry(b.__name__, "cifar", CIFAR_INPUT_SIZE, CIFAR_NUM_CLASSES, b)
+        for b in builders
+    }
+
+
+def _build_torchvision(name: str, num_classes: int) -> nn.Module:
+    """Randomly initialised torchvision classifier (weights=None: no download)."""
+    extra = TORCHVISION_EXTRA_KWARGS.get(name, {})
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **extra)
+
+
+def _torchvision_entries() -> dict[str, ModelEntry]:
+    names = torchvision.models.list_models(module=torchvision.models)
+    return {
+        name: ModelEntry(
+            name,
+            "torchvision",
+            TORCHVISION_INPUT_SIZES.get(name, IMAGENET_INPUT_SIZE),
+            IMAGENET_NUM_CLASSES,
+            partial(_build_torchvision, name),
+        )
+        for name in names
+    }
+
+
+# The zoo wins should a future torchvision release reuse one of its names.
+_REGISTRY: dict[str, ModelEntry] = {**_torchvision_entries(), **_cifar_entries()}
+
+
+def list_models() -> list[str]:
+    """All names: the CIFAR zoo first, then torchvision, each alphabetical."""
+    return sorted(_REGISTRY, key=lambda name: (_REGISTRY[name].family != "cifar", name))
+
+
+def get_entry(name: str) -> ModelEntry:
+    """Metadata for `name`; raises UnknownModelError with suggestions."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(name, list(_REGISTRY)) from None
+
+
+def build_model(name: str, num_classes: int | None = None,
+                weights: str | Path | None = None) -> nn.Module:
+    """Construct `name` (random init), optionally loading a local state_dict file.
+
+    `num_classes` overrides the entry's default head size; a weights file must
+    then match that head, so pass the num_classes it was trained with.
+    """
+    entry = get_entry(name)
+    model = entry.builder(num_classes=entry.num_classes if num_classes is None else num_classes)
+    if weights is not None:
+        load_weights(model, weights)
+    return model

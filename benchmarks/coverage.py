@@ -26,7 +26,7 @@ from compressor.importance import group_l2
 from compressor.masking import masked_copy
 from compressor.plan import kept_class_mask
 from compressor.selection import SelectionConfig, select_plan
-from compressor.verify import compare
+from compressor.verify import compare, make_informative
 from models import build_model, get_entry, list_models
 
 
@@ -58,7 +58,7 @@ def check_model(name: str, reduction: float, input_size=None, batch: int = 2, se
     record = CoverageRecord(name, size, ok=False)
     try:
         torch.manual_seed(seed)
-        model = randomise_zero_weights(build_model(name).eval())
+        model = make_informative(build_model(name).eval())
         example = torch.randn(1, *size)
         start = time.perf_counter()
         graph = analyse(model, example)
@@ -95,16 +95,6 @@ def check_model(name: str, reduction: float, input_size=None, batch: int = 2, se
         record.error = f"{type(error).__name__}: {error}".splitlines()[0][:300]
         traceback.print_exc()
     return record
-
-
-def randomise_zero_weights(model):
-    """torchvision zero-initialises some heads (ViT); a zero head makes every output
-    equal and the invariant check vacuous, so give such weights small noise."""
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() >= 2 and not param.any():
-                param.normal_(0.0, 0.02)
-    return model
 
 
 def _copy(model):

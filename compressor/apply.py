@@ -64,9 +64,10 @@ def _slice_tensor(owner: nn.Module, name: str, dims: dict[int, torch.Tensor], op
                 for key, value in state.items():
                     if isinstance(value, torch.Tensor) and value.shape == old_shape:
                         state[key] = _index(value, dims)
-            if param.grad is not None:
-                param.grad = _index(param.grad, dims)
+            grad = _index(param.grad, dims) if param.grad is not None else None
+            param.grad = None
             param.data = _index(param.data, dims)
+            param.grad = grad
     elif name in owner._buffers:
         owner._buffers[name] = _index(owner._buffers[name], dims)
     else:

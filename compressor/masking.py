@@ -1,6 +1,6 @@
 """The masked reference: the original model with removed channels zeroed.
 
-Every parameter/buffer slice that belongs to a removed channel is set to zero (a
+Every parameter slice that belongs to a removed channel is set to zero (a
 producer's rows, a BN's scale and shift, a consumer's columns, an attention head's
 q/k/v rows).  A removed channel then contributes nothing anywhere, which is what a
 correct slice must reproduce with smaller tensors: the toolkit's central invariant.
@@ -16,18 +16,23 @@ from compressor.analysis.graph import ChannelGraph
 from compressor.plan import PruningPlan, kept_class_mask
 
 
-def masked_copy(model: nn.Module, graph: ChannelGraph, plan: PruningPlan) -> nn.Module:
-    masked = copy.deepcopy(model)
+def apply_mask(model: nn.Module, graph: ChannelGraph, plan: PruningPlan) -> nn.Module:
+    """Zero, in place, every parameter entry of the channels ``plan`` removes."""
     kept = kept_class_mask(graph, plan)
+    params = {id(p) for p in model.parameters()}
     with torch.no_grad():
         for slot in graph.slots:
             removed = ~kept[graph.labels[slot.atoms]]
             if not removed.any():
                 continue
-            owner = masked.get_submodule(slot.module) if slot.module else masked
+            owner = model.get_submodule(slot.module) if slot.module else model
             tensor = getattr(owner, slot.tensor)
-            if slot.tensor in ("running_mean", "running_var"):
-                continue  # zero scale and shift already zero the BN output
+            if id(tensor) not in params:
+                continue  # running statistics: a zero scale and shift already zero the BN output
             index = torch.from_numpy(removed.nonzero()[0]).to(tensor.device)
             tensor.index_fill_(slot.dim, index, 0.0)
-    return masked
+    return model
+
+
+def masked_copy(model: nn.Module, graph: ChannelGraph, plan: PruningPlan) -> nn.Module:
+    return apply_mask(copy.deepcopy(model), graph, plan)

@@ -49,9 +49,9 @@ class PruningPlan:
     @classmethod
     def from_dict(cls, data: Mapping) -> "PruningPlan":
         try:
-            groups = {n: GroupPlan(int(g["size"]), tuple(int(i) for i in g["kept"])) for n, g in data["groups"].items()}
-        except (KeyError, TypeError, ValueError) as error:
-            raise CompressorError(f"malformed pruning plan: {error}") from error
+            groups = {str(n): _group_from_dict(g) for n, g in data["groups"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CompressorError(f"malformed pruning plan: {type(error).__name__}: {error}") from error
         return cls(groups)
 
     def to_json(self) -> str:
@@ -59,7 +59,11 @@ class PruningPlan:
 
     @classmethod
     def from_json(cls, text: str) -> "PruningPlan":
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CompressorError(f"malformed pruning plan: not JSON ({error})") from error
+        return cls.from_dict(data)
 
     def __str__(self) -> str:
         width = max((len(n) for n in self.groups), default=5)
@@ -68,6 +72,13 @@ class PruningPlan:
             lines.append(f"{name:<{width}}  {len(g.kept):>4} / {g.size}")
         lines.append(f"{'total':<{width}}  {self.kept_channels():>4} / {self.total_channels()}")
         return "\n".join(lines)
+
+
+def _group_from_dict(data: Mapping) -> GroupPlan:
+    size, kept = data["size"], data["kept"]
+    if not isinstance(size, int) or not isinstance(kept, (list, tuple)) or not all(isinstance(i, int) for i in kept):
+        raise TypeError("a group needs an integer 'size' and a list of integer 'kept' indices")
+    return GroupPlan(size, tuple(kept))
 
 
 def kept_class_mask(graph: ChannelGraph, plan: PruningPlan) -> np.ndarray:

@@ -16,3 +16,7 @@ class UnsupportedOperationError(CompressorError):
         )
         self.op = op
         self.module = module
+
+
+class ModelRunError(CompressorError):
+    """The model's own forward pass failed on the example input (wrong input size...)."""

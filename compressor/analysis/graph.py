@@ -21,6 +21,7 @@ from compressor.analysis.attention import (
     PrunedMultiheadAttentionHandler,
     SeparateQKVAttentionHandler,
 )
+from compressor.analysis.errors import ModelRunError
 from compressor.analysis.layers import (
     OPAQUE_ATTENTION_TYPES,
     BatchNormHandler,
@@ -110,6 +111,10 @@ def analyse(
     try:
         with torch.no_grad():
             outputs = _run_traced(model, inputs, state, ignore)
+    except (RuntimeError, ValueError, TypeError, AssertionError, IndexError) as error:
+        shapes = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
+        first = " ".join(str(error).split())[:200]
+        raise ModelRunError(f"the model cannot run on an input of shape {shapes}: {first}") from error
     finally:
         model.train(was_training)
     for value in tree_flatten(outputs)[0]:

@@ -1,0 +1,4 @@
+"""``python -m compressor ...`` (also how torchrun starts it)."""
+from compressor.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""Save and load pruned models without unpickling arbitrary objects.
+
+A pruned model file holds the model spec (registry name and constructor
+arguments), the plan and the weights, written with ``torch.save`` and read back
+with ``torch.load(weights_only=True)``: only tensors and plain containers can come
+out of it, so a crafted file cannot run code.  Loading rebuilds the original
+architecture, re-analyses it, applies the plan and loads the weights strictly.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compressor.analysis.graph import ChannelGraph, analyse
+from compressor.apply import apply_plan
+from compressor.errors import CompressorError
+from compressor.plan import PruningPlan
+from compressor.zoo import build
+
+FORMAT = "compressor.pruned-model/1"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Enough to rebuild the unpruned architecture and its channel groups."""
+
+    name: str
+    num_classes: int
+    input_size: tuple[int, int, int]
+    ignore: tuple[str, ...] = ()
+
+    def build(self) -> nn.Module:
+        return build(self.name, self.num_classes)
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros(1, *self.input_size)
+
+    def analyse(self, model: nn.Module) -> ChannelGraph:
+        return analyse(model, self.example_input(), ignore=self.ignore)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["input_size"], data["ignore"] = list(self.input_size), list(self.ignore)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        return cls(
+            name=str(data["name"]),
+            num_classes=int(data["num_classes"]),
+            input_size=tuple(int(v) for v in data["input_size"]),
+            ignore=tuple(str(v) for v in data.get("ignore", ())),
+        )
+
+
+def save_pruned(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, plan: PruningPlan) -> Path:
+    """Write atomically: a crash mid-write never leaves a truncated file at ``path``."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "spec": spec.to_dict(),
+        "plan": plan.to_dict(),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_pruned(path: str | os.PathLike) -> tuple[ModelSpec, PruningPlan, dict]:
+    """Read and validate a pruned model file without building the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompressorError(f"no such pruned model file: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to read the file is the file's fault
+        raise CompressorError(
+            f"{path} is not a pruned model file this tool can load safely; refused to load it "
+            f"({_load_failure(error)})"
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CompressorError(f"{path} is not a pruned model file (expected format '{FORMAT}')")
+    try:
+        spec = ModelSpec.from_dict(payload["spec"])
+        plan = PruningPlan.from_dict(payload["plan"])
+        state_dict = dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CompressorError(f"{path} is a damaged pruned model file: {error}") from error
+    return spec, plan, state_dict
+
+
+def _load_failure(error: Exception) -> str:
+    """One line saying why torch's safe loader refused, without its advice to turn the
+    safety off (which would let a crafted file run code)."""
+    text = str(error)
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if match:
+        return f"it references '{match.group(1)}', which a model file never needs"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first[:160]}" if first else type(error).__name__
+
+
+def load_pruned(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec, PruningPlan]:
+    spec, plan, state_dict = read_pruned(path)
+    model = spec.build()
+    graph = spec.analyse(model)
+    model = apply_plan(model, graph, plan)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        summary = " ".join(str(error).split())[:300]
+        raise CompressorError(f"{path}: weights do not fit the pruned architecture: {summary}") from error
+    return model.eval(), spec, plan

@@ -7,7 +7,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compressor import CostModel, PruningPlan, SelectionConfig, analyse, apply_plan, count_macs, group_l2, select_plan
+from compressor import (
+    CostModel,
+    ModelSpec,
+    PruningPlan,
+    SelectionConfig,
+    analyse,
+    apply_plan,
+    count_macs,
+    group_l2,
+    load_pruned,
+    save_pruned,
+    select_plan,
+)
 from compressor.masking import masked_copy
 from compressor.plan import kept_class_mask
 from compressor.verify import Equivalence, compare, make_informative
@@ -22,6 +34,8 @@ class PruneResult:
     dense_macs: int
     predicted_params: int
     counted_params: int
+    pruned: nn.Module
+    inputs: tuple
 
     @property
     def reduction(self) -> float:
@@ -40,7 +54,8 @@ def prune_and_check(
     dense = copy.deepcopy(model)
     masked = masked_copy(model, graph, plan)
     pruned = apply_plan(model, graph, plan)
-    equivalence = compare(dense, masked, pruned, (torch.randn(batch, *input_size),))
+    inputs = (torch.randn(batch, *input_size),)
+    equivalence = compare(dense, masked, pruned, inputs)
     return PruneResult(
         plan=plan,
         equivalence=equivalence,
@@ -49,7 +64,18 @@ def prune_and_check(
         dense_macs=graph.dense_macs,
         predicted_params=cost.params(kept),
         counted_params=sum(p.numel() for p in pruned.parameters()),
+        pruned=pruned,
+        inputs=inputs,
     )
+
+
+def assert_round_trip(result: PruneResult, spec: ModelSpec, directory) -> None:
+    """Saving and loading the pruned model gives the same outputs."""
+    path = save_pruned(directory / f"{spec.name}.pt", result.pruned, spec, result.plan)
+    loaded, loaded_spec, loaded_plan = load_pruned(path)
+    assert loaded_spec == spec and loaded_plan == result.plan
+    with torch.no_grad():
+        assert torch.equal(result.pruned.eval()(*result.inputs), loaded(*result.inputs))
 
 
 def assert_invariants(result: PruneResult, target: float, tolerance: float = 0.01) -> None:

@@ -33,6 +33,7 @@ from compressor.analysis.layers import (
 )
 from compressor.analysis.ops import RULES
 from compressor.analysis.records import MacsTerm, Slot
+from compressor.analysis.swin import SwinAttentionHandler
 from compressor.analysis.tracer import ChannelTracer, TraceState
 from compressor.errors import CompressorError
 from compressor.flops import count_macs
@@ -45,6 +46,7 @@ HANDLERS: list[LayerHandler] = [
     MultiheadAttentionHandler(),
     PrunedMultiheadAttentionHandler(),
     SeparateQKVAttentionHandler(),
+    SwinAttentionHandler(),
 ]
 WINDOW_ATTENTION = OpaqueHandler("window attention kept whole (head pruning not supported for)")
 IGNORED = OpaqueHandler("kept whole by --ignore:")

@@ -136,8 +136,8 @@ class OpaqueHandler(LayerHandler):
     """Modules kept whole: their inputs are frozen and their outputs are fixed.
 
     Used for ``--ignore`` and for attention variants whose heads we do not prune yet
-    (torchvision's Swin and MaxViT window attention compute the head width from the
-    input width inside the functional, so removing heads needs a module swap).
+    (torchvision's MaxViT attention reshapes its output back to the input width, so
+    removing heads needs a replacement forward).
     """
 
     def __init__(self, reason: str):
@@ -151,13 +151,10 @@ class OpaqueHandler(LayerHandler):
 def _opaque_attention_types() -> tuple[type, ...]:
     found: list[type] = []
     try:
-        from torchvision.models import maxvit, swin_transformer
+        from torchvision.models import maxvit
     except ImportError:
         return ()
-    for owner, names in (
-        (swin_transformer, ("ShiftedWindowAttention", "ShiftedWindowAttentionV2")),
-        (maxvit, ("RelativePositionalMultiHeadAttention",)),
-    ):
+    for owner, names in ((maxvit, ("RelativePositionalMultiHeadAttention",)),):
         for attr in names:
             cls = getattr(owner, attr, None)
             if cls is not None:

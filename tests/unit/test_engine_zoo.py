@@ -2,8 +2,9 @@
 sliced == masked original, MACs/params predicted == counted, reduction on target."""
 import pytest
 
+from compressor import ModelSpec
 from models import build_model, get_entry
-from tests.helpers import assert_invariants, prune_and_check
+from tests.helpers import assert_invariants, assert_round_trip, prune_and_check
 
 ZOO = ["resnet20", "resnet32", "resnet56", "resnet110", "vgg16_cifar", "vgg19_cifar", "mobilenetv2_cifar", "vit_tiny_cifar"]
 
@@ -38,15 +39,18 @@ TORCHVISION = [
 
 
 @pytest.mark.parametrize("name", ZOO)
-def test_zoo_model_prunes_exactly(name):
-    result = prune_and_check(build_model(name), get_entry(name).input_size, 0.5)
+def test_zoo_model_prunes_exactly(name, tmp_path):
+    size = get_entry(name).input_size
+    result = prune_and_check(build_model(name), size, 0.5)
     assert_invariants(result, 0.5)
+    assert_round_trip(result, ModelSpec(name, 10, size), tmp_path)
 
 
 @pytest.mark.parametrize("name,size", TORCHVISION, ids=[n for n, _ in TORCHVISION])
-def test_torchvision_model_prunes_exactly(name, size):
+def test_torchvision_model_prunes_exactly(name, size, tmp_path):
     result = prune_and_check(build_model(name, num_classes=10), size, 0.3)
     assert_invariants(result, 0.3)
+    assert_round_trip(result, ModelSpec(name, 10, size), tmp_path)
 
 
 def test_resnet56_matches_the_papers_size():

@@ -230,5 +230,13 @@ def _print_info(report: dict, graph: ChannelGraph) -> None:
     click.echo(f"time               {timings}")
 
 
+def _register_subcommands() -> None:
+    from compressor.cli_prune import prune_command
+
+    main.add_command(prune_command)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()

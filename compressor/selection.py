@@ -9,6 +9,7 @@ target as the rounding allows.
 """
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -87,6 +88,9 @@ class _Search:
         return kept
 
     def reduction(self, counts: list[int]) -> float:
+        return 1.0 - self.cost.macs_estimate(self.kept_mask(counts)) / self.cost.dense_macs
+
+    def exact_reduction(self, counts: list[int]) -> float:
         return 1.0 - self.cost.macs(self.kept_mask(counts)) / self.cost.dense_macs
 
     def counts_at(self, threshold: float) -> list[int]:
@@ -110,7 +114,11 @@ def select_plan(graph: ChannelGraph, cost: CostModel, scores: np.ndarray, config
             high = mid
         else:
             low = mid + 1
-    counts = _refill(search, search.counts_at(thresholds[high]), target)
+    counts = search.counts_at(thresholds[high])
+    while search.exact_reduction(counts) < target and high < thresholds.size - 1:
+        high += 1  # the float estimate sat on the boundary: step to the next threshold
+        counts = search.counts_at(thresholds[high])
+    counts = _refill(search, counts, target)
     return PruningPlan(
         {
             r.group.name: GroupPlan(r.group.size, tuple(sorted(r.order[:c].tolist())))
@@ -120,21 +128,24 @@ def select_plan(graph: ChannelGraph, cost: CostModel, scores: np.ndarray, config
 
 
 def _refill(search: _Search, counts: list[int], target: float) -> list[int]:
-    """Give back whole rounding blocks, most important first, while the target holds."""
+    """Give back whole rounding blocks, most important first, while the target holds.
+
+    Giving a block back only raises MACs, so a block that does not fit now never
+    will: each group is dropped from the pass at its first misfit.
+    """
     counts = list(counts)
-    while True:
-        candidates = []
-        for index, (ranking, count) in enumerate(zip(search.rankings, counts)):
-            grown = ranking.round(count + 1)
-            if grown > count:
-                candidates.append((float(ranking.sorted_scores[count]), index, grown))
-        placed = False
-        for _, index, grown in sorted(candidates, reverse=True):
-            trial = counts.copy()
-            trial[index] = grown
-            if search.reduction(trial) >= target:
-                counts = trial
-                placed = True
-                break
-        if not placed:
-            return counts
+    candidates = []  # (-score of the group's next block, group index)
+    for index, (ranking, count) in enumerate(zip(search.rankings, counts)):
+        if ranking.round(count + 1) > count:
+            heapq.heappush(candidates, (-float(ranking.sorted_scores[count]), index))
+    while candidates:
+        _, index = heapq.heappop(candidates)
+        ranking = search.rankings[index]
+        trial = counts.copy()
+        trial[index] = ranking.round(counts[index] + 1)
+        if search.exact_reduction(trial) < target:
+            continue
+        counts = trial
+        if ranking.round(counts[index] + 1) > counts[index]:
+            heapq.heappush(candidates, (-float(ranking.sorted_scores[counts[index]]), index))
+    return counts

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
+from typing import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from compressor.analysis.graph import ChannelGraph, analyse
+from compressor.atomic import atomic_write
 from compressor.apply import apply_plan
 from compressor.errors import CompressorError
 from compressor.plan import PruningPlan
@@ -59,28 +60,30 @@ class ModelSpec:
         )
 
 
-def save_pruned(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, plan: PruningPlan) -> Path:
-    """Write atomically: a crash mid-write never leaves a truncated file at ``path``."""
+def save_pruned(
+    path: str | os.PathLike,
+    model: nn.Module,
+    spec: ModelSpec,
+    plan: PruningPlan,
+    earlier_plans: Sequence[PruningPlan] = (),
+) -> Path:
+    """Write atomically: a crash mid-write never leaves a truncated file at ``path``.
+
+    ``earlier_plans`` are plans applied before ``plan`` (a schedule that prunes in
+    several steps); loading replays them in order.
+    """
     path = Path(path)
     payload = {
         "format": FORMAT,
         "spec": spec.to_dict(),
         "plan": plan.to_dict(),
+        "earlier_plans": [p.to_dict() for p in earlier_plans],
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda stream: torch.save(payload, stream))
 
 
-def read_pruned(path: str | os.PathLike) -> tuple[ModelSpec, PruningPlan, dict]:
+def read_pruned(path: str | os.PathLike) -> tuple[ModelSpec, list[PruningPlan], dict]:
     """Read and validate a pruned model file without building the model."""
     path = Path(path)
     if not path.is_file():
@@ -96,11 +99,12 @@ def read_pruned(path: str | os.PathLike) -> tuple[ModelSpec, PruningPlan, dict]:
         raise CompressorError(f"{path} is not a pruned model file (expected format '{FORMAT}')")
     try:
         spec = ModelSpec.from_dict(payload["spec"])
-        plan = PruningPlan.from_dict(payload["plan"])
+        plans = [PruningPlan.from_dict(p) for p in payload.get("earlier_plans", [])]
+        plans.append(PruningPlan.from_dict(payload["plan"]))
         state_dict = dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise CompressorError(f"{path} is a damaged pruned model file: {error}") from error
-    return spec, plan, state_dict
+    return spec, plans, state_dict
 
 
 def _load_failure(error: Exception) -> str:
@@ -114,14 +118,20 @@ def _load_failure(error: Exception) -> str:
     return f"{type(error).__name__}: {first[:160]}" if first else type(error).__name__
 
 
-def load_pruned(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec, PruningPlan]:
-    spec, plan, state_dict = read_pruned(path)
+def rebuild(spec: ModelSpec, plans: Sequence[PruningPlan]) -> nn.Module:
+    """The original architecture with ``plans`` applied in order (weights random)."""
     model = spec.build()
-    graph = spec.analyse(model)
-    model = apply_plan(model, graph, plan)
+    for plan in plans:
+        model = apply_plan(model, spec.analyse(model), plan)
+    return model
+
+
+def load_pruned(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec, PruningPlan]:
+    spec, plans, state_dict = read_pruned(path)
+    model = rebuild(spec, plans)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
         summary = " ".join(str(error).split())[:300]
         raise CompressorError(f"{path}: weights do not fit the pruned architecture: {summary}") from error
-    return model.eval(), spec, plan
+    return model.eval(), spec, plans[-1]

@@ -117,13 +117,13 @@ def test_file_is_plain_weights_only_torch(saved):
     payload = torch.load(saved, map_location="cpu", weights_only=True)
     assert payload["format"] == FORMAT
     assert payload["spec"] == SPEC.to_dict()
-    assert set(payload) == {"format", "spec", "plan", "state_dict"}
+    assert set(payload) == {"format", "spec", "plan", "earlier_plans", "state_dict"}
     assert all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values())
 
 
 def test_read_pruned_does_not_need_to_build(saved, pruned):
-    spec, plan, state_dict = read_pruned(saved)
-    assert spec == SPEC and plan.to_dict() == pruned[1].to_dict()
+    spec, plans, state_dict = read_pruned(saved)
+    assert spec == SPEC and [p.to_dict() for p in plans] == [pruned[1].to_dict()]
     assert set(state_dict) == set(pruned[0].state_dict())
 
 

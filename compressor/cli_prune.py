@@ -1,0 +1,198 @@
+"""``compress prune``: one training run that ends with a smaller dense network.
+
+Every option maps onto a field of DataConfig, TrainConfig or PruneConfig.  A
+``--config`` file (YAML or TOML, keys spelled like the options) supplies defaults
+that command-line flags override.  ``--resume DIR`` continues a run from its last
+checkpoint and refuses flags that contradict it.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from compressor.checkpoint import LATEST, load_checkpoint
+from compressor.data import DATASETS
+from compressor.errors import CompressorError
+from compressor.importance import CRITERIA
+from compressor.onecycle import SCHEDULES
+from compressor.run import RunSpec, check_fresh_output, configs_from_dict, conflicts, run_prune
+from compressor.training import AMP_MODES, LR_SCHEDULES, OPTIMIZERS
+
+DEFAULT_EPOCHS = 12
+
+
+def _load_config_file(ctx: click.Context, param, value: str | None):
+    """Eager: the file's settings become defaults for every other option."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise click.BadParameter(f"no such config file: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix in (".toml",):
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as error:  # noqa: BLE001 - any parse error is the file's fault
+        raise click.BadParameter(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {error}")
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} must hold a mapping of option names to values")
+    known = {p.name for p in ctx.command.params}
+    settings = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise click.BadParameter(f"{path} sets unknown options: {', '.join(unknown)}")
+    ctx.default_map = {**(ctx.default_map or {}), **settings}
+    return value
+
+
+def _reg_start(ctx, param, value):
+    if value is None or str(value).lower() == "auto":
+        return None
+    try:
+        epoch = int(value)
+    except ValueError:
+        raise click.BadParameter("expected an epoch number or 'auto'")
+    if epoch < 0:
+        raise click.BadParameter("must be >= 0")
+    return epoch
+
+
+def _fractions(ctx, param, value):
+    if isinstance(value, (list, tuple)):
+        return tuple(float(v) for v in value)
+    try:
+        values = tuple(float(v) for v in str(value).split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter("expected comma-separated fractions such as 0.3,0.6,0.8,0.9")
+    if not all(0 < v < 1 for v in values):
+        raise click.BadParameter("each milestone must be a fraction of the run in (0, 1)")
+    return values
+
+
+OPTIONS = [
+    click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_load_config_file, help="YAML or TOML file of option values (flags override it)."),
+    click.option("--model", default="resnet20", show_default=True, help="Zoo or torchvision model name (see `compress models`)."),
+    click.option("--weights", type=click.Path(dir_okay=False), help="Start from a local state_dict file instead of random init."),
+    click.option("--out", type=click.Path(file_okay=False), help="Output directory [default: runs/MODEL-SCHEDULE]."),
+    click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory from its last checkpoint."),
+    # data
+    click.option("--dataset", type=click.Choice(DATASETS), default="synthetic", show_default=True, help="Built-in synthetic set (offline), CIFAR via torchvision, or an ImageNet-style folder."),
+    click.option("--data-dir", type=click.Path(), help="Dataset root (cifar*: where it is/goes; imagefolder: holds train/ and val/)."),
+    click.option("--download", is_flag=True, help="Allow torchvision to download CIFAR into --data-dir."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Batch size per process."),
+    click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader workers (cifar*, imagefolder)."),
+    click.option("--image-size", type=click.IntRange(min=8), help="imagefolder crop size [default: 224]."),
+    click.option("--synthetic-train", type=click.IntRange(min=1), default=5000, show_default=True, help="Images in the synthetic training set."),
+    click.option("--synthetic-val", type=click.IntRange(min=1), default=1000, show_default=True, help="Images in the synthetic validation set."),
+    click.option("--augment/--no-augment", default=True, show_default=True, help="CIFAR-style crop+flip (imagefolder: random resized crop)."),
+    # pruning
+    click.option("--flops-reduction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True, help="Fraction of MACs to remove."),
+    click.option("--schedule", type=click.Choice(SCHEDULES), default="ocs", show_default=True, help="ocs: one-cycle with stability search; dense, oneshot, three-stage, epi, gradual for comparison."),
+    click.option("--criterion", type=click.Choice(list(CRITERIA)), default="ocs", show_default=True, help="Channel importance."),
+    click.option("--cost-weighting", is_flag=True, help="Weight importance down for channels that cost more MACs."),
+    click.option("--indicator", type=click.Choice(["jaccard", "epi"]), default="jaccard", show_default=True, help="Stability indicator of the ocs schedule."),
+    click.option("--monitor-start", type=click.IntRange(min=0), default=1, show_default=True, help="First epoch whose end runs the structure search."),
+    click.option("--reg-start", callback=_reg_start, default="auto", show_default=True, help="Epoch to start shrinking the selected channels, or 'auto' (when stability plateaus)."),
+    click.option("--reg-lambda", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="Initial shrink strength λ."),
+    click.option("--reg-delta", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="λ grows by this ..."),
+    click.option("--reg-interval", type=click.IntRange(min=1), default=1, show_default=True, help="... every this many epochs."),
+    click.option("--stability-threshold", type=click.FloatRange(0, 1), default=0.999, show_default=True, help="Prune once the 3-epoch mean Jaccard reaches this."),
+    click.option("--epi-threshold", type=click.FloatRange(0, 1), default=0.983, show_default=True, help="Prune threshold of the EPI indicator."),
+    click.option("--epi-window", type=click.IntRange(min=1), default=5, show_default=True, help="Plans EPI compares with."),
+    click.option("--max-prune-epoch", type=click.IntRange(min=0), help="Prune at this epoch at the latest [default: 60% of --epochs]."),
+    click.option("--prune-epoch", type=click.IntRange(min=0), help="three-stage: the epoch after which to prune [default: a third of --epochs]."),
+    click.option("--max-prune-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.75, show_default=True, help="Per-group cap on the fraction of channels removed."),
+    click.option("--round-to", type=click.IntRange(min=1), help="Keep channel counts at multiples of N [default: 8 for groups of >= 16 channels]."),
+    click.option("--min-width", type=click.IntRange(min=1), default=1, show_default=True, help="Keep at least N channels per group."),
+    click.option("--ignore", multiple=True, metavar="MODULE", help="Keep this module's channels fixed (repeatable)."),
+    click.option("--reset-optimizer", is_flag=True, help="Drop optimizer state at the prune (as the method's authors' code does)."),
+    # training
+    click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_EPOCHS, show_default=True, help="Total epochs, pruning included."),
+    click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True, help="SGD (Nesterov) or AdamW."),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True, help="Peak learning rate."),
+    click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum."),
+    click.option("--nesterov/--no-nesterov", default=True, show_default=True, help="Nesterov momentum for SGD."),
+    click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True, help="Weight decay."),
+    click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="step", show_default=True, help="Per-step schedule over the whole run."),
+    click.option("--milestones", callback=_fractions, default="0.3,0.6,0.8,0.9", show_default=True, help="step: LR drops at these fractions of the run."),
+    click.option("--gamma", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True, help="step: LR factor at each milestone."),
+    click.option("--label-smoothing", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Label smoothing of the cross-entropy."),
+    click.option("--amp", type=click.Choice(AMP_MODES), default="none", show_default=True, help="Mixed precision on CUDA."),
+    click.option("--channels-last", is_flag=True, help="channels_last memory format on CUDA."),
+    click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (again after the prune)."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for init, data order and augmentation."),
+    click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar per epoch."),
+]
+
+
+def prune_options(command):
+    for option in reversed(OPTIONS):
+        command = option(command)
+    return command
+
+
+@click.command("prune", context_settings={"max_content_width": 110})
+@prune_options
+@click.pass_context
+def prune_command(ctx: click.Context, **options) -> None:
+    """Train MODEL once and prune it during training to a MACs budget.
+
+    Writes summary.json, metrics.jsonl, plan.json, run.png, model.pt and checkpoints to
+    --out.  The default runs in a few minutes on a laptop CPU, offline."""
+    options["compile"] = options.pop("compile_")
+    resume = options.pop("resume")
+    try:
+        spec, payload = _plan_run(ctx, options, resume)
+        summary = run_prune(spec, payload)
+    except CompressorError as error:
+        raise click.ClickException(str(error)) from error
+    except KeyboardInterrupt:
+        click.echo("interrupted; continue with --resume", err=True)
+        sys.exit(130)
+    if summary:
+        _print_summary(summary, spec.out)
+
+
+def _plan_run(ctx: click.Context, options: dict, resume: str | None):
+    model, weights, out = options.pop("model"), options.pop("weights"), options.pop("out")
+    options["ignore"] = tuple(options["ignore"])
+    if resume is None:
+        out_dir = Path(out or f"runs/{model}-{options['schedule']}")
+        check_fresh_output(out_dir)
+        data, train, prune = configs_from_dict(options)
+        return RunSpec(model, out_dir, data, train, prune, weights), None
+    out_dir = Path(resume)
+    payload = load_checkpoint(out_dir / LATEST)
+    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
+    if ctx.get_parameter_source("model") is click.core.ParameterSource.COMMANDLINE and model != payload["model_name"]:
+        given["model"] = model
+    differences = conflicts({**payload["config"], "model": payload["model_name"]}, given)
+    if out is not None and Path(out) != out_dir:
+        differences.append(f"out: run is in {out_dir}, given {out}")
+    if differences:
+        raise CompressorError("--resume refuses settings that differ from the run: " + "; ".join(differences))
+    data, train, prune = configs_from_dict(payload["config"])
+    return RunSpec(payload["model_name"], out_dir, data, train, prune), payload
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    click.echo(
+        f"done: {summary['model']} {summary['dense_macs'] / 1e6:.1f}M -> {summary['pruned_macs'] / 1e6:.1f}M MACs "
+        f"(-{summary['macs_reduction']:.1%}), {summary['dense_params'] / 1e6:.3f}M -> "
+        f"{summary['pruned_params'] / 1e6:.3f}M params, top-1 {summary['top1']:.2f}% "
+        f"(best {summary['best_top1']:.2f}%), pruned at epoch {summary['prune_epoch']}, "
+        f"{summary['wall_time_s']:.0f} s"
+    )
+    click.echo(f"artifacts in {out}: summary.json metrics.jsonl plan.json run.png model.pt checkpoint.pt")

@@ -1,0 +1,173 @@
+"""The artifacts a ``compress prune`` run leaves in its output directory.
+
+``metrics.jsonl`` gets one JSON line per epoch, synced to disk as soon as the
+epoch ends, so a killed run loses at most the epoch in progress and a resumed
+run can cut the log back to its checkpoint.  ``summary.json`` is replaced
+atomically so a reader never sees half of it.  ``plot_run`` draws the curves
+that show whether the prune and the regularisation went as planned.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from compressor.atomic import atomic_write_text
+from compressor.errors import CompressorError
+
+if TYPE_CHECKING:  # matplotlib is only needed for plotting, so import it lazily
+    from matplotlib.axes import Axes
+
+STABILITY_THRESHOLD = 0.999
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one epoch of a run measured; one line of ``metrics.jsonl``."""
+
+    epoch: int  # 0-based
+    train_loss: float
+    train_top1: float  # percent, 0..100
+    val_loss: float
+    val_top1: float  # percent, 0..100
+    lr: float  # at the end of the epoch
+    stability: float | None  # J_avg in 0..1, None before monitoring starts
+    reg_lambda: float  # 0 when regularisation is off
+    macs: int  # of the model as it is this epoch
+    params: int
+    pruned: bool  # the prune happened this epoch
+    epoch_time_s: float
+    search_time_s: float  # spent in the structure search, 0 if none
+    images_per_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EpochRecord":
+        """Ignore unknown keys so logs written by a newer version still load."""
+        return cls(**{field.name: data[field.name] for field in fields(cls)})
+
+
+class MetricsLog:
+    """Appends one JSON line per epoch to ``metrics.jsonl``, flushing and
+    fsync-ing each line so a killed run loses at most the epoch in progress."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def append(self, record: EpochRecord) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_partial_line()
+        with self.path.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record.to_dict()) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
+    def _drop_partial_line(self) -> None:
+        """A run killed mid-write leaves a line without its newline; appending
+        after it would glue the next record onto the fragment, so cut it off."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb+") as stream:
+            data = stream.read()
+            if data and not data.endswith(b"\n"):
+                stream.truncate(data.rfind(b"\n") + 1)
+
+    def truncate_after(self, epoch: int) -> None:
+        """On resume, forget the epochs after the checkpoint: they will be rerun."""
+        if not self.path.exists():
+            return
+        kept = [record for record in self.read(self.path) if record.epoch <= epoch]
+        atomic_write_text(self.path, "".join(json.dumps(r.to_dict()) + "\n" for r in kept))
+
+    @staticmethod
+    def read(path: Path) -> list[EpochRecord]:
+        """Skip a broken last line (the epoch a kill interrupted); a broken line
+        anywhere else means the file was damaged, which is an error."""
+        lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                records.append(EpochRecord.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as error:
+                if number == len(lines):
+                    break
+                raise CompressorError(f"{path}: line {number} is not an epoch record ({error})") from error
+        return records
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    """Atomic, so a reader polling ``summary.json`` never sees half of it."""
+    atomic_write_text(Path(path), json.dumps(summary, indent=1) + "\n")
+
+
+def plot_run(records: list[EpochRecord], path: Path, title: str) -> Path:
+    """Four panels on a shared epoch axis: accuracy, stability, λ and MACs,
+    with the prune epoch marked in each so cause and effect line up.
+
+    Epochs are drawn 1-based, as ``format_epoch_line`` prints them.  Uses a
+    ``Figure`` on the Agg canvas, never pyplot, so it needs no display and
+    leaves no global figure state behind.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError as error:
+        raise CompressorError("plotting needs matplotlib: pip install matplotlib") from error
+
+    epochs = [r.epoch + 1 for r in records]
+    figure = Figure(figsize=(8, 10), dpi=100)
+    FigureCanvasAgg(figure)
+    accuracy, stability, reg, macs = figure.subplots(4, 1, sharex=True)
+
+    accuracy.plot(epochs, [r.train_top1 for r in records], marker=".", label="train")
+    accuracy.plot(epochs, [r.val_top1 for r in records], marker=".", label="val")
+    accuracy.set_ylabel("top-1 %")
+
+    monitored = [r for r in records if r.stability is not None]
+    stability.plot([r.epoch + 1 for r in monitored], [r.stability for r in monitored], marker=".", label="J_avg")
+    stability.axhline(STABILITY_THRESHOLD, linestyle="--", color="gray", label=f"{STABILITY_THRESHOLD}")
+    stability.set_ylabel("stability J_avg")
+
+    reg.plot(epochs, [r.reg_lambda for r in records], marker=".", label="λ")
+    reg.set_ylabel("λ")
+    reg.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+
+    macs.step(epochs, [r.macs / 1e6 for r in records], where="post", marker=".", label="MACs")
+    macs.set_ylabel("MACs (M)")
+    macs.set_xlabel("epoch")
+    macs.set_xlim(0.5, max(epochs, default=1) + 0.5)
+    macs.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+    for axes in (accuracy, stability, reg, macs):
+        _mark_prune(axes, records)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="best", fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
+def _mark_prune(axes: Axes, records: list[EpochRecord]) -> None:
+    """One labelled line per pruned epoch (normally exactly one, or none)."""
+    for index, record in enumerate(r for r in records if r.pruned):
+        axes.axvline(record.epoch + 1, color="red", linestyle=":", label="prune" if index == 0 else None)
+
+
+def format_epoch_line(record: EpochRecord, total_epochs: int) -> str:
+    """The console line for one epoch, 1-based like a progress counter."""
+    stability = "-" if record.stability is None else f"{record.stability:.3f}"
+    reg = f"{record.reg_lambda:.0e}" if record.reg_lambda else "0"
+    line = (
+        f"epoch {record.epoch + 1}/{total_epochs}  loss {record.train_loss:.3f}"
+        f"  top1 {record.train_top1:.1f}%  val {record.val_top1:.1f}%  lr {record.lr:.4f}"
+        f"  J {stability}  λ {reg}  MACs {record.macs / 1e6:.1f}M  {record.epoch_time_s:.1f} s"
+    )
+    return line + "  pruned" if record.pruned else line

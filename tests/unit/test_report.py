@@ -1,0 +1,119 @@
+"""Run artifacts: the per-epoch log survives kills and resumes, the summary is
+written atomically, and the plot renders for short and unmonitored runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from compressor.errors import CompressorError
+from compressor.report import EpochRecord, MetricsLog, format_epoch_line, plot_run, write_summary
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def record(epoch: int, *, pruned: bool = False, stability: float | None = 0.99) -> EpochRecord:
+    return EpochRecord(
+        epoch=epoch,
+        train_loss=2.0 / (epoch + 1),
+        train_top1=10.0 + 5 * epoch,
+        val_loss=2.1 / (epoch + 1),
+        val_top1=9.0 + 5 * epoch,
+        lr=0.1 / (epoch + 1),
+        stability=stability,
+        reg_lambda=2e-4 if epoch < 3 else 0.0,
+        macs=40_000_000 if epoch < 3 else 20_300_000,
+        params=1_000_000,
+        pruned=pruned,
+        epoch_time_s=12.3,
+        search_time_s=1.5 if pruned else 0.0,
+        images_per_s=4000.0,
+    )
+
+
+def run(epochs: int = 6, prune_at: int = 3) -> list[EpochRecord]:
+    return [record(e, pruned=e == prune_at, stability=None if e == 0 else 0.99 + e / 1000) for e in range(epochs)]
+
+
+def test_append_read_round_trip(tmp_path: Path):
+    path = tmp_path / "out" / "metrics.jsonl"
+    log = MetricsLog(path)
+    for r in run():
+        log.append(r)
+    assert MetricsLog.read(path) == run()
+    assert len(path.read_text().splitlines()) == 6
+
+
+def test_read_skips_truncated_last_line(tmp_path: Path):
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path)
+    log.append(record(0))
+    log.append(record(1))
+    with path.open("a") as stream:
+        stream.write(json.dumps(record(2).to_dict())[:40])
+    assert MetricsLog.read(path) == [record(0), record(1)]
+
+
+def test_append_after_kill_drops_the_fragment(tmp_path: Path):
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path)
+    log.append(record(0))
+    with path.open("a") as stream:
+        stream.write('{"epoch": 1, "train_lo')
+    log.append(record(1))
+    assert MetricsLog.read(path) == [record(0), record(1)]
+
+
+def test_read_rejects_a_broken_middle_line(tmp_path: Path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps(record(0).to_dict()) + "\nnot json\n" + json.dumps(record(1).to_dict()) + "\n")
+    with pytest.raises(CompressorError, match="line 2"):
+        MetricsLog.read(path)
+
+
+def test_truncate_after_keeps_epochs_up_to_k(tmp_path: Path):
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path)
+    for r in run():
+        log.append(r)
+    log.truncate_after(2)
+    assert [r.epoch for r in MetricsLog.read(path)] == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+    log.append(record(3))
+    assert [r.epoch for r in MetricsLog.read(path)] == [0, 1, 2, 3]
+
+
+def test_write_summary_is_valid_json_and_leaves_no_temp_file(tmp_path: Path):
+    path = tmp_path / "summary.json"
+    path.write_text("old")
+    summary = {"val_top1": 71.5, "macs": 20_300_000, "stability": None, "epochs": [1, 2]}
+    write_summary(path, summary)
+    assert json.loads(path.read_text()) == summary
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        pytest.param(run(), id="normal"),
+        pytest.param([record(0)], id="one-record"),
+        pytest.param([replace(r, stability=None) for r in run()], id="no-stability"),
+        pytest.param(run(prune_at=-1), id="no-prune"),
+    ],
+)
+def test_plot_run_writes_a_png(tmp_path: Path, records: list[EpochRecord]):
+    path = plot_run(records, tmp_path / "run.png", title="resnet18 cifar10 50%")
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 1000
+
+
+def test_format_epoch_line():
+    line = format_epoch_line(record(2, stability=0.987), total_epochs=10)
+    assert line.startswith("epoch 3/10  ")
+    assert "top1 20.0%" in line and "val 19.0%" in line
+    assert "J 0.987" in line and "λ 2e-04" in line and "MACs 40.0M" in line and line.endswith("12.3 s")
+    assert "J -" in format_epoch_line(record(0, stability=None), 10)
+    assert format_epoch_line(record(3, pruned=True), 10).endswith("pruned")

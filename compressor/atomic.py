@@ -31,3 +31,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def atomic_torch_save(path: str | os.PathLike, payload: object) -> Path:
+    """``torch.save`` into memory first: its zip writer reports a short write as a
+    generic RuntimeError, while a plain write surfaces the OS error (disk full)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write(path, lambda stream: stream.write(buffer.getbuffer()))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from compressor.atomic import atomic_write
+from compressor.atomic import atomic_torch_save
 from compressor.errors import CompressorError
 
 FORMAT = "compressor.checkpoint/1"
@@ -29,7 +29,7 @@ class CheckpointError(CompressorError):
 def save_checkpoint(path: Path, payload: dict) -> Path:
     payload = {"format": FORMAT, **payload}
     try:
-        return atomic_write(path, lambda stream: torch.save(payload, stream))
+        return atomic_torch_save(path, payload)
     except OSError as error:
         reason = "the disk is full" if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else error.strerror
         previous = "the previous checkpoint is intact" if path.exists() else "no earlier checkpoint exists"

@@ -192,7 +192,11 @@ def _print_summary(summary: dict, out: Path) -> None:
         f"done: {summary['model']} {summary['dense_macs'] / 1e6:.1f}M -> {summary['pruned_macs'] / 1e6:.1f}M MACs "
         f"(-{summary['macs_reduction']:.1%}), {summary['dense_params'] / 1e6:.3f}M -> "
         f"{summary['pruned_params'] / 1e6:.3f}M params, top-1 {summary['top1']:.2f}% "
-        f"(best {summary['best_top1']:.2f}%), pruned at epoch {summary['prune_epoch']}, "
+        f"(best {summary['best_top1']:.2f}%), pruned after epoch {_one_based(summary['prune_epoch'])}, "
         f"{summary['wall_time_s']:.0f} s"
     )
     click.echo(f"artifacts in {out}: summary.json metrics.jsonl plan.json run.png model.pt checkpoint.pt")
+
+
+def _one_based(epoch: int | None) -> str:
+    return "-" if epoch is None else str(epoch + 1)

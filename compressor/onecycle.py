@@ -134,6 +134,8 @@ class OneCyclePruner:
         self.schedule = _make_schedule(config)
         self.state = _State()
         self._shrinker: Shrinker | None = None
+        if config.schedule != "dense":
+            self._check_reachable()
 
     # -- hooks ------------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> EpochEvent:
@@ -204,6 +206,11 @@ class OneCyclePruner:
             self._shrinker = Shrinker(self.model, self.graph, PruningPlan.from_dict(self.state.candidate))
 
     # -- the work ---------------------------------------------------------------------------
+    def _check_reachable(self) -> None:
+        """Fail before training, not after the first epoch: reachability depends only on
+        the caps and rounding, so any scores will do."""
+        select_plan(self.graph, self.cost, np.zeros(self.graph.labels.size), self.config.selection(self.config.flops_reduction))
+
     def _analyse(self) -> tuple[ChannelGraph, CostModel]:
         graph = analyse(self.model, self.example_input, ignore=self.config.ignore)
         return graph, CostModel(graph, self.model)

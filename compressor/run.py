@@ -90,6 +90,8 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
         if context.writer:
             MetricsLog(spec.out / "metrics.jsonl").truncate_after(start - 1)
     trainer.run(start)
+    if world_size > 1:
+        atomic_write_text(spec.out / f"rank{rank}-final.json", json.dumps(trainer.fingerprint()))
     if not context.writer:
         return {}
     return _write_artifacts(spec, model_spec, pruner, trainer)

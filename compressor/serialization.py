@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from compressor.analysis.graph import ChannelGraph, analyse
-from compressor.atomic import atomic_write
+from compressor.atomic import atomic_torch_save
 from compressor.apply import apply_plan
 from compressor.errors import CompressorError
 from compressor.plan import PruningPlan
@@ -80,7 +80,7 @@ def save_pruned(
         "earlier_plans": [p.to_dict() for p in earlier_plans],
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
-    return atomic_write(path, lambda stream: torch.save(payload, stream))
+    return atomic_torch_save(path, payload)
 
 
 def read_pruned(path: str | os.PathLike) -> tuple[ModelSpec, list[PruningPlan], dict]:

@@ -9,6 +9,8 @@ epoch (and one just before the prune), DDP through torchrun.
 from __future__ import annotations
 
 import contextlib
+import gc
+import hashlib
 import math
 import os
 import sys
@@ -196,6 +198,10 @@ class Trainer:
             self._checkpoint(epoch, LATEST)
 
     def _prune(self, epoch: int, before_training: bool = False) -> None:
+        # The old DDP reducer holds each parameter's autograd accumulator, which caches
+        # the old shape; it must be gone before slicing so fresh ones are made.
+        self._network = None
+        gc.collect()
         model = self.pruner.prune(epoch)
         self._network = self._wrap(model)
         when = "before training" if before_training else f"after epoch {epoch + 1}"
@@ -217,10 +223,7 @@ class Trainer:
                 logits = network(images)
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
             if not torch.isfinite(loss):
-                raise LossDiverged(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
-                    f"The last good checkpoint is {self.context.out / LATEST} (lower --lr, or --amp none)"
-                )
+                raise LossDiverged(self._diverged_message(loss.item(), epoch, step))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -285,6 +288,19 @@ class Trainer:
         torch.set_rng_state(payload["rng"])
         self.best_top1 = float(payload["best_top1"])
         self.wall_time_s = float(payload["wall_time_s"])
+
+    def _diverged_message(self, loss: float, epoch: int, step: int) -> str:
+        latest = self.context.out / LATEST
+        kept = f"the last good checkpoint {latest} is kept" if latest.exists() else "no epoch had finished, so there is no checkpoint yet"
+        return f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped, {kept} (try a lower --lr)"
+
+    def fingerprint(self) -> dict:
+        """What every DDP rank must agree on at the end: the plans and the weights."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.pruner.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return {"rank": self.context.rank, "plans": self.pruner.state.applied, "weights_sha256": digest.hexdigest()}
 
     def _progress(self, total: int, description: str):
         if not (self.config.progress and self.context.writer):

@@ -1,0 +1,182 @@
+"""``compress prune`` end to end on the built-in synthetic data (CPU, tiny runs)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from compressor.checkpoint import LATEST, load_checkpoint, save_checkpoint, CheckpointError
+from compressor.serialization import load_pruned
+
+TINY = [
+    "--model", "resnet20", "--synthetic-train", "256", "--synthetic-val", "128", "--batch-size", "64",
+    "--epochs", "4", "--max-prune-epoch", "2", "--monitor-start", "0", "--no-progress",
+]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def compress(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "compressor", *args], capture_output=True, text=True, env=ENV, timeout=600, **kwargs
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def comparable(records: list[dict]) -> list[tuple]:
+    return [(r["epoch"], r["train_loss"], r["val_top1"], r["macs"], r["stability"], r["pruned"]) for r in records]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "ocs"
+    compress("prune", *TINY, "--out", str(out))
+    return out
+
+
+def test_ocs_run_prunes_keeps_training_and_writes_every_artifact(finished):
+    for name in ("summary.json", "metrics.jsonl", "plan.json", "run.png", "model.pt", LATEST, "checkpoint-before-prune.pt"):
+        assert (finished / name).stat().st_size > 0, name
+    summary = json.loads((finished / "summary.json").read_text())
+    for key in ("model", "dataset", "schedule", "epochs", "flops_reduction_target", "dense_macs", "dense_params",
+                "pruned_macs", "pruned_params", "prune_epoch", "top1", "best_top1", "wall_time_s", "model_path"):
+        assert key in summary, key
+    assert summary["prune_epoch"] == 2 and 0.5 <= summary["macs_reduction"] <= 0.51
+    records = metrics(finished)
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+    assert records[1]["macs"] == summary["dense_macs"] and records[3]["macs"] == summary["pruned_macs"]
+    assert records[3]["train_loss"] > 0  # the pruned network kept training
+    assert (finished / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pruned_model_file_reloads_and_matches_the_checkpoint(finished):
+    model, spec, plan = load_pruned(finished / "model.pt")
+    payload = load_checkpoint(finished / LATEST)
+    assert sum(p.numel() for p in model.parameters()) == json.loads((finished / "summary.json").read_text())["pruned_params"]
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, payload["model"][name]), name
+
+
+def test_killed_run_resumes_to_the_same_result(finished, tmp_path):
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compressor", "prune", *TINY, "--out", str(out)],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    while time.time() < deadline and len((out / "metrics.jsonl").read_text().splitlines()) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # somewhere in epoch 3, before the prune at epoch 2's end
+    process.wait()
+    assert len(metrics(out)) < 4
+    compress("prune", "--resume", str(out))
+    assert comparable(metrics(out)) == comparable(metrics(finished))
+    resumed, _, _ = load_pruned(out / "model.pt")
+    uninterrupted, _, _ = load_pruned(finished / "model.pt")
+    for (name, a), b in zip(resumed.state_dict().items(), uninterrupted.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_refuses_conflicting_settings(finished):
+    result = compress("prune", "--resume", str(finished), "--lr", "0.5", "--epochs", "9", check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "lr: run has 0.1, given 0.5" in result.stderr and "epochs: run has 4, given 9" in result.stderr
+
+
+def test_existing_run_is_not_overwritten(finished):
+    result = compress("prune", *TINY, "--out", str(finished), check=False)
+    assert result.returncode != 0 and "--resume" in result.stderr
+
+
+def test_two_process_ddp_keeps_ranks_identical(tmp_path):
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+         "-m", "compressor", "prune", *TINY, "--epochs", "3", "--max-prune-epoch", "1", "--out", str(out)],
+        capture_output=True, text=True, env=ENV, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}-final.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["plans"] and ranks[0]["plans"] == ranks[1]["plans"]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert json.loads((out / "summary.json").read_text())["prune_epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--flops-reduction", "0.95", "--max-prune-fraction", "0.5"], "maximum reachable"),
+        (["--dataset", "imagefolder", "--data-dir", "/nonexistent/data"], "/nonexistent/data"),
+        (["--max-prune-epoch", "40"], "outside the run"),
+        (["--model", "resnt20"], "did you mean"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    result = compress("prune", *TINY, "--out", str(tmp_path / "bad"), *args, check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and message in result.stderr, result.stderr
+
+
+def test_non_image_folder_is_refused(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / "data" / split / "cats").mkdir(parents=True)
+        (tmp_path / "data" / split / "cats" / "notes.txt").write_text("not an image")
+    result = compress("prune", *TINY, "--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"),
+                      "--out", str(tmp_path / "bad"), check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "nan"
+    result = compress("prune", *TINY, "--lr", "1e30", "--out", str(out), check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "loss became" in result.stderr
+    if (out / LATEST).exists():  # an epoch finished before the loss blew up
+        assert "is kept" in result.stderr
+        load_checkpoint(out / LATEST)
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
+    """A real write failure: the file-size limit makes the OS refuse the bigger write."""
+    path = tmp_path / LATEST
+    script = f"""
+import resource, signal, torch
+from pathlib import Path
+from compressor.checkpoint import save_checkpoint, load_checkpoint, CheckpointError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+path = Path({str(path)!r})
+save_checkpoint(path, {{"epoch": 1, "model": {{"w": torch.ones(10)}}}})
+resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 1000, resource.RLIM_INFINITY))
+try:
+    save_checkpoint(path, {{"epoch": 2, "model": {{"w": torch.ones(1_000_000)}}}})
+except CheckpointError as error:
+    print("ERROR", error)
+assert load_checkpoint(path)["epoch"] == 1
+assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "the disk is full; the previous checkpoint is intact" in result.stdout
+
+
+def test_config_file_sets_defaults_and_flags_override(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("epochs: 2\nflops-reduction: 0.3\nschedule: oneshot\n")
+    out = tmp_path / "configured"
+    compress("prune", "--config", str(config), *TINY, "--epochs", "1", "--max-prune-epoch", "0", "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["schedule"] == "oneshot" and summary["flops_reduction_target"] == 0.3

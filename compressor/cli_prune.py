@@ -21,7 +21,7 @@ from compressor.onecycle import SCHEDULES
 from compressor.run import RunSpec, check_fresh_output, configs_from_dict, conflicts, run_prune
 from compressor.training import AMP_MODES, LR_SCHEDULES, OPTIMIZERS
 
-DEFAULT_EPOCHS = 12
+DEFAULT_EPOCHS = 10
 
 
 def _load_config_file(ctx: click.Context, param, value: str | None):
@@ -93,8 +93,8 @@ OPTIONS = [
     click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Batch size per process."),
     click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader workers (cifar*, imagefolder)."),
     click.option("--image-size", type=click.IntRange(min=8), help="imagefolder crop size [default: 224]."),
-    click.option("--synthetic-train", type=click.IntRange(min=1), default=5000, show_default=True, help="Images in the synthetic training set."),
-    click.option("--synthetic-val", type=click.IntRange(min=1), default=1000, show_default=True, help="Images in the synthetic validation set."),
+    click.option("--synthetic-train", type=click.IntRange(min=1), default=2000, show_default=True, help="Images in the synthetic training set."),
+    click.option("--synthetic-val", type=click.IntRange(min=1), default=500, show_default=True, help="Images in the synthetic validation set."),
     click.option("--augment/--no-augment", default=True, show_default=True, help="CIFAR-style crop+flip (imagefolder: random resized crop)."),
     # pruning
     click.option("--flops-reduction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True, help="Fraction of MACs to remove."),

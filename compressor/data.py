@@ -70,8 +70,8 @@ class DataConfig:
     batch_size: int = 128
     workers: int = 0  # DataLoader workers for cifar*/imagefolder
     image_size: int | None = None  # imagefolder crop size (default 224); cifar/synthetic are 32
-    synthetic_train: int = 2000  # synthetic set sizes (the CLI default: a few minutes on a CPU)
-    synthetic_val: int = 500
+    synthetic_train: int = 5000  # synthetic set sizes (the CLI default runs in a few minutes on a CPU)
+    synthetic_val: int = 1000
     augment: bool = True  # CIFAR: random crop 32 pad 4 + flip; imagefolder: RandomResizedCrop + flip
     seed: int = 0
 

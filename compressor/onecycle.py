@@ -50,14 +50,14 @@ class PruneConfig:
     cost_weighting: bool = False
     indicator: str = "jaccard"  # jaccard | epi (for the ocs schedule)
     monitor_start: int = 1
-    reg_start: int | None = None  # None: when the stability curve plateaus
+    reg_start: int | None = None  # None: when stability plateaus, at the latest halfway to the prune cap
     reg_lambda: float = 1e-4
     reg_delta: float = 1e-4
     reg_interval: int = 1
     stability_threshold: float = 0.999
     epi_threshold: float = 0.983
     epi_window: int = 5
-    max_prune_epoch: int | None = None  # None: 60 % of the epochs
+    max_prune_epoch: int | None = None  # None: 40 % of the epochs (the authors' caps: 110-130 of 300, 50 of 130)
     prune_epoch: int | None = None  # three-stage: None means a third of the epochs
     max_prune_fraction: float = 0.75
     round_to: int | None = None
@@ -88,7 +88,7 @@ class PruneConfig:
     def last_prune_epoch(self) -> int:
         if self.max_prune_epoch is not None:
             return self.max_prune_epoch
-        return max(0, min(self.epochs - 1, int(0.6 * self.epochs)))
+        return max(0, min(self.epochs - 1, int(0.4 * self.epochs)))
 
     def selection(self, reduction: float) -> SelectionConfig:
         return SelectionConfig(reduction, self.round_to, self.max_prune_fraction, self.min_width)
@@ -242,7 +242,9 @@ class OneCyclePruner:
         config = self.config
         if self.state.reg_on_epoch is None:
             start = config.reg_start
-            if (start is not None and epoch >= start) or (start is None and self.indicator.plateaued()):
+            latest = (config.monitor_start + config.last_prune_epoch) // 2
+            automatic = start is None and (self.indicator.plateaued() or epoch >= latest)
+            if (start is not None and epoch >= start) or automatic:
                 self.state.reg_on_epoch = epoch
                 self.state.reg_lambda = config.reg_lambda
         elif (epoch - self.state.reg_on_epoch) % config.reg_interval == 0:

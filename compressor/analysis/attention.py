@@ -23,6 +23,27 @@ def _attention_macs(batch: int, heads: int, q_len: int, k_len: int, head_dim: in
     return batch * heads * q_len * k_len * 2 * head_dim
 
 
+def trace_head_projection(state, child: str, linear: nn.Linear, rows: np.ndarray, in_atoms, tokens: int) -> None:
+    """A linear whose output rows belong to heads (q, k, v, or a packed qkv)."""
+    if in_atoms is not None:
+        state.slot(child, "weight", 1, in_atoms)
+    state.slot(child, "weight", 0, rows)
+    if linear.bias is not None:
+        state.slot(child, "bias", 0, rows)
+    state.term(f"{child} linear", linear.weight.numel() * tokens, rows, in_atoms)
+
+
+def trace_output_projection(state, child: str, linear: nn.Linear, rows: np.ndarray, tokens: int) -> np.ndarray:
+    """The linear that merges the heads: its columns follow the heads, its rows are new channels."""
+    out_atoms = state.new_space(child, linear.out_features)
+    state.slot(child, "weight", 1, rows)
+    state.slot(child, "weight", 0, out_atoms)
+    if linear.bias is not None:
+        state.slot(child, "bias", 0, out_atoms)
+    state.term(f"{child} linear", linear.weight.numel() * tokens, out_atoms, rows)
+    return out_atoms
+
+
 class SeparateQKVAttentionHandler(LayerHandler):
     """Attention with separate ``q``/``k``/``v``/``proj`` linears and ``num_heads``/``head_dim``
     attributes, as in the zoo's ViT (``models.vit_cifar.Attention``)."""
@@ -40,24 +61,11 @@ class SeparateQKVAttentionHandler(LayerHandler):
         heads = state.new_space(f"{name}.heads", module.num_heads)
         rows = np.repeat(heads, module.head_dim)
         for proj_name in ("q", "k", "v"):
-            linear = getattr(module, proj_name)
-            child = f"{name}.{proj_name}"
-            if in_atoms is not None:
-                state.slot(child, "weight", 1, in_atoms)
-            state.slot(child, "weight", 0, rows)
-            if linear.bias is not None:
-                state.slot(child, "bias", 0, rows)
-            state.term(f"{child} linear", linear.weight.numel() * _rows(x, -1), rows, in_atoms)
+            trace_head_projection(state, f"{name}.{proj_name}", getattr(module, proj_name), rows, in_atoms, _rows(x, -1))
         state.term(
             f"{name} attention", _attention_macs(batch, module.num_heads, tokens, tokens, module.head_dim), heads
         )
-        out_atoms = state.new_space(f"{name}.proj", module.proj.out_features)
-        child = f"{name}.proj"
-        state.slot(child, "weight", 1, rows)
-        state.slot(child, "weight", 0, out_atoms)
-        if module.proj.bias is not None:
-            state.slot(child, "bias", 0, out_atoms)
-        state.term(f"{child} linear", module.proj.weight.numel() * _rows(x, -1), out_atoms, rows)
+        out_atoms = trace_output_projection(state, f"{name}.proj", module.proj, rows, _rows(x, -1))
         state.set_map(out, ChannelMap((out.dim() - 1,), out_atoms))
 
     def refresh(self, module):
@@ -97,13 +105,7 @@ class MultiheadAttentionHandler(LayerHandler):
             query.shape[batch_dim], module.num_heads, query.shape[seq_dim], key.shape[seq_dim], module.head_dim
         )
         state.term(f"{name} attention", attention, heads)
-        out_atoms = state.new_space(f"{name}.out_proj", module.out_proj.out_features)
-        child = f"{name}.out_proj"
-        state.slot(child, "weight", 1, rows)
-        state.slot(child, "weight", 0, out_atoms)
-        if module.out_proj.bias is not None:
-            state.slot(child, "bias", 0, out_atoms)
-        state.term(f"{child} linear", module.out_proj.weight.numel() * q_rows, out_atoms, rows)
+        out_atoms = trace_output_projection(state, f"{name}.out_proj", module.out_proj, rows, q_rows)
         result = out[0] if isinstance(out, tuple) else out
         state.set_map(result, ChannelMap((result.dim() - 1,), out_atoms))
 

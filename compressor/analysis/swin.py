@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compressor.analysis.attention import trace_head_projection, trace_output_projection
 from compressor.analysis.layers import LayerHandler
 from compressor.analysis.records import ChannelMap
 
@@ -50,22 +51,10 @@ class SwinAttentionHandler(LayerHandler):
         in_atoms = state.channel_atoms(x, -1, f"'{name}' input features are not the last dim alone")
         head_atoms = state.new_space(f"{name}.heads", heads)
         rows = np.repeat(head_atoms, head_dim)
-        qkv = f"{name}.qkv"
-        state.slot(qkv, "weight", 0, np.tile(rows, 3))
-        if module.qkv.bias is not None:
-            state.slot(qkv, "bias", 0, np.tile(rows, 3))
-        if in_atoms is not None:
-            state.slot(qkv, "weight", 1, in_atoms)
-        state.term(f"{qkv} linear", module.qkv.weight.numel() * tokens, rows, in_atoms)
+        trace_head_projection(state, f"{name}.qkv", module.qkv, np.tile(rows, 3), in_atoms, tokens)
         state.term(f"{name} attention", 2 * tokens * wh * ww * heads * head_dim, head_atoms)
         self._trace_position_bias(state, name, module, head_atoms)
-        out_atoms = state.new_space(f"{name}.proj", module.proj.out_features)
-        proj = f"{name}.proj"
-        state.slot(proj, "weight", 1, rows)
-        state.slot(proj, "weight", 0, out_atoms)
-        if module.proj.bias is not None:
-            state.slot(proj, "bias", 0, out_atoms)
-        state.term(f"{proj} linear", module.proj.weight.numel() * tokens, out_atoms, rows)
+        out_atoms = trace_output_projection(state, f"{name}.proj", module.proj, rows, tokens)
         state.set_map(out, ChannelMap((out.dim() - 1,), out_atoms))
 
     @staticmethod

@@ -180,3 +180,14 @@ def test_config_file_sets_defaults_and_flags_override(tmp_path):
     compress("prune", "--config", str(config), *TINY, "--epochs", "1", "--max-prune-epoch", "0", "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 1 and summary["schedule"] == "oneshot" and summary["flops_reduction_target"] == 0.3
+
+
+def test_toml_config_and_unknown_keys(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('schedule = "dense"\nepochs = 1\n')
+    out = tmp_path / "toml"
+    compress("prune", "--config", str(config), *TINY, "--epochs", "1", "--max-prune-epoch", "0", "--out", str(out))
+    assert json.loads((out / "summary.json").read_text())["schedule"] == "dense"
+    config.write_text("no_such_option = 3\n")
+    result = compress("prune", "--config", str(config), "--out", str(tmp_path / "x"), check=False)
+    assert result.returncode != 0 and "unknown options: no_such_option" in result.stderr

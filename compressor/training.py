@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -124,7 +125,7 @@ class Trainer:
         data: DataBundle,
         config: TrainConfig,
         context: RunContext,
-        checkpoint_extra: callable,
+        checkpoint_extra: Callable[[], dict],
     ):
         self.pruner = pruner
         self.optimizer = optimizer
@@ -165,7 +166,9 @@ class Trainer:
             begin = self.pruner.begin_epoch(epoch)
             if begin.prune_due:
                 self._prune(epoch, before_training=True)
+            train_started = time.perf_counter()
             train_loss, train_top1, images = self._train_epoch(epoch)
+            train_s = time.perf_counter() - train_started
             val_loss, val_top1 = self.evaluate()
             event = self.pruner.end_epoch(epoch)
             event.search_time_s += begin.search_time_s
@@ -190,7 +193,7 @@ class Trainer:
                 pruned=event.pruned or begin.prune_due,
                 epoch_time_s=elapsed,
                 search_time_s=event.search_time_s,
-                images_per_s=images / max(elapsed, 1e-9),
+                images_per_s=images / max(train_s, 1e-9),
             )
             if self.metrics is not None:
                 self.metrics.append(record)

@@ -334,7 +334,9 @@ class GradualSchedule(_Schedule):
 
     def end_epoch(self, epoch, pruner, event):
         target = self.target(epoch)
-        if target - pruner.state.reached < 0.005:
+        final = target >= self.config.flops_reduction
+        # Small steps are skipped (each prune re-analyses the model), except the last.
+        if pruner.state.reached >= target or (not final and target - pruner.state.reached < 0.005):
             return
         pruner._search(event, target)
         event.prune_due = True

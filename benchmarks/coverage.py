@@ -141,6 +141,10 @@ def main() -> None:
         records.append(record)
         status = "ok " if record.ok else "FAIL"
         print(f"{status} {name:<22} engine {record.engine_s:6.2f}s  {record.error}", flush=True)
+        _write(records, args)  # after every model: a long sweep that is stopped keeps its rows
+
+
+def _write(records: list[CoverageRecord], args) -> None:
     with open(f"{args.out}.md", "w") as handle:
         handle.write(_markdown(records, args.reduction))
     with open(f"{args.out}.json", "w") as handle:

@@ -53,7 +53,8 @@ def table(rows: list[dict], models: list[str], args) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for model in models:
-        dense_time = statistics.mean(r["wall_time_s"] for r in rows if r["model"] == model and r["schedule"] == "dense")
+        dense_runs = [r["wall_time_s"] for r in rows if r["model"] == model and r["schedule"] == "dense"]
+        dense_time = statistics.mean(dense_runs) if dense_runs else float("nan")
         for schedule in SCHEDULES:
             runs = [r for r in rows if r["model"] == model and r["schedule"] == schedule]
             if not runs:
@@ -86,6 +87,11 @@ def main() -> None:
             for seed in args.seeds:
                 for schedule in args.schedules:
                     rows.append(run(model, schedule, seed, args, Path(workdir)))
+                    _write(rows, args)  # a stopped sweep keeps what it measured
+
+
+def _write(rows: list[dict], args) -> None:
+    models = [m for m in args.models if any(r["model"] == m for r in rows)]
     header = (
         f"# Equal-budget schedule comparison on `synthetic`\n\n"
         f"{args.epochs} epochs, {args.train} training / {args.val} validation images, batch 128, SGD Nesterov "
@@ -94,10 +100,9 @@ def main() -> None:
         f"Command: `python -m benchmarks.schedule_comparison --models {' '.join(args.models)} "
         f"--seeds {' '.join(map(str, args.seeds))} --epochs {args.epochs} --train {args.train} --val {args.val}`\n\n"
     )
-    text = header + table(rows, args.models, args) + "\n"
+    text = header + table(rows, models, args) + "\n"
     Path(f"{args.out}.md").write_text(text)
     Path(f"{args.out}.json").write_text(json.dumps(rows, indent=1))
-    print(text)
 
 
 if __name__ == "__main__":

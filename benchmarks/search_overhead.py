@@ -126,8 +126,8 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|\n"
     )
     lines = [
-        f"| {r['model']} | {r['epoch_s']:.1f} | {r['search_s']:.3f} | {100 * r['search_fraction_of_epoch']:.2f} % | "
-        f"{r['naive_search_s']:.2f} | {r['naive_probes']} | {100 * r['naive_fraction_of_epoch']:.1f} % | "
+        f"| {r['model']} | {r['epoch_s']:.1f} | {r['search_s']:.3f} | {100 * r['search_fraction_of_epoch']:.4f} % | "
+        f"{r['naive_search_s']:.2f} | {r['naive_probes']} | {100 * r['naive_fraction_of_epoch']:.3f} % | "
         f"{r['speedup_vs_naive']:.0f}x |"
         for r in rows
     ]

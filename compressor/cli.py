@@ -232,8 +232,10 @@ def _print_info(report: dict, graph: ChannelGraph) -> None:
 
 def _register_subcommands() -> None:
     from compressor.cli_prune import prune_command
+    from compressor.cli_export import export_command
 
     main.add_command(prune_command)
+    main.add_command(export_command)
 
 
 _register_subcommands()

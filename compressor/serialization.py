@@ -114,7 +114,9 @@ def _load_failure(error: Exception) -> str:
     match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if match:
         return f"it references '{match.group(1)}', which a model file never needs"
-    first = text.strip().splitlines()[0] if text.strip() else ""
+    # torch wraps the unpickler's reason in advice to load unsafely; keep only the reason.
+    match = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    first = match.group(1) if match else (text.strip().splitlines()[0] if text.strip() else "")
     return f"{type(error).__name__}: {first[:160]}" if first else type(error).__name__
 
 

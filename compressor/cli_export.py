@@ -1,0 +1,154 @@
+"""``compress export``: ONNX (and TensorRT) files that are proven to compute what PyTorch computes.
+
+The heavy imports (onnx, onnxruntime, onnxsim, tensorrt) happen inside the command,
+so ``compress --help`` and the other subcommands stay fast.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from compressor.errors import CompressorError
+from exporters.config import DEFAULT_ATOL, DEFAULT_MAX_BATCH, DEFAULT_RTOL, FORMATS, ExportConfig
+from exporters.opsets import DEFAULT_OPSET, check_opset, supported_range_text
+
+OPTIONS = [
+    click.option(
+        "--format", "format_", type=click.Choice(FORMATS), default="onnx", show_default=True,
+        help="onnx: model.onnx. tensorrt: also model.plan, a TensorRT engine for this machine's GPU "
+        "(needs an NVIDIA GPU and `pip install tensorrt`; without them the ONNX is still written, "
+        "then the command fails).",
+    ),
+    click.option(
+        "--out", type=click.Path(),
+        help="Output directory [default: RUN/export for a run directory, FILE-export next to a model file, "
+        "exports/NAME for a model name]. Files of an earlier export there are replaced.",
+    ),
+    click.option(
+        "--opset", type=int,
+        help=f"ONNX opset [default: {DEFAULT_OPSET}, the dynamo exporter's own]; {supported_range_text()}.",
+    ),
+    click.option(
+        "--max-batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
+        help="Largest batch the parity gate checks (with 1, 2 and 3) and the TensorRT profile's max. "
+        "The ONNX batch dimension itself is symbolic (any size).",
+    ),
+    click.option(
+        "--fp16", is_flag=True,
+        help="Also write model_fp16.onnx (FP16 weights and math, float32 inputs/outputs; the way to FP16 on "
+        "TensorRT 11) and, with --format tensorrt, model_fp16.plan; checked for >= 99% top-1 agreement.",
+    ),
+    click.option(
+        "--simplify/--no-simplify", default=True, show_default=True,
+        help="Simplify the graph with onnxsim; the simplified model must pass the gate too, else the "
+        "unsimplified one is kept (the manifest says why).",
+    ),
+    click.option(
+        "--atol", type=click.FloatRange(min=0), default=DEFAULT_ATOL, show_default=True,
+        help="Parity gate: absolute tolerance; each output must satisfy |onnx - torch| <= atol + rtol * |torch|.",
+    ),
+    click.option(
+        "--rtol", type=click.FloatRange(min=0), default=DEFAULT_RTOL, show_default=True,
+        help="Parity gate: relative tolerance (see --atol).",
+    ),
+    click.option(
+        "--no-verify", is_flag=True,
+        help="Skip the parity gates (PyTorch vs ONNX Runtime / TensorRT); the manifest then says 'unverified'.",
+    ),
+]
+
+
+def export_options(command):
+    for option in reversed(OPTIONS):
+        command = option(command)
+    return command
+
+
+@click.command("export", context_settings={"max_content_width": 110})
+@click.argument("source")
+@export_options
+def export_command(source: str, format_: str, out, opset, max_batch, fp16, simplify, atol, rtol, no_verify) -> None:
+    """Export SOURCE to ONNX (and TensorRT) behind a parity gate.
+
+    SOURCE is a `compress prune` run directory (its model.pt), a pruned model file, or a
+    zoo/torchvision model name (dense, random init: the baseline). The exported model runs
+    in ONNX Runtime next to PyTorch on the same random inputs at batch sizes 1, 2, 3 and
+    --max-batch; beyond --atol/--rtol the export is refused (exit 1, files renamed *.failed).
+    Writes model.onnx (symbolic batch dimension) and manifest.json (shapes, MACs, params,
+    parity numbers, sha256 of every file, tool versions)."""
+    from exporters.pipeline import ExportRefused, TensorRTUnavailable, export_source
+    from exporters.sources import resolve_source
+
+    try:
+        check_opset(opset)
+        resolved = resolve_source(source)
+        config = ExportConfig(
+            out=Path(out) if out else resolved.default_out, format=format_, opset=opset, max_batch=max_batch,
+            fp16=fp16, simplify=simplify, atol=atol, rtol=rtol, verify=not no_verify,
+        )
+        result = export_source(resolved, config)
+    except (TensorRTUnavailable, ExportRefused) as error:
+        _print_summary(error.result.manifest, error.result.out)
+        raise click.ClickException(str(error)) from error
+    except CompressorError as error:
+        raise click.ClickException(str(error)) from error
+    _print_summary(result.manifest, result.out)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def _print_summary(manifest: dict, out: Path) -> None:
+    source = manifest["source"]
+    kind = "pruned" if source["pruned"] else "dense"
+    click.echo(
+        f"{manifest['model']} ({source['kind']}, {kind}): {manifest['exporter']} exporter, "
+        f"opset {manifest['opset']}, "
+        f"input {_shape(manifest['inputs'])} -> {_shape(manifest['outputs'])}, "
+        f"{manifest['macs'] / 1e6:.1f} M MACs, {manifest['params'] / 1e6:.3f} M params"
+    )
+    for name, record in manifest["files"].items():
+        click.echo(f"  {name:<22} {_size(record['size']):>10}  sha256 {record['sha256'][:12]}")
+    _print_checks(manifest)
+    click.echo(f"status {manifest['status']}; manifest.json in {out}")
+
+
+def _shape(values) -> str:
+    return ", ".join(f"{v['name']} [{','.join(str(d) for d in v['shape'])}]" for v in values or [])
+
+
+def _print_checks(manifest: dict) -> None:
+    parity = manifest["parity"]
+    if parity.get("checked"):
+        click.echo(f"  parity {_parity_line(parity)}")
+    simplify = manifest.get("simplify") or {}
+    if not simplify.get("applied") and simplify.get("reason"):
+        click.echo(f"  onnxsim not applied: {simplify['reason']}")
+    check = (manifest.get("fp16") or {}).get("check") or {}
+    if check.get("checked"):
+        click.echo(f"  fp16   {_top1_line(check)}")
+    trt = manifest.get("tensorrt") or {}
+    if trt.get("parity"):
+        click.echo(f"  tensorrt parity {_parity_line(trt['parity'])}")
+    if trt.get("fp16_parity"):
+        click.echo(f"  tensorrt fp16   {_top1_line(trt['fp16_parity'])}")
+
+
+def _parity_line(parity: dict) -> str:
+    batches = ",".join(str(b) for b in parity["batch_sizes"])
+    verdict = "passed" if parity["passed"] else "FAILED"
+    return (
+        f"{parity['backend']} {parity['provider']} vs PyTorch fp32, batches {batches}: "
+        f"max abs err {parity['max_abs_err']:.2e}, max rel err {parity['max_rel_err']:.2e}, "
+        f"top-1 {parity['top1_agreement']:.1%} (atol {parity['atol']:g}, rtol {parity['rtol']:g}: {verdict})"
+    )
+
+
+def _top1_line(check: dict) -> str:
+    verdict = "passed" if check["passed"] else "FAILED"
+    return (
+        f"{check['backend']} {check['provider']}: top-1 agreement {check['top1_agreement']:.1%} of "
+        f"{check['batch_size']} (needs {check['min_top1']:.0%}: {verdict}), max abs err {check['max_abs_err']:.2e}"
+    )

@@ -1,0 +1,110 @@
+"""The output directory, and the rule that no file looks valid before it has passed.
+
+Every artifact is written under a staging name (``.model.onnx.staging``) and only
+renamed to its real name once every gate has passed.  When a gate refuses, the
+staged files become ``model.onnx.failed`` and so on, and real-named files left by
+an earlier export into the same directory are removed, so the directory never
+holds a ``model.onnx`` next to a manifest that says ``failed``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from compressor.errors import CompressorError
+
+FAILED_SUFFIX = ".failed"
+STAGING_SUFFIX = ".staging"
+
+
+def prepare_out_dir(out: Path) -> Path:
+    """Create ``out`` and prove it is writable, or fail with one line, before any work."""
+    if out.exists() and not out.is_dir():
+        raise CompressorError(f"cannot write to output directory {out}: it is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise CompressorError(f"cannot write to output directory {out}: {reason}") from error
+    return out
+
+
+class Artifacts:
+    """Staged files of one export, keyed by their final names."""
+
+    def __init__(self, out: Path, known: tuple[str, ...] = ()) -> None:
+        self.out = out
+        self.known = known  # every name an export may write, to clear leftovers of earlier ones
+        self.staged: dict[str, Path] = {}
+        self.scratch_files: list[Path] = []
+
+    def stage(self, name: str) -> Path:
+        """Where to write the artifact ``name`` until it is promoted."""
+        path = self.out / f".{name}{STAGING_SUFFIX}"
+        path.unlink(missing_ok=True)
+        self.staged[name] = path
+        return path
+
+    def scratch(self, name: str) -> Path:
+        """A temporary file in the output directory, removed whatever happens."""
+        path = self.out / f".{name}.scratch"
+        path.unlink(missing_ok=True)
+        self.scratch_files.append(path)
+        return path
+
+    def cleanup(self) -> None:
+        """Remove staged and scratch files (an error stopped the export)."""
+        for path in [*self.staged.values(), *self.scratch_files]:
+            path.unlink(missing_ok=True)
+        self.staged.clear()
+        self.scratch_files.clear()
+
+    def promote(self) -> list[Path]:
+        """All gates passed: give every staged file its real name."""
+        self._clear_leftovers()
+        moved = [self._move(name, name) for name in list(self.staged)]
+        self.cleanup()
+        return moved
+
+    def fail(self) -> list[Path]:
+        """A gate refused: ``name.failed`` for every staged file; stale real names go."""
+        self._clear_leftovers()
+        moved = [self._move(name, name + FAILED_SUFFIX) for name in list(self.staged)]
+        self.cleanup()
+        return moved
+
+    def _clear_leftovers(self) -> None:
+        """Files an earlier export into the same directory left (valid or failed)."""
+        for name in set(self.known) | set(self.staged):
+            (self.out / name).unlink(missing_ok=True)
+            (self.out / (name + FAILED_SUFFIX)).unlink(missing_ok=True)
+
+    def _move(self, name: str, final: str) -> Path:
+        target = self.out / final
+        os.replace(self.staged.pop(name), target)
+        return target
+
+
+def make_readable(path: Path) -> Path:
+    """Give a file written through a private temp file (mode 0600) the usual mode.
+
+    ``compressor.atomic`` writes via ``mkstemp``; artifacts meant to be shipped and
+    shared should get the permissions a plain ``open()`` would have given them."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+    return path
+
+
+def file_record(path: Path) -> dict:
+    """sha256 and size, so a deployment can check it ships what was verified."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return {"sha256": digest.hexdigest(), "size": path.stat().st_size}

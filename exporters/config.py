@@ -1,0 +1,73 @@
+"""The options of one export, fixed before anything is written.
+
+A frozen dataclass so that every step (export, simplify, gates, engine build,
+manifest) reads the same settings, and the manifest can record exactly what was
+asked for.  Validation that needs no heavy imports happens here, so a bad value is
+refused before an output directory is created.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from compressor.errors import CompressorError
+
+FORMATS = ("onnx", "tensorrt")
+DEFAULT_MAX_BATCH = 8
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-3
+FP16_MIN_TOP1 = 0.99
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What ``compress export`` was asked to do.
+
+    ``opset=None`` means the installed exporter's preferred opset (recorded in the
+    manifest).  ``input_size`` overrides the source's native (C, H, W), for tests
+    that export ImageNet models at a small resolution.
+    """
+
+    out: Path
+    format: str = "onnx"
+    opset: int | None = None
+    max_batch: int = DEFAULT_MAX_BATCH
+    fp16: bool = False
+    simplify: bool = True
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+    verify: bool = True
+    input_size: tuple[int, int, int] | None = None
+    seed: int = 0
+    fp16_check_batch: int = 100  # one disagreement in 100 still meets 99 %
+    fp16_min_top1: float = FP16_MIN_TOP1
+    trt_workspace_bytes: int = 2 << 30
+    trt_optimization_level: int = 3  # TensorRT's default, pinned so engines compare fairly
+    trt_timing_cache: Path | None = None  # None: a per-user cache shared by every export
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        if self.format not in FORMATS:
+            raise CompressorError(f"unknown export format '{self.format}'; expected one of: {', '.join(FORMATS)}")
+        if self.max_batch < 1:
+            raise CompressorError(f"--max-batch must be >= 1, got {self.max_batch}")
+        if self.atol < 0 or self.rtol < 0:
+            raise CompressorError(f"tolerances must be >= 0, got atol={self.atol}, rtol={self.rtol}")
+        if self.input_size is not None and (len(self.input_size) != 3 or min(self.input_size) < 1):
+            raise CompressorError(f"input size must be three positive integers C,H,W, got {self.input_size}")
+
+    @property
+    def parity_batch_sizes(self) -> tuple[int, ...]:
+        """1, 2, an odd size (3) and the max batch, never above the max batch.
+
+        Batch 1 and an odd size catch exporters that specialised the batch dim to the
+        example's size; the max batch is what a deployment will send."""
+        return tuple(sorted(b for b in {1, 2, 3, self.max_batch} if b <= self.max_batch))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("out", "trt_timing_cache"):
+            data[key] = None if data[key] is None else str(data[key])
+        if self.input_size is not None:
+            data["input_size"] = list(self.input_size)
+        return data

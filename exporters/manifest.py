@@ -1,0 +1,81 @@
+"""``manifest.json``: what was exported, how, and the evidence that it is right.
+
+The keys follow design.md (format, opset, input/output names and shapes, macs,
+params, parity, tool versions) plus the status, the files' sha256 and sizes, the
+exporter used and the source.  Written atomically, so a crash never leaves half a
+manifest next to the model files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from compressor import __version__ as compressor_version
+from compressor.atomic import atomic_write_text
+from exporters.artifacts import file_record, make_readable
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = "compressor.export-manifest/1"
+# Status values: "ok" (every gate passed), "unverified" (--no-verify), "failed" (a gate
+# refused; the files carry a .failed suffix), "incomplete" (the ONNX is done and verified,
+# the TensorRT engine could not be built on this machine).
+STATUSES = ("ok", "unverified", "failed", "incomplete")
+
+
+def _distribution_version(*names: str) -> str | None:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def tool_versions() -> dict:
+    """Versions of everything that shaped the exported files."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    from exporters.tensorrt import tensorrt_version
+
+    return {
+        "compressor": compressor_version,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxscript": _distribution_version("onnxscript"),
+        "onnxsim": _distribution_version("onnxsim"),
+        "onnxconverter_common": _distribution_version("onnxconverter-common", "onnxconverter_common"),
+        "tensorrt": tensorrt_version(),
+    }
+
+
+def files_section(paths: list[Path]) -> dict:
+    return {path.name: file_record(path) for path in sorted(paths, key=lambda p: p.name)}
+
+
+def write_manifest(out: Path, manifest: dict) -> Path:
+    if manifest.get("status") not in STATUSES:
+        raise ValueError(f"manifest status must be one of {STATUSES}, got {manifest.get('status')!r}")
+    text = json.dumps(_finite({"manifest": FORMAT_VERSION, **manifest}), indent=1, allow_nan=False) + "\n"
+    return make_readable(atomic_write_text(out / MANIFEST_NAME, text))
+
+
+def _finite(value):
+    """Strict JSON has no inf/nan: a non-finite error (the model produced NaN) becomes a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def read_manifest(out: Path) -> dict:
+    return json.loads((out / MANIFEST_NAME).read_text())

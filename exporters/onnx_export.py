@@ -1,0 +1,148 @@
+"""PyTorch -> one ONNX file with a symbolic batch dimension.
+
+The dynamo exporter (``torch.onnx.export(dynamo=True)``) is tried first: it is
+torch's supported path and runs onnxscript's graph optimiser.  When it raises, or
+produces something we cannot use (a static batch dim, a different opset than
+asked for), the TorchScript exporter (``dynamo=False``) is tried, and the reason
+for the fallback is kept for the manifest.  Nothing about "export succeeded" is
+trusted: the caller's parity gate decides whether the file is any good.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from compressor.errors import CompressorError
+from exporters.messages import one_line, quiet
+from exporters.opsets import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, within
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+BATCH_DIM = "batch"
+# torch.export specialises a dimension whose example size is 0 or 1 to a constant,
+# so the example batch must be >= 2 for the batch dimension to stay symbolic.
+EXAMPLE_BATCH = 2
+# Protobuf cannot hold a model over 2 GiB; stay clear of it before inlining weights.
+INLINE_LIMIT_BYTES = 1_800_000_000
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """Which exporter wrote ``path``, at which opset, and why it was not the first choice."""
+
+    path: Path
+    exporter: str  # "dynamo" or "torchscript"
+    opset: int
+    fallback_reason: str | None
+
+
+def export_onnx(model: nn.Module, input_size, path: Path, opset: int) -> OnnxExport:
+    """Export ``model`` (eval, CPU, fp32) to ``path``; dynamo first, TorchScript second."""
+    model = model.eval().float().cpu()
+    example = torch.randn(EXAMPLE_BATCH, *input_size, generator=torch.Generator().manual_seed(0))
+    if _weight_bytes(model) >= INLINE_LIMIT_BYTES:
+        raise CompressorError("models with over 1.8 GB of weights (ONNX external data) are not supported yet")
+    reasons = []
+    attempts = (("dynamo", DYNAMO_OPSETS, _export_dynamo), ("torchscript", TORCHSCRIPT_OPSETS, _export_torchscript))
+    for exporter, bounds, write in attempts:
+        if not within(opset, bounds):
+            reasons.append(f"the {exporter} exporter cannot write opset {opset} ({bounds[0]}-{bounds[1]})")
+            continue
+        problem = _try(write, model, example, path, opset)
+        if problem is None:
+            fallback = "; ".join(reasons) or None
+            return OnnxExport(path, exporter, opset, fallback)
+        reasons.append(f"{exporter}: {problem}")
+    path.unlink(missing_ok=True)
+    raise CompressorError("ONNX export failed: " + "; ".join(reasons))
+
+
+def _try(write, model, example, path: Path, opset: int) -> str | None:
+    """Run one exporter and check its file; the problem as one line, or None."""
+    path.unlink(missing_ok=True)
+    try:
+        with quiet():
+            write(model, example, path, opset)
+    except Exception as error:  # noqa: BLE001 - any exporter failure means: try the next one
+        return one_line(error)
+    return check_exported(path, opset)
+
+
+def _export_dynamo(model, example, path: Path, opset: int) -> None:
+    batch = torch.export.Dim(BATCH_DIM, min=1)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=opset,
+        dynamic_shapes=({0: batch},),
+        optimize=True,
+        verbose=False,
+    )
+    program.save(str(path), external_data=False)  # one self-contained file
+
+
+def _export_torchscript(model, example, path: Path, opset: int) -> None:
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        dynamo=False,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=opset,
+        dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
+        do_constant_folding=True,
+    )
+
+
+def check_exported(path: Path, opset: int) -> str | None:
+    """Why the file at ``path`` is unusable (wrong opset, static batch), or None."""
+    model = onnx.load(str(path), load_external_data=False)
+    produced = model_opset(model)
+    if produced != opset:
+        return f"asked for opset {opset} but the file declares opset {produced}"
+    if not batch_dim_is_symbolic(model):
+        return "the input's batch dimension came out static"
+    return None
+
+
+def model_opset(model: onnx.ModelProto) -> int | None:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return None
+
+
+def batch_dim_is_symbolic(model: onnx.ModelProto) -> bool:
+    """Dim 0 of every graph input is a named parameter, not a fixed value."""
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if not dims or not dims[0].HasField("dim_param") or not dims[0].dim_param:
+            return False
+    return True
+
+
+def io_signature(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
+    """Names, shapes (symbolic dims as strings) and dtypes of the graph's inputs and outputs."""
+
+    def describe(value) -> dict:
+        tensor = value.type.tensor_type
+        shape = [d.dim_param if d.HasField("dim_param") else int(d.dim_value) for d in tensor.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        return {"name": value.name, "shape": shape, "dtype": dtype}
+
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [describe(v) for v in model.graph.input if v.name not in initializers]
+    return inputs, [describe(v) for v in model.graph.output]
+
+
+def _weight_bytes(model: nn.Module) -> int:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)

@@ -1,0 +1,281 @@
+"""One export from start to finish: source -> ONNX -> simplify -> gates -> FP16 -> TensorRT -> manifest.
+
+The order is chosen so that nothing looks valid before it is: every file is
+written under a staging name, the gates run on the staged files, and only an
+export whose gates all passed gets real file names (see ``artifacts``).  A refusal
+still writes ``manifest.json`` (status ``failed``, with the numbers that failed)
+so the user can see why.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from compressor.errors import CompressorError
+from compressor.flops import count_macs, count_params
+from exporters.artifacts import Artifacts, prepare_out_dir
+from exporters.config import ExportConfig
+from exporters.fp16 import convert_to_fp16
+from exporters.manifest import files_section, tool_versions, write_manifest
+from exporters.onnx_export import OnnxExport, export_onnx, io_signature
+from exporters.opsets import check_opset
+from exporters.parity import ParityReport, check_onnx, check_onnx_top1
+from exporters.simplify import Simplified, simplify_onnx
+from exporters.sources import ExportSource, resolve_source
+
+ONNX_FILE = "model.onnx"
+FP16_FILE = "model_fp16.onnx"
+PLAN_FILE = "model.plan"
+FP16_PLAN_FILE = "model_fp16.plan"
+ARTIFACT_NAMES = (ONNX_FILE, FP16_FILE, PLAN_FILE, FP16_PLAN_FILE)
+# Random-init or barely trained models have near-tied logits that half precision reorders.
+FP16_REMEDY = "FP16 changes this model's top-1 too often: export without --fp16"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out: Path
+    manifest: dict
+
+    @property
+    def status(self) -> str:
+        return self.manifest["status"]
+
+    def path(self, name: str) -> Path:
+        return self.out / name
+
+
+class ExportRefused(CompressorError):
+    """A gate refused: files renamed to ``*.failed`` and the manifest says ``failed``."""
+
+    def __init__(self, message: str, result: ExportResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class TensorRTUnavailable(CompressorError):
+    """The ONNX part is done and verified; this machine cannot build the engine."""
+
+    def __init__(self, message: str, result: ExportResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def export(source: str, config: ExportConfig) -> ExportResult:
+    """Export SOURCE (run directory, pruned model file or model name) as ``config`` says."""
+    check_opset(config.opset)  # refuse before loading anything
+    return export_source(resolve_source(source), config)
+
+
+def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
+    opset = check_opset(config.opset)
+    artifacts = Artifacts(prepare_out_dir(config.out), ARTIFACT_NAMES)
+    try:
+        return _Job(source, config, opset, artifacts).run()
+    except (ExportRefused, TensorRTUnavailable):
+        raise
+    except BaseException:
+        artifacts.cleanup()  # an error, not a verdict: leave no staged or partial files
+        raise
+
+
+class _Job:
+    """The state of one export while it runs; each step fills one manifest section."""
+
+    def __init__(self, source: ExportSource, config: ExportConfig, opset: int, artifacts: Artifacts) -> None:
+        self.source, self.config, self.opset, self.artifacts = source, config, opset, artifacts
+        self.model = source.model.eval().float().cpu()
+        self.input_size = tuple(config.input_size or source.input_size)
+        self.exported: OnnxExport | None = None
+        self.timings: dict[str, float] = {}
+        self.sections: dict = {"parity": {"checked": False, "reason": "--no-verify"}, "fp16": None, "tensorrt": None}
+
+    def run(self) -> ExportResult:
+        with self._timed("count_s"):
+            example = torch.zeros(1, *self.input_size)
+            self.sections.update(macs=count_macs(self.model, example), params=count_params(self.model))
+        onnx_path = self._export()
+        self._simplify_and_verify(onnx_path)
+        if self.config.fp16:
+            self._fp16(onnx_path)
+        if self.config.format == "tensorrt":
+            self._tensorrt(onnx_path)
+        return self._finish("ok" if self.config.verify else "unverified")
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _export(self) -> Path:
+        path = self.artifacts.stage(ONNX_FILE)
+        with self._timed("export_s"):
+            self.exported = export_onnx(self.model, self.input_size, path, self.opset)
+        inputs, outputs = io_signature(onnx.load(str(path), load_external_data=False))
+        self.sections.update(inputs=inputs, outputs=outputs)
+        return path
+
+    def _simplify_and_verify(self, onnx_path: Path) -> None:
+        """Gate the simplified model; if it fails, fall back to (and gate) the unsimplified one."""
+        simplified = self._simplify(onnx_path)
+        if not self.config.verify:
+            if simplified.applied:
+                os.replace(simplified.path, onnx_path)
+            return
+        if simplified.applied and self._adopt_simplified(simplified.path, onnx_path):
+            return
+        report = self._gate_onnx(onnx_path)
+        if not report.passed:
+            self._refuse(report.failure())
+
+    def _adopt_simplified(self, simplified: Path, onnx_path: Path) -> bool:
+        """Keep the simplified model only if it passes the gate on its own."""
+        try:
+            report = self._gate_onnx(simplified)
+        except CompressorError as error:  # e.g. ONNX Runtime cannot load what onnxsim wrote
+            self.sections["simplify"].update(applied=False, reason=f"{error}; kept the unsimplified model")
+            return False
+        if report.passed:
+            os.replace(simplified, onnx_path)
+            return True
+        self.sections["simplify"].update(
+            applied=False,
+            reason="the simplified model failed the parity gate; kept the unsimplified one",
+            rejected_parity=report.to_dict(),
+        )
+        return False
+
+    def _simplify(self, onnx_path: Path) -> Simplified:
+        if not self.config.simplify:
+            nodes = len(onnx.load(str(onnx_path)).graph.node)
+            simplified = Simplified(False, None, "disabled (--no-simplify)", nodes, None)
+        else:
+            with self._timed("simplify_s"):
+                simplified = simplify_onnx(onnx_path, self.artifacts.scratch("model.simplified.onnx"))
+        self.sections["simplify"] = simplified.to_dict()
+        return simplified
+
+    def _gate_onnx(self, path: Path) -> ParityReport:
+        c = self.config
+        with self._timed("verify_s"):
+            report = check_onnx(
+                self.model, path, self.input_size, c.parity_batch_sizes, c.atol, c.rtol, c.seed, ONNX_FILE
+            )
+        self.sections["parity"] = report.to_dict()
+        return report
+
+    def _fp16(self, onnx_path: Path) -> None:
+        c = self.config
+        path = self.artifacts.stage(FP16_FILE)
+        with self._timed("fp16_s"):
+            convert_to_fp16(onnx_path, path)
+        unchecked = {"checked": False, "reason": "--no-verify"}
+        self.sections["fp16"] = {"file": FP16_FILE, "io_dtype": "float32", "check": unchecked}
+        if not c.verify:
+            return
+        with self._timed("fp16_verify_s"):
+            top1 = check_onnx_top1(
+                self.model, path, self.input_size, c.fp16_check_batch, c.fp16_min_top1, c.seed, FP16_FILE
+            )
+        self.sections["fp16"]["check"] = top1.to_dict()
+        if not top1.passed:
+            self._refuse(top1.failure(), FP16_REMEDY)
+
+    def _tensorrt(self, onnx_path: Path) -> None:
+        from exporters import tensorrt as trt_export
+
+        available, found = trt_export.tensorrt_available()
+        if not available:
+            self.sections["tensorrt"] = {"status": "unavailable", "reason": found}
+            result = self._finish("incomplete")
+            verified = " (parity verified)" if self.config.verify else ""
+            raise TensorRTUnavailable(
+                f"--format tensorrt: {found}; wrote {ONNX_FILE}{verified} and manifest.json (status 'incomplete') "
+                f"in {result.out}; to build {PLAN_FILE}, {trt_export.INSTALL_HINT}",
+                result,
+            )
+        self.sections["tensorrt"] = {"status": "built", "found": found, "engines": {}}
+        self._engine(trt_export, onnx_path, PLAN_FILE, fp16=False)
+        if self.config.fp16:
+            source = self.artifacts.staged[FP16_FILE] if trt_export.fp16_from_onnx() else onnx_path
+            self._engine(trt_export, source, FP16_PLAN_FILE, fp16=True)
+
+    def _engine(self, trt_export, onnx_path: Path, name: str, fp16: bool) -> None:
+        c = self.config
+        spec = trt_export.EngineSpec(
+            onnx_path, self.artifacts.stage(name), c.max_batch, fp16, c.trt_workspace_bytes,
+            c.trt_optimization_level, c.trt_timing_cache or trt_export.default_timing_cache(),
+        )
+        onnx_name = FP16_FILE if onnx_path == self.artifacts.staged.get(FP16_FILE) else ONNX_FILE
+        with self._timed(f"{name}_build_s"):
+            build = trt_export.build_engine(spec)
+        section = self.sections["tensorrt"]
+        section["engines"][name] = {**build.to_dict(), "onnx_file": onnx_name}
+        if not c.verify:
+            return
+        with self._timed(f"{name}_verify_s"):
+            if fp16:
+                report = trt_export.check_engine_top1(self.model, spec.plan_path, self.input_size, c.fp16_check_batch,
+                                                     c.max_batch, c.fp16_min_top1, c.seed, name)
+            else:
+                report = trt_export.check_engine(self.model, spec.plan_path, self.input_size, c.parity_batch_sizes,
+                                                 c.atol, c.rtol, c.seed, name)
+        section["fp16_parity" if fp16 else "parity"] = report.to_dict()
+        if not report.passed:
+            self._refuse(report.failure(), FP16_REMEDY if fp16 else "loosen --atol/--rtol")
+
+    # -- endings -------------------------------------------------------------------------
+
+    def _refuse(self, reason: str, remedy: str = "loosen --atol/--rtol") -> None:
+        result = self._write(self.artifacts.fail(), "failed", reason)
+        raise ExportRefused(
+            f"parity gate refused the export: {reason}; the files in {result.out} are renamed *.failed and "
+            f"manifest.json says status 'failed' ({remedy}, or skip the gate with --no-verify)",
+            result,
+        )
+
+    def _finish(self, status: str) -> ExportResult:
+        return self._write(self.artifacts.promote(), status, None)
+
+    def _write(self, files: list[Path], status: str, error: str | None) -> ExportResult:
+        manifest = self._manifest(files, status, error)
+        write_manifest(self.artifacts.out, manifest)
+        return ExportResult(self.artifacts.out, manifest)
+
+    def _manifest(self, files: list[Path], status: str, error: str | None) -> dict:
+        exported = self.exported
+        return {
+            "status": status,
+            "error": error,
+            "format": self.config.format,
+            "model": self.source.name,
+            "source": self.source.describe(),
+            "input_size": list(self.input_size),
+            "opset": exported.opset if exported else self.opset,
+            "exporter": exported.exporter if exported else None,
+            "exporter_fallback_reason": exported.fallback_reason if exported else None,
+            "inputs": self.sections.get("inputs"),
+            "outputs": self.sections.get("outputs"),
+            "macs": self.sections.get("macs"),
+            "params": self.sections.get("params"),
+            "max_batch": self.config.max_batch,
+            "simplify": self.sections.get("simplify"),
+            "parity": self.sections["parity"],
+            "fp16": self.sections["fp16"],
+            "tensorrt": self.sections["tensorrt"],
+            "files": files_section(files),
+            "versions": tool_versions(),
+            "options": self.config.to_dict(),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    @contextlib.contextmanager
+    def _timed(self, key: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - started

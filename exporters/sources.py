@@ -1,0 +1,93 @@
+"""What to export: a ``compress prune`` run, a pruned model file, or a model name.
+
+SOURCE on the command line is resolved here into an ordinary ``nn.Module`` in
+eval mode plus the facts the manifest records about where it came from.  Every
+way this can go wrong (missing path, damaged file, unknown name) ends in a
+one-line ``CompressorError`` before anything is written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from compressor.errors import CompressorError
+from compressor.serialization import load_pruned
+from compressor.zoo import build, entry
+
+RUN_MODEL_FILE = "model.pt"
+MODEL_FILE_SUFFIXES = (".pt", ".pth")
+
+
+@dataclass
+class ExportSource:
+    """A model ready to export, and a description of where it came from."""
+
+    model: nn.Module
+    name: str
+    input_size: tuple[int, int, int]
+    kind: str  # "run", "file", "zoo" or "module" (handed in through the Python API)
+    pruned: bool
+    path: Path | None = None
+    default_out: Path = field(default_factory=lambda: Path("exports"))
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "model": self.name,
+            "pruned": self.pruned,
+            "path": None if self.path is None else str(self.path),
+            "input_size": list(self.input_size),
+        }
+
+
+def from_module(model: nn.Module, name: str, input_size, pruned: bool) -> ExportSource:
+    """Wrap a model built in Python (tests, benchmarks) as a source."""
+    return ExportSource(model.eval(), name, tuple(input_size), "module", pruned, None, Path("exports") / name)
+
+
+def resolve_source(text: str) -> ExportSource:
+    """Turn SOURCE into a model: an existing path wins over a model name."""
+    path = Path(text)
+    if path.is_dir():
+        if (path / RUN_MODEL_FILE).is_file():
+            return _from_run(path)
+        if not _is_model_name(text):
+            raise CompressorError(
+                f"{path} is not a `compress prune` run directory (it has no {RUN_MODEL_FILE})"
+            )
+    elif path.exists():
+        return _from_file(path, kind="file", default_out=path.parent / f"{path.stem}-export")
+    elif path.suffix in MODEL_FILE_SUFFIXES or len(path.parts) > 1:
+        raise CompressorError(f"no such run directory or pruned model file: {path}")
+    return _from_zoo(text)
+
+
+def _is_model_name(text: str) -> bool:
+    try:
+        entry(text)
+    except CompressorError:
+        return False
+    return True
+
+
+def _from_run(directory: Path) -> ExportSource:
+    source = _from_file(directory / RUN_MODEL_FILE, kind="run", default_out=directory / "export")
+    source.path = directory
+    return source
+
+
+def _from_file(path: Path, kind: str, default_out: Path) -> ExportSource:
+    if not path.is_file():
+        raise CompressorError(f"{path} is not a file")
+    model, spec, plan = load_pruned(path)
+    pruned = plan.kept_channels() < plan.total_channels()  # a `dense` schedule run saves a full plan
+    return ExportSource(model.eval(), spec.name, tuple(spec.input_size), kind, pruned, path, default_out)
+
+
+def _from_zoo(name: str) -> ExportSource:
+    """Dense, randomly initialised: the baseline a pruned export is compared with."""
+    info = entry(name)
+    model = build(name, info.num_classes)
+    return ExportSource(model.eval(), name, tuple(info.input_size), "zoo", False, None, Path("exports") / name)

@@ -1,0 +1,279 @@
+"""ONNX -> serialized TensorRT engine (``model.plan``), and running it for the parity gate.
+
+Written against the TensorRT Python API of 10.x and 11.x:
+
+* 11.x builds strongly typed networks only and has no ``BuilderFlag.FP16``: an FP16
+  engine is built from the FP16 ONNX (``model_fp16.onnx``).  10.x builds FP16 from the
+  fp32 ONNX with the builder flag.  ``fp16_from_onnx()`` says which applies.
+* One optimisation profile for the batch dim (min 1, opt = max = --max-batch), a
+  workspace limit, a pinned builder optimisation level (engines of a pruned and a
+  dense model are then built the same way), and a timing cache file reused across
+  builds (it makes rebuilding many similar pruned variants much faster).
+* TF32 is cleared for fp32 engines, so the fp32 parity gate compares IEEE fp32 to
+  IEEE fp32 (TensorRT enables TF32 by default on Ampere and newer).
+
+Everything needs an NVIDIA GPU and the TensorRT libraries; ``tensorrt_available()``
+says whether both are there, and nothing else here is called when they are not.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import re
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from compressor.atomic import atomic_write
+from compressor.errors import CompressorError
+from exporters.artifacts import make_readable
+from exporters.messages import one_line
+from exporters.parity import ParityReport, Top1Report, check_parity, check_top1, torch_runner
+
+INSTALL_HINT = "install it on a machine with an NVIDIA GPU and driver: pip install tensorrt"
+
+
+def tensorrt_available() -> tuple[bool, str]:
+    """(True, what was found) or (False, what is missing)."""
+    try:
+        import tensorrt as trt
+    except Exception as error:  # noqa: BLE001 - a broken install is as unusable as a missing one
+        return False, f"TensorRT is not installed (import tensorrt: {one_line(error, 120)})"
+    if not torch.cuda.is_available():
+        return False, f"TensorRT {trt.__version__} is installed but PyTorch sees no CUDA GPU"
+    return True, f"TensorRT {trt.__version__} on {torch.cuda.get_device_name(0)}"
+
+
+def tensorrt_version() -> str | None:
+    try:
+        import tensorrt as trt
+    except Exception:  # noqa: BLE001
+        return None
+    return str(trt.__version__)
+
+
+def fp16_from_onnx() -> bool:
+    """True where FP16 must come from an FP16 ONNX (11.x: no BuilderFlag.FP16)."""
+    import tensorrt as trt
+
+    return not hasattr(trt.BuilderFlag, "FP16")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    onnx_path: Path
+    plan_path: Path
+    max_batch: int
+    fp16: bool
+    workspace_bytes: int
+    optimization_level: int
+    timing_cache: Path
+
+
+@dataclass(frozen=True)
+class EngineBuild:
+    """How an engine was built, for the manifest."""
+
+    precision: str  # "fp32" or "fp16"
+    fp16_route: str | None  # "fp16-onnx" (strongly typed) or "builder-flag" (10.x)
+    tf32: bool
+    profile: dict
+    workspace_bytes: int
+    optimization_level: int
+    timing_cache: str
+    timing_cache_reused: bool
+    build_s: float
+    tensorrt: str
+    device: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_timing_cache() -> Path:
+    """Per user, TensorRT version and GPU: a cache is only valid for that combination."""
+    import tensorrt as trt
+
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onecycle-compress"
+    device = re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name(0)).strip("-").lower()
+    return root / f"tensorrt-{trt.__version__}-{device}.timing-cache"
+
+
+def build_engine(spec: EngineSpec) -> EngineBuild:
+    """Parse the ONNX, configure the builder, write the serialized engine atomically."""
+    import tensorrt as trt
+
+    started = time.perf_counter()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = _builder(trt, logger)
+    network = builder.create_network(0)  # explicit batch on 10.x, strongly typed on 11.x
+    _parse(trt, network, logger, spec.onnx_path)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_bytes)
+    config.builder_optimization_level = spec.optimization_level
+    if hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
+    route = _fp16_route(trt, config, spec)
+    profile = _add_profile(builder, network, config, spec.max_batch)
+    cache, reused = _attach_timing_cache(config, spec.timing_cache)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise CompressorError(f"TensorRT could not build an engine from {spec.onnx_path.name} (see its log above)")
+    make_readable(atomic_write(spec.plan_path, lambda stream: stream.write(serialized)))
+    _save_timing_cache(cache, spec.timing_cache)
+    return EngineBuild(
+        precision="fp16" if spec.fp16 else "fp32",
+        fp16_route=route,
+        tf32=False,
+        profile=profile,
+        workspace_bytes=spec.workspace_bytes,
+        optimization_level=spec.optimization_level,
+        timing_cache=str(spec.timing_cache),
+        timing_cache_reused=reused,
+        build_s=time.perf_counter() - started,
+        tensorrt=str(trt.__version__),
+        device=torch.cuda.get_device_name(0),
+    )
+
+
+def _builder(trt, logger):
+    try:
+        return trt.Builder(logger)
+    except TypeError as error:  # the bindings' way of saying CUDA could not initialise
+        raise CompressorError(f"TensorRT could not initialise CUDA: {one_line(error)}") from error
+
+
+def _parse(trt, network, logger, onnx_path: Path) -> None:
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = " | ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise CompressorError(f"TensorRT's ONNX parser refused {onnx_path.name}: {' '.join(errors.split())[:400]}")
+
+
+def _fp16_route(trt, config, spec: EngineSpec) -> str | None:
+    """10.x: the builder flag on the fp32 ONNX.  11.x: the graph already is FP16."""
+    if not spec.fp16:
+        return None
+    if hasattr(trt.BuilderFlag, "FP16"):
+        config.set_flag(trt.BuilderFlag.FP16)
+        return "builder-flag"
+    return "fp16-onnx"
+
+
+def _add_profile(builder, network, config, max_batch: int) -> dict:
+    tensor = network.get_input(0)
+    rest = tuple(int(d) for d in tuple(tensor.shape)[1:])
+    shapes = {"min": (1, *rest), "opt": (max_batch, *rest), "max": (max_batch, *rest)}
+    profile = builder.create_optimization_profile()
+    profile.set_shape(tensor.name, shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    return {"input": tensor.name, **{k: list(v) for k, v in shapes.items()}}
+
+
+def _attach_timing_cache(config, path: Path):
+    """Load the cache if it exists and matches this GPU/TensorRT; else start an empty one."""
+    data = path.read_bytes() if path.is_file() else b""
+    try:
+        cache = config.create_timing_cache(data) if data else None
+    except Exception:  # noqa: BLE001 - a damaged cache file is just a cold start
+        cache = None
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache, True
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache, False
+
+
+def _save_timing_cache(cache, path: Path) -> None:
+    try:
+        data = cache.serialize()
+        atomic_write(path, lambda stream: stream.write(data))
+    except OSError as error:  # a cache we cannot save costs build time later, nothing else
+        warnings.warn(f"could not save the TensorRT timing cache to {path}: {error}", stacklevel=2)
+
+
+class EngineRunner:
+    """Runs a serialized engine on torch CUDA tensors (``execute_async_v3``)."""
+
+    def __init__(self, plan_path: Path) -> None:
+        import tensorrt as trt
+
+        self.trt = trt
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
+        if self.engine is None:
+            raise CompressorError(f"TensorRT could not load {plan_path.name}")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        modes = {name: self.engine.get_tensor_mode(name) for name in names}
+        self.input = next(n for n in names if modes[n] == trt.TensorIOMode.INPUT)
+        self.output = next(n for n in names if modes[n] == trt.TensorIOMode.OUTPUT)
+        self.stream = torch.cuda.Stream()
+
+    def _torch_dtype(self, name: str) -> torch.dtype:
+        trt = self.trt
+        table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32}
+        if hasattr(trt, "bfloat16"):
+            table[trt.bfloat16] = torch.bfloat16
+        return table[self.engine.get_tensor_dtype(name)]
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        x = x.to("cuda", self._torch_dtype(self.input)).contiguous()
+        self.context.set_input_shape(self.input, tuple(x.shape))
+        shape = tuple(self.context.get_tensor_shape(self.output))
+        y = torch.empty(shape, dtype=self._torch_dtype(self.output), device="cuda")
+        self.context.set_tensor_address(self.input, x.data_ptr())
+        self.context.set_tensor_address(self.output, y.data_ptr())
+        torch.cuda.current_stream().synchronize()  # x was written on torch's stream
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise CompressorError("TensorRT failed to execute the engine")
+        self.stream.synchronize()
+        return y.float().cpu().numpy()
+
+
+@contextlib.contextmanager
+def strict_fp32():
+    """PyTorch's CUDA reference without TF32, restored afterwards."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _labels(name: str) -> dict:
+    return {
+        "backend": "tensorrt",
+        "provider": f"TensorRT {tensorrt_version()} on {torch.cuda.get_device_name(0)}",
+        "model_file": name,
+    }
+
+
+def check_engine(model: nn.Module, plan_path: Path, input_size, batch_sizes, atol: float, rtol: float,
+                 seed: int, name: str | None = None) -> ParityReport:
+    """The fp32 gate for an engine against PyTorch fp32 on the same GPU (TF32 off)."""
+    reference = torch_runner(copy.deepcopy(model), "cuda")
+    labels = {**_labels(name or plan_path.name), "reference": "pytorch-fp32-cuda (TF32 off)"}
+    with strict_fp32():
+        return check_parity(reference, EngineRunner(plan_path), input_size, batch_sizes, atol, rtol, seed, labels)
+
+
+def check_engine_top1(model: nn.Module, plan_path: Path, input_size, batch: int, max_batch: int, min_top1: float,
+                      seed: int, name: str | None = None) -> Top1Report:
+    """The FP16 engine's top-1 agreement with PyTorch fp32, fed in chunks of the max batch."""
+    reference = torch_runner(copy.deepcopy(model), "cuda")
+    with strict_fp32():
+        return check_top1(reference, EngineRunner(plan_path), input_size, batch, max_batch, min_top1, seed,
+                          _labels(name or plan_path.name))

@@ -1,0 +1,195 @@
+"""``compress export`` end to end on CPU: the CLI in-process through click's CliRunner,
+plus one real ``compress prune`` run whose directory gets exported."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from compressor.cli import main
+from exporters.tensorrt import tensorrt_available
+
+EXPORT_OPTIONS = ["--format", "--out", "--opset", "--max-batch", "--fp16", "--simplify", "--no-simplify",
+                  "--atol", "--rtol", "--no-verify"]
+MANIFEST_KEYS = ["format", "opset", "inputs", "outputs", "macs", "params", "parity", "status", "files", "versions",
+                 "exporter", "source"]
+PARITY_KEYS = ["max_abs_err", "max_rel_err", "top1_agreement", "batch_sizes", "backend", "provider"]
+VERSION_KEYS = ["torch", "onnx", "onnxruntime", "onnxsim", "tensorrt"]
+TINY_PRUNE = [
+    "--model", "resnet20", "--synthetic-train", "256", "--synthetic-val", "128", "--batch-size", "64",
+    "--epochs", "2", "--max-prune-epoch", "0", "--monitor-start", "0", "--no-progress",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Two OpenMP threads spinning against each other on a busy 2-core machine are ~100x slower."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, ["export", *args])
+
+
+def assert_one_line_error(result: Result, exit_code: int, *hints: str) -> str:
+    """Non-zero exit, no traceback, exactly one 'Error:' line on stderr holding every hint."""
+    assert result.exit_code == exit_code, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for hint in hints:
+        assert hint in errors[0], errors[0]
+    if exit_code == 1:
+        assert result.stderr.strip() == errors[0], result.stderr
+    return errors[0]
+
+
+def read_manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def assert_valid_export(out: Path, model: str, pruned: bool) -> dict:
+    manifest = read_manifest(out)
+    assert manifest["status"] == "ok", manifest.get("error")
+    assert all(key in manifest for key in MANIFEST_KEYS)
+    assert all(key in manifest["parity"] for key in PARITY_KEYS)
+    assert all(key in manifest["versions"] for key in VERSION_KEYS)
+    assert manifest["format"] == "onnx" and manifest["model"] == model and manifest["source"]["pruned"] is pruned
+    assert manifest["parity"]["passed"] and manifest["parity"]["provider"] == "CPUExecutionProvider"
+    assert manifest["parity"]["batch_sizes"] == [1, 2, 3, 8]
+    assert manifest["inputs"][0]["shape"][0] == "batch" and manifest["outputs"][0]["shape"] == ["batch", 10]
+    assert manifest["exporter"] in ("dynamo", "torchscript")
+    data = (out / "model.onnx").read_bytes()
+    assert manifest["files"]["model.onnx"] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    onnx.checker.check_model(onnx.load(str(out / "model.onnx")))
+    return manifest
+
+
+# -- the happy paths -----------------------------------------------------------------------------
+
+
+def test_help_explains_every_option():
+    result = invoke("--help")
+    assert result.exit_code == 0, result.output
+    assert "SOURCE" in result.output
+    missing = [option for option in EXPORT_OPTIONS if option not in result.output]
+    assert not missing, result.output
+    assert "export" in CliRunner().invoke(main, ["--help"]).output
+
+
+def test_export_a_model_name_writes_model_onnx_and_the_manifest(tmp_path):
+    out = tmp_path / "r20"
+    result = invoke("resnet20", "--format", "onnx", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    manifest = assert_valid_export(out, "resnet20", pruned=False)
+    assert manifest["source"]["kind"] == "zoo" and manifest["macs"] == 40_813_184
+    assert "CPUExecutionProvider" in result.output and "model.onnx" in result.output and "status ok" in result.output
+
+
+@pytest.fixture(scope="module")
+def prune_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "r20"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "compressor", "prune", *TINY_PRUNE, "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+def test_export_a_prune_run_directory(prune_run):
+    result = invoke(str(prune_run))  # default --out: RUN/export
+    assert result.exit_code == 0, result.output
+    manifest = assert_valid_export(prune_run / "export", "resnet20", pruned=True)
+    summary = json.loads((prune_run / "summary.json").read_text())
+    assert manifest["source"]["kind"] == "run" and manifest["source"]["path"] == str(prune_run)
+    assert manifest["params"] == summary["pruned_params"] and manifest["macs"] == summary["pruned_macs"]
+
+
+def test_tensorrt_without_tensorrt_writes_the_onnx_then_fails_with_one_line(tmp_path):
+    available, found = tensorrt_available()
+    if available:
+        pytest.skip(f"{found}: the GPU tests build real engines")
+    out = tmp_path / "trt"
+    result = invoke("resnet20", "--format", "tensorrt", "--out", str(out), "--no-simplify")
+    error = assert_one_line_error(result, 1, "--format tensorrt", "pip install tensorrt", "NVIDIA GPU")
+    assert found.split(" (")[0] in error
+    manifest = read_manifest(out)
+    assert manifest["status"] == "incomplete" and manifest["tensorrt"]["status"] == "unavailable"
+    assert manifest["parity"]["passed"] and (out / "model.onnx").is_file() and not (out / "model.plan").exists()
+
+
+# -- bad input: one line, non-zero exit, nothing valid-looking left ------------------------------
+
+
+def test_missing_source(tmp_path):
+    out = tmp_path / "out"
+    assert_one_line_error(invoke(str(tmp_path / "nope" / "model.pt"), "--out", str(out)), 1, "no such")
+    assert_one_line_error(invoke("resnet2O", "--out", str(out)), 1, "unknown model", "resnet20")
+    assert_one_line_error(invoke(str(tmp_path), "--out", str(out)), 1, "not a `compress prune` run directory")
+    assert not out.exists()
+
+
+def test_corrupt_source(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"this is not a checkpoint" * 40)
+    out = tmp_path / "out"
+    assert_one_line_error(invoke(str(bad), "--out", str(out)), 1, str(bad), "refused to load")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes(b"\x00" * 100)
+    assert_one_line_error(invoke(str(run), "--out", str(out)), 1, "model.pt")
+    assert not out.exists()
+
+
+def test_unknown_format(tmp_path):
+    assert_one_line_error(invoke("resnet20", "--format", "tflite", "--out", str(tmp_path / "o")), 2, "tflite")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_output_directory(tmp_path):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    assert_one_line_error(invoke("resnet20", "--out", str(a_file / "sub")), 1, "cannot write", str(a_file / "sub"))
+    assert_one_line_error(invoke("resnet20", "--out", str(a_file)), 1, "cannot write", "is a file")
+    assert a_file.read_text() == "x"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_output_directory(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert_one_line_error(invoke("resnet20", "--out", str(locked)), 1, "cannot write", "Permission denied")
+    finally:
+        locked.chmod(0o755)
+    assert not list(locked.iterdir())
+
+
+@pytest.mark.parametrize("opset", ["5", "99"])
+def test_an_opset_the_exporter_cannot_produce(tmp_path, opset):
+    out = tmp_path / "out"
+    error = assert_one_line_error(invoke("resnet20", "--opset", opset, "--out", str(out)), 1, f"opset {opset}")
+    assert "can produce opsets" in error
+    assert not out.exists()
+
+
+def test_refused_export_exits_non_zero_and_leaves_no_valid_looking_model(tmp_path):
+    out = tmp_path / "out"
+    result = invoke("resnet20", "--out", str(out), "--atol", "0", "--rtol", "0", "--no-simplify")
+    assert_one_line_error(result, 1, "parity gate refused", "--no-verify")
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx.failed"]
+    assert read_manifest(out)["status"] == "failed"

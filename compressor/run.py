@@ -19,7 +19,7 @@ from compressor.errors import CompressorError
 from compressor.onecycle import OneCyclePruner, PruneConfig
 from compressor.plan import PruningPlan
 from compressor.report import MetricsLog, plot_run, write_summary
-from compressor.serialization import ModelSpec, rebuild, save_pruned
+from compressor.serialization import ModelSpec, rebuild, restored_state, save_pruned
 from compressor.training import RunContext, Trainer, TrainConfig, config_dict, distributed_context, make_optimizer, resolve_device
 from compressor.zoo import build
 
@@ -73,7 +73,7 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     else:
         plans = [PruningPlan.from_dict(p) for p in resume_payload["pruner"]["state"]["applied"]]
         model = rebuild(model_spec, plans)
-        model.load_state_dict(resume_payload["model"])
+        model.load_state_dict(restored_state(resume_payload["model"]))
     model.to(device)
     optimizer = make_optimizer(spec.train, model)
     example = torch.zeros(1, *data.input_size, device=device)

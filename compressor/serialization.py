@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Sequence
 from pathlib import Path
@@ -78,9 +79,23 @@ def save_pruned(
         "spec": spec.to_dict(),
         "plan": plan.to_dict(),
         "earlier_plans": [p.to_dict() for p in earlier_plans],
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        **portable_state(model),
     }
     return atomic_torch_save(path, payload)
+
+
+def portable_state(model: nn.Module) -> dict:
+    """Weights plus the per-module version metadata some modules check on load
+    (torchvision's MNASNet refuses a state dict without it), as plain containers."""
+    state = model.state_dict()
+    metadata = {k: dict(v) for k, v in getattr(state, "_metadata", {}).items()}
+    return {"state_dict": {k: v.detach().cpu().clone() for k, v in state.items()}, "state_metadata": metadata}
+
+
+def restored_state(payload: dict) -> OrderedDict:
+    state = OrderedDict(payload["state_dict"])
+    state._metadata = OrderedDict((k, dict(v)) for k, v in payload.get("state_metadata", {}).items())
+    return state
 
 
 def read_pruned(path: str | os.PathLike) -> tuple[ModelSpec, list[PruningPlan], dict]:
@@ -101,7 +116,7 @@ def read_pruned(path: str | os.PathLike) -> tuple[ModelSpec, list[PruningPlan], 
         spec = ModelSpec.from_dict(payload["spec"])
         plans = [PruningPlan.from_dict(p) for p in payload.get("earlier_plans", [])]
         plans.append(PruningPlan.from_dict(payload["plan"]))
-        state_dict = dict(payload["state_dict"])
+        state_dict = restored_state(payload)
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise CompressorError(f"{path} is a damaged pruned model file: {error}") from error
     return spec, plans, state_dict

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compressor.checkpoint import BEFORE_PRUNE, LATEST, save_checkpoint
+from compressor.serialization import portable_state
 from compressor.data import DataBundle
 from compressor.errors import CompressorError
 from compressor.onecycle import EpochEvent, OneCyclePruner
@@ -274,7 +275,7 @@ class Trainer:
             return
         payload = {
             "epoch": epoch,
-            "model": {k: v.detach().cpu() for k, v in self.pruner.model.state_dict().items()},
+            "model": portable_state(self.pruner.model),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "pruner": self.pruner.state_dict(),

@@ -66,7 +66,7 @@ def test_pruned_model_file_reloads_and_matches_the_checkpoint(finished):
     payload = load_checkpoint(finished / LATEST)
     assert sum(p.numel() for p in model.parameters()) == json.loads((finished / "summary.json").read_text())["pruned_params"]
     for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, payload["model"][name]), name
+        assert torch.equal(tensor, payload["model"]["state_dict"][name]), name
 
 
 def test_killed_run_resumes_to_the_same_result(finished, tmp_path):

@@ -117,10 +117,26 @@ class _State:
 
 
 class OneCyclePruner:
-    def __init__(self, model: nn.Module, example_input, config: PruneConfig, optimizer=None):
+    def __init__(
+        self,
+        model: nn.Module,
+        example_input,
+        config: PruneConfig,
+        optimizer=None,
+        *,
+        lr_scheduler=None,
+        selection_data=None,
+        loss_fn=None,
+    ):
+        """``lr_scheduler`` is the user's scheduler, kept valid across the prune.
+        ``selection_data`` (a list of (inputs, targets) batches) and ``loss_fn``
+        (default cross-entropy) are what loss-aware schedules evaluate candidates on."""
         self.config = config
         self.model = model
         self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.selection_data = selection_data
+        self.loss_fn = loss_fn
         self.example_input = example_input
         self.graph, self.cost = self._analyse()
         self.dense_macs = self.graph.dense_macs

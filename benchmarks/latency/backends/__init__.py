@@ -1,0 +1,18 @@
+"""The backends ``compress bench --backend`` knows, by name."""
+from __future__ import annotations
+
+from benchmarks.latency.backends.base import BackendError, Workload
+from benchmarks.latency.backends.onnxruntime import CPU, CUDA, TENSORRT, OnnxRuntime
+from benchmarks.latency.backends.tensorrt import TensorRT
+from benchmarks.latency.backends.torch_eager import TorchCompile, TorchEager
+
+BACKENDS = {
+    "torch": TorchEager(),
+    "torch-compile": TorchCompile(),
+    "onnxruntime": OnnxRuntime("onnxruntime", None),
+    "onnxruntime-cuda": OnnxRuntime("onnxruntime-cuda", CUDA),
+    "onnxruntime-trt": OnnxRuntime("onnxruntime-trt", TENSORRT),
+    "tensorrt": TensorRT(),
+}
+
+__all__ = ["BACKENDS", "BackendError", "Workload", "CPU"]

@@ -1,0 +1,136 @@
+"""Timing several variants fairly: warm-up, then interleaved rounds.
+
+Machine drift (turbo clocks, thermal limits, another process waking up) is slow
+compared with one inference, so the variants are timed in alternating blocks
+(round 1: A then B, round 2: B then A, ...) and every variant sees the same drift.
+Per round each variant runs enough iterations for its share of ``min_runs`` and
+``min_time_s``, estimated from the warm-up.
+
+Clocks: on the CPU each call is timed with ``perf_counter_ns``.  On CUDA a pair of
+events is recorded around each call on the variant's stream and read after the
+block, so the timed loop has no host synchronisation (design.md, deploy.md §6).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+PERF_COUNTER = "perf_counter"
+CUDA_EVENTS = "cuda-events"
+MAX_RUNS_PER_BLOCK = 100_000
+
+
+class Runnable(Protocol):
+    """One inference on buffers prepared once; ``timer`` says how to time it."""
+
+    timer: str  # PERF_COUNTER or CUDA_EVENTS
+
+    def __call__(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    warmup_s: float = 1.0
+    warmup_runs: int = 10
+    min_runs: int = 50
+    min_time_s: float = 2.0  # timed seconds per variant, over all rounds
+    rounds: int = 5
+
+    def __post_init__(self) -> None:
+        if self.warmup_s < 0 or self.min_time_s < 0:
+            raise ValueError("warm-up and timed durations cannot be negative")
+        if self.warmup_runs < 1 or self.min_runs < 1 or self.rounds < 1:
+            raise ValueError("warm-up runs, timed runs and rounds must be at least 1")
+
+
+@dataclass
+class Measurement:
+    """Samples per variant, plus what happened, in order (for reports and tests)."""
+
+    samples_ms: list[list[float]]
+    warmup_runs: list[int]
+    warmup_s: list[float]
+    blocks: list[tuple[int, int, int]] = field(default_factory=list)  # (round, variant, runs)
+
+
+def measure(variants: Sequence[Runnable], config: TimingConfig, progress: Callable[[int], None] | None = None) -> Measurement:
+    """Warm every variant up, then time them in ``config.rounds`` interleaved rounds."""
+    count = len(variants)
+    result = Measurement([[] for _ in range(count)], [0] * count, [0.0] * count)
+    estimates = []
+    for index, variant in enumerate(variants):
+        runs, seconds, per_call = _warm_up(variant, config)
+        result.warmup_runs[index], result.warmup_s[index] = runs, seconds
+        estimates.append(per_call)
+    per_block = [_runs_per_block(config, estimate) for estimate in estimates]
+    for round_index in range(config.rounds):
+        order = range(count) if round_index % 2 == 0 else reversed(range(count))
+        for index in order:
+            samples = time_block(variants[index], per_block[index])
+            result.samples_ms[index].extend(samples)
+            result.blocks.append((round_index, index, len(samples)))
+            if progress is not None:
+                progress(len(samples))
+    return result
+
+
+def planned_runs(config: TimingConfig, per_call_s: float) -> int:
+    """Timed runs one variant will get when a call takes ``per_call_s``."""
+    return config.rounds * _runs_per_block(config, per_call_s)
+
+
+def _runs_per_block(config: TimingConfig, per_call_s: float) -> int:
+    by_count = math.ceil(config.min_runs / config.rounds)
+    by_time = math.ceil(config.min_time_s / config.rounds / max(per_call_s, 1e-7))
+    return min(MAX_RUNS_PER_BLOCK, max(by_count, by_time))
+
+
+def _warm_up(variant: Runnable, config: TimingConfig) -> tuple[int, float, float]:
+    """Run until both the run count and the duration are reached; returns
+    (runs, seconds, a per-call estimate from the second half of the warm-up)."""
+    started = time.perf_counter()
+    durations = []
+    while len(durations) < config.warmup_runs or time.perf_counter() - started < config.warmup_s:
+        durations.append(_wall_call(variant))
+    tail = sorted(durations[len(durations) // 2 :])
+    return len(durations), time.perf_counter() - started, tail[len(tail) // 2]
+
+
+def _wall_call(variant: Runnable) -> float:
+    started = time.perf_counter()
+    variant()
+    _synchronise(variant)
+    return time.perf_counter() - started
+
+
+def _synchronise(variant: Runnable) -> None:
+    if variant.timer == CUDA_EVENTS:
+        variant.stream.synchronize()
+
+
+def time_block(variant: Runnable, runs: int) -> list[float]:
+    if variant.timer == CUDA_EVENTS:
+        return _time_cuda(variant, runs)
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(runs):
+        started = clock()
+        variant()
+        samples.append((clock() - started) / 1e6)
+    return samples
+
+
+def _time_cuda(variant, runs: int) -> list[float]:
+    import torch
+
+    stream = variant.stream
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+    for start, end in zip(starts, ends):
+        start.record(stream)
+        variant()
+        end.record(stream)
+    stream.synchronize()
+    return [start.elapsed_time(end) for start, end in zip(starts, ends)]

@@ -1,0 +1,180 @@
+"""``compress bench`` end to end on this CPU: real timings of a tiny pruned model
+through PyTorch and ONNX Runtime, every report format, skipped backends, bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from onnx import TensorProto, helper
+
+from benchmarks.latency.rounding import SweepConfig, auto_round_to
+from benchmarks.latency.timing import TimingConfig
+from compressor import CostModel, ModelSpec, SelectionConfig, analyse, apply_plan, group_l2, save_pruned, select_plan
+from compressor.cli import main
+from compressor.zoo import build
+
+FAST = ["--warmup-s", "0", "--warmup-runs", "1", "--min-runs", "3", "--min-time-s", "0", "--rounds", "1"]
+RECORD_KEYS = ["model", "variant", "backend", "provider", "device", "precision", "batch_size", "threads", "timer",
+               "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "throughput", "runs", "macs", "params"]
+PAIR_KEYS = ["speedup", "macs_ratio", "efficiency", "baseline"]
+
+
+@pytest.fixture(scope="module")
+def pruned_file(tmp_path_factory) -> Path:
+    """ResNet-20 pruned to half its MACs, saved the way `compress prune` saves it."""
+    torch.manual_seed(0)
+    model = build("resnet20", 10).eval()
+    example = torch.zeros(1, 3, 32, 32)
+    graph = analyse(model, example)
+    plan = select_plan(graph, CostModel(graph, model), group_l2(graph, model), SelectionConfig(0.5))
+    pruned = apply_plan(model, graph, plan)
+    path = tmp_path_factory.mktemp("bench") / "resnet20-pruned.pt"
+    save_pruned(path, pruned, ModelSpec("resnet20", 10, (3, 32, 32)), plan)
+    return path
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, ["bench", *args])
+
+
+def one_error_line(result: Result, exit_code: int, *hints: str) -> None:
+    assert result.exit_code == exit_code, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for hint in hints:
+        assert hint in errors[0], errors[0]
+
+
+def test_real_cpu_bench_writes_every_report(pruned_file, tmp_path):
+    out = tmp_path / "out"
+    result = invoke(str(pruned_file), "--backend", "torch,onnxruntime,onnxruntime-cuda,onnxruntime-trt,tensorrt",
+                    "--device", "cpu", "--batch-size", "1,3", "--threads", "1", "--out", str(out), *FAST)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "bench.json").read_text())
+    assert report["format"] == "compressor.bench/1"
+    records = report["records"]
+    assert len(records) == 2 * 2 * 2  # (torch, onnxruntime) x (batch 1, 3) x (dense, pruned)
+    for record in records:
+        for key in RECORD_KEYS:
+            assert key in record, key
+        assert record["runs"] >= 3 and record["threads"] == 1
+        assert record["min_ms"] <= record["median_ms"] <= record["p90_ms"] <= record["p99_ms"]
+    providers = {r["backend"]: r["provider"] for r in records}
+    assert providers["onnxruntime"] == "CPUExecutionProvider"
+    assert providers["torch"].startswith("torch ")
+    pruned = [r for r in records if r["variant"] == "pruned"]
+    for record in pruned:
+        dense = next(r for r in records if r["variant"] == "dense" and r["backend"] == record["backend"]
+                     and r["batch_size"] == record["batch_size"])
+        assert record["speedup"] == pytest.approx(dense["median_ms"] / record["median_ms"])
+        assert record["macs_ratio"] == pytest.approx(dense["macs"] / record["macs"])
+        assert 1.9 < record["macs_ratio"] < 2.2
+        assert record["efficiency"] == pytest.approx(record["speedup"] / record["macs_ratio"])
+        assert record["baseline"] == "resnet20 dense"
+    skipped = {s["backend"]: s["reason"] for s in report["skipped"]}
+    if not torch.cuda.is_available():
+        assert set(skipped) == {"onnxruntime-cuda", "onnxruntime-trt", "tensorrt"}
+        assert all("GPU" in reason for reason in skipped.values())
+        assert "skipped: tensorrt" in result.output
+    environment = report["environment"]
+    assert environment["cpu"] and environment["usable_cores"] >= 1 and environment["versions"]["torch"]
+    markdown = (out / "bench.md").read_text()
+    assert "| model | backend |" in markdown and "resnet20 pruned" in markdown and "Skipped" in markdown
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "efficiency" in result.output and "resnet20 pruned" in result.output
+    cached = list((pruned_file.parent / "resnet20-pruned-bench" / "cache").glob("*/*.onnx"))
+    assert sorted(p.name for p in cached) == ["dense.onnx", "pruned.onnx"]
+
+
+def test_onnx_files_compare_with_the_first(pruned_file, tmp_path):
+    cache = next((pruned_file.parent / "resnet20-pruned-bench" / "cache").glob("*"), None)
+    if cache is None:  # the full bench test did not run first (e.g. -k); make the files
+        invoke(str(pruned_file), "--backend", "onnxruntime", "--batch-size", "1", "--out", str(tmp_path / "x"), *FAST)
+        cache = next((pruned_file.parent / "resnet20-pruned-bench" / "cache").glob("*"))
+    json_path, md_path, png_path = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png"
+    result = invoke(str(cache / "dense.onnx"), str(cache / "pruned.onnx"), "--backend", "onnxruntime,torch",
+                    "--batch-size", "2", "--json", str(json_path), "--markdown", str(md_path), "--plot", str(png_path),
+                    "--out", str(tmp_path / "unused"), *FAST)
+    assert result.exit_code == 0, result.output
+    report = json.loads(json_path.read_text())
+    assert [r["model"] for r in report["records"]] == ["dense.onnx", "pruned.onnx"]
+    assert report["records"][1]["speedup"] > 0 and report["records"][1]["macs_ratio"] is None
+    assert any("PyTorch backends need a model file" in s["reason"] for s in report["skipped"])
+    assert md_path.is_file() and png_path.is_file() and not (tmp_path / "unused").exists()
+
+
+def test_missing_source_is_one_line(tmp_path):
+    one_error_line(invoke(str(tmp_path / "nope.pt")), 1, "no such run directory", "nope.pt")
+    (tmp_path / "notes.txt").write_text("x")
+    one_error_line(invoke(str(tmp_path / "notes.txt")), 1, "not a run directory")
+    (tmp_path / "empty").mkdir()
+    one_error_line(invoke(str(tmp_path / "empty")), 1, "has no model.pt")
+
+
+def test_unknown_backend_and_bad_batch_sizes(pruned_file):
+    one_error_line(invoke(str(pruned_file), "--backend", "torch,openvino"), 2, "openvino", "onnxruntime-trt")
+    one_error_line(invoke(str(pruned_file), "--batch-size", "1,zero"), 2, "--batch-size")
+    one_error_line(invoke(str(pruned_file), "--batch-size", "0"), 2, "positive")
+
+
+def _fixed_batch_onnx(path: Path, batch: int) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["input"], ["output"])], "fixed",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, 3, 8, 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9  # what every supported ONNX Runtime reads
+    onnx.save(model, str(path))
+    return path
+
+
+def test_batch_size_the_file_cannot_take(tmp_path):
+    fixed = _fixed_batch_onnx(tmp_path / "fixed.onnx", 1)
+    one_error_line(invoke(str(fixed), "--batch-size", "1,32", "--backend", "onnxruntime", *FAST),
+                   1, "fixed batch size of 1", "--batch-size 32")
+    ok = invoke(str(fixed), "--batch-size", "1", "--backend", "onnxruntime", "--out", str(tmp_path / "o"), *FAST)
+    assert ok.exit_code == 0, ok.output
+    # An engine's profile is read from its export manifest, so the check works without TensorRT.
+    engine_dir = tmp_path / "export"
+    engine_dir.mkdir()
+    (engine_dir / "model.plan").write_bytes(b"engine")
+    manifest = {"input_size": [3, 32, 32], "max_batch": 8, "files": {"model.plan": {}},
+                "tensorrt": {"engines": {"model.plan": {"profile": {"min": [1, 3, 32, 32], "max": [8, 3, 32, 32]}}}}}
+    (engine_dir / "manifest.json").write_text(json.dumps(manifest))
+    one_error_line(invoke(str(engine_dir / "model.plan"), "--backend", "tensorrt", "--batch-size", "16"),
+                   1, "batch sizes 1..8", "--batch-size 16", "--max-batch 16")
+
+
+def test_nothing_runnable_fails(pruned_file, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU machine the GPU backends can run")
+    result = invoke(str(pruned_file), "--backend", "tensorrt", "--out", str(tmp_path / "o"), *FAST)
+    one_error_line(result, 1, "nothing could be timed")
+
+
+def test_help_explains_every_option():
+    result = CliRunner().invoke(main, ["bench", "--help"])
+    assert result.exit_code == 0
+    for option in ["--backend", "--device", "--batch-size", "--precision", "--threads", "--warmup-s", "--min-runs",
+                   "--json", "--markdown", "--plot", "--rounds", "--out"]:
+        assert option in result.output
+
+
+def test_round_to_auto_measures_once_then_uses_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    timing = TimingConfig(warmup_s=0.0, warmup_runs=1, min_runs=2, min_time_s=0.0, rounds=1)
+    config = SweepConfig(backend="onnxruntime", device="cpu", threads=1, low=24, high=32, batch_size=1, spatial=4,
+                         timing=timing)
+    first, cached = auto_round_to(config)
+    assert not cached
+    assert sorted(first.latency_ms) == list(range(24, 33))
+    assert first.multiple in first.scores and first.scores[first.multiple] > 0
+    second, cached = auto_round_to(config)
+    assert cached and second.multiple == first.multiple and second.latency_ms == first.latency_ms
+    assert "<- chosen" in second.table()

@@ -1,0 +1,128 @@
+"""The latency statistics and the interleaved timing loop, on known inputs."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from benchmarks.latency.rounding import MULTIPLES, choose, efficiency, score
+from benchmarks.latency.stats import compare, relative_difference, summarise
+from benchmarks.latency.timing import PERF_COUNTER, TimingConfig, measure, planned_runs
+
+
+def test_summary_of_known_samples():
+    samples = [float(v) for v in range(1, 101)]  # 1..100 ms
+    stats = summarise(samples, batch_size=4)
+    assert stats.runs == 100
+    assert stats.median_ms == 50.5
+    assert stats.p90_ms == pytest.approx(90.1)  # linear interpolation between the 90th and 91st
+    assert stats.p99_ms == pytest.approx(99.01)
+    assert stats.mean_ms == 50.5
+    assert stats.std_ms == pytest.approx(np.std(samples, ddof=1))
+    assert (stats.min_ms, stats.max_ms) == (1.0, 100.0)
+    assert stats.throughput == pytest.approx(4 * 1000 / 50.5)
+
+
+def test_one_sample_and_bad_samples():
+    stats = summarise([2.0], batch_size=1)
+    assert (stats.median_ms, stats.p99_ms, stats.std_ms, stats.throughput) == (2.0, 2.0, 0.0, 500.0)
+    for bad in ([], [1.0, float("nan")], [-1.0]):
+        with pytest.raises(ValueError):
+            summarise(bad, batch_size=1)
+
+
+def test_median_ignores_an_outlier_the_mean_does_not():
+    stats = summarise([1.0] * 9 + [100.0], batch_size=1)
+    assert stats.median_ms == 1.0
+    assert stats.mean_ms == pytest.approx(10.9)
+
+
+def test_comparison_speedup_macs_ratio_efficiency():
+    dense, pruned = summarise([10.0, 10.0, 10.0], 1), summarise([6.0, 6.0, 6.0], 1)
+    result = compare(dense, pruned, dense_macs=200, pruned_macs=100)
+    assert result.speedup == pytest.approx(10 / 6)
+    assert result.macs_ratio == 2.0
+    assert result.efficiency == pytest.approx(10 / 6 / 2)
+    unknown = compare(dense, pruned, None, 100)
+    assert unknown.macs_ratio is None and unknown.efficiency is None
+    assert relative_difference(100.0, 104.0) == pytest.approx(4 / 102)
+
+
+class Sleeper:
+    """A real runnable that takes a known time and logs when it ran."""
+
+    timer = PERF_COUNTER
+
+    def __init__(self, name: str, seconds: float, log: list):
+        self.name, self.seconds, self.log = name, seconds, log
+
+    def __call__(self) -> None:
+        self.log.append(self.name)
+        end = time.perf_counter() + self.seconds
+        while time.perf_counter() < end:
+            pass
+
+
+def test_warm_up_runs_both_the_count_and_the_duration():
+    log = []
+    config = TimingConfig(warmup_s=0.05, warmup_runs=3, min_runs=4, min_time_s=0.0, rounds=2)
+    fast = Sleeper("A", 0.001, log)
+    result = measure([fast], config)
+    assert result.warmup_runs[0] >= 3
+    assert result.warmup_s[0] >= 0.05
+    assert result.warmup_runs[0] >= 40  # 0.05 s of 1 ms calls, not just the 3 runs
+    assert len(log) == result.warmup_runs[0] + len(result.samples_ms[0])
+    slow = Sleeper("B", 0.02, [])
+    result = measure([slow], TimingConfig(warmup_s=0.0, warmup_runs=3, min_runs=2, min_time_s=0.0, rounds=1))
+    assert result.warmup_runs[0] == 3  # the count governs when the duration is already met
+
+
+def test_variants_are_interleaved_in_alternating_rounds():
+    log = []
+    a, b = Sleeper("A", 0.0005, log), Sleeper("B", 0.0005, log)
+    config = TimingConfig(warmup_s=0.0, warmup_runs=2, min_runs=6, min_time_s=0.0, rounds=3)
+    result = measure([a, b], config)
+    assert [(r, v) for r, v, _ in result.blocks] == [(0, 0), (0, 1), (1, 1), (1, 0), (2, 0), (2, 1)]
+    assert all(runs == 2 for _, _, runs in result.blocks)  # 6 runs over 3 rounds
+    timed = log[4:]  # after 2 + 2 warm-up calls, A first then B
+    assert log[:4] == ["A", "A", "B", "B"]
+    assert timed == ["A"] * 2 + ["B"] * 4 + ["A"] * 4 + ["B"] * 2
+    assert [len(s) for s in result.samples_ms] == [6, 6]
+    assert all(0.4 < v < 50 for s in result.samples_ms for v in s)  # milliseconds, not seconds
+
+
+def test_timed_runs_cover_the_minimum_time():
+    config = TimingConfig(warmup_s=0.0, warmup_runs=2, min_runs=1, min_time_s=0.06, rounds=3)
+    result = measure([Sleeper("A", 0.002, [])], config)
+    assert sum(result.samples_ms[0]) >= 0.8 * 60  # ms; estimate from warm-up may be slightly off
+    assert planned_runs(config, 0.002) == 3 * math.ceil(0.02 / 0.002)
+
+
+def test_timing_config_rejects_nonsense():
+    with pytest.raises(ValueError):
+        TimingConfig(min_runs=0)
+    with pytest.raises(ValueError):
+        TimingConfig(warmup_s=-1)
+
+
+def _staircase(step: int, top: int = 64, low: int = 32) -> dict[int, float]:
+    """Latency of a kernel that pads channels up to a multiple of ``step``."""
+    return {w: (math.ceil(w / step) * step) ** 2 / 1000 for w in range(low, top + 1)}
+
+
+@pytest.mark.parametrize("step", [4, 8, 16])
+def test_rounding_picks_the_step_of_a_padding_kernel(step):
+    chosen, scores = choose(_staircase(step))
+    assert chosen == step
+    assert scores[step] == pytest.approx(1.0)  # multiples of the step are perfectly efficient
+    assert all(scores[m] < 0.99 for m in MULTIPLES if m < step)
+
+
+def test_rounding_picks_one_when_latency_follows_macs():
+    proportional = {w: w * w / 1000 for w in range(32, 65)}
+    chosen, scores = choose(proportional)
+    assert chosen == 1
+    assert efficiency(proportional, 40) == pytest.approx(1.0)
+    assert score(proportional, 8) == pytest.approx(1.0)

@@ -71,8 +71,12 @@ def _rank(group: ChannelGroup, scores: np.ndarray, config: SelectionConfig) -> _
     values = scores[group.classes]
     order = np.argsort(-values, kind="stable")
     step = config.round_to if config.round_to is not None else DEFAULT_ROUND_TO
-    if group.size < ROUND_MIN_CHANNELS or step > group.size:
+    if group.size < ROUND_MIN_CHANNELS:
         step = 1
+    elif step > group.size:
+        # A group narrower than the multiple keeps widths the hardware still likes
+        # (16 channels at --round-to 32: 16 or nothing), not arbitrary ones.
+        step = math.gcd(step, group.size)
     floor = max(config.min_width, math.ceil(group.size * (1.0 - config.max_prune_fraction)))
     return _GroupRanking(group, order, values[order], min(floor, group.size), step)
 

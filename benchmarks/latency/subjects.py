@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,11 @@ class Subject:
     fixed_batch: int | None = None  # an ONNX file whose batch dimension is not symbolic
     files: dict = field(default_factory=dict)  # "onnx-fp32", "onnx-fp16", "engine-fp32-b32", ...
 
+    @property
+    def stem(self) -> str:
+        """File-name stem of this subject's exported artifacts."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", self.name).strip("-")
+
     def module(self) -> torch.nn.Module:
         if self.model is None:
             raise BackendError(f"{self.name} is an exported file; PyTorch backends need a model file or run directory")
@@ -70,7 +76,7 @@ class Subject:
         if precision == "fp16":
             return self._fp16_onnx()
         self._needs_model("ONNX file")
-        target = self.cache / f"{self.variant}.onnx"
+        target = self.cache / f"{self.stem}.onnx"
         if not target.is_file():
             _export_simplified(self.model, self.input_size, target)
         return target
@@ -78,7 +84,7 @@ class Subject:
     def _fp16_onnx(self) -> Path:
         from exporters.fp16 import convert_to_fp16
 
-        target = (self.cache or Path(".")) / f"{self.variant}_fp16.onnx"
+        target = (self.cache or Path(".")) / f"{self.stem}_fp16.onnx"
         if "onnx-fp32" not in self.files and self.model is None:
             raise BackendError(f"{self.name}: an FP16 ONNX is made from the model; give model_fp16.onnx instead")
         if not target.is_file():
@@ -93,7 +99,7 @@ class Subject:
 
         fp16 = workload.precision == "fp16"
         onnx_path = self.onnx("fp16" if fp16 and fp16_from_onnx() else "fp32")
-        target = onnx_path.with_name(f"{self.variant}_{workload.precision}_b{workload.batch_size}.plan")
+        target = onnx_path.with_name(f"{self.stem}_{workload.precision}_b{workload.batch_size}.plan")
         if not target.is_file():
             spec = EngineSpec(onnx_path, target, workload.batch_size, fp16, 4 << 30, 3, default_timing_cache())
             build_engine(spec)
@@ -158,13 +164,19 @@ def _model_pair(path: Path, cache_root: Path) -> Group:
 
     pruned, spec, _ = load_pruned(path)
     dense = rebuild(spec, []).eval()
-    cache = cache_root / _digest(path)
-    example = torch.zeros(1, *spec.input_size)
+    return model_pair(spec.name, dense, pruned, spec.input_size, cache_root / _digest(path), str(path))
+
+
+def model_pair(name: str, dense: torch.nn.Module, pruned: torch.nn.Module, input_size, cache: Path,
+               label: str | None = None, pruned_label: str = "pruned") -> Group:
+    """Dense and pruned modules as a group; MACs and params counted here."""
+    example = torch.zeros(1, *input_size)
     subjects = [
-        Subject(f"{spec.name} dense", "dense", spec.input_size, count_macs(dense, example), count_params(dense), dense, cache),
-        Subject(f"{spec.name} pruned", "pruned", spec.input_size, count_macs(pruned, example), count_params(pruned), pruned, cache),
+        Subject(f"{name} {variant}", kind, tuple(input_size), count_macs(model, example), count_params(model),
+                model.eval(), cache)
+        for variant, kind, model in (("dense", "dense", dense), (pruned_label, "pruned", pruned))
     ]
-    return Group(str(path), subjects)
+    return Group(label or name, subjects)
 
 
 def _digest(path: Path) -> str:

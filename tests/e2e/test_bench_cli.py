@@ -88,7 +88,7 @@ def test_real_cpu_bench_writes_every_report(pruned_file, tmp_path):
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "efficiency" in result.output and "resnet20 pruned" in result.output
     cached = list((pruned_file.parent / "resnet20-pruned-bench" / "cache").glob("*/*.onnx"))
-    assert sorted(p.name for p in cached) == ["dense.onnx", "pruned.onnx"]
+    assert sorted(p.name for p in cached) == ["resnet20-dense.onnx", "resnet20-pruned.onnx"]
 
 
 def test_onnx_files_compare_with_the_first(pruned_file, tmp_path):
@@ -97,12 +97,12 @@ def test_onnx_files_compare_with_the_first(pruned_file, tmp_path):
         invoke(str(pruned_file), "--backend", "onnxruntime", "--batch-size", "1", "--out", str(tmp_path / "x"), *FAST)
         cache = next((pruned_file.parent / "resnet20-pruned-bench" / "cache").glob("*"))
     json_path, md_path, png_path = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png"
-    result = invoke(str(cache / "dense.onnx"), str(cache / "pruned.onnx"), "--backend", "onnxruntime,torch",
+    result = invoke(str(cache / "resnet20-dense.onnx"), str(cache / "resnet20-pruned.onnx"), "--backend", "onnxruntime,torch",
                     "--batch-size", "2", "--json", str(json_path), "--markdown", str(md_path), "--plot", str(png_path),
                     "--out", str(tmp_path / "unused"), *FAST)
     assert result.exit_code == 0, result.output
     report = json.loads(json_path.read_text())
-    assert [r["model"] for r in report["records"]] == ["dense.onnx", "pruned.onnx"]
+    assert [r["model"] for r in report["records"]] == ["resnet20-dense.onnx", "resnet20-pruned.onnx"]
     assert report["records"][1]["speedup"] > 0 and report["records"][1]["macs_ratio"] is None
     assert any("PyTorch backends need a model file" in s["reason"] for s in report["skipped"])
     assert md_path.is_file() and png_path.is_file() and not (tmp_path / "unused").exists()

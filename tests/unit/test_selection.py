@@ -42,6 +42,18 @@ def test_default_rounding_is_eight_for_wide_groups(resnet56):
             assert kept % 8 == 0 or kept == group.size
 
 
+def test_groups_narrower_than_the_multiple_keep_hardware_friendly_widths(resnet56):
+    """ResNet-56 has 16-, 32- and 64-channel groups; at --round-to 32 the 16-channel
+    ones may only keep all 16 (gcd), never an arbitrary width."""
+    model, graph, cost, scores = resnet56
+    plan = select_plan(graph, cost, scores, SelectionConfig(0.2, round_to=32))
+    widths = {group.size: set() for group in graph.groups}
+    for group in graph.groups:
+        widths[group.size].add(len(plan.groups[group.name].kept))
+    assert widths[16] == {16}
+    assert widths[32] <= {32} and widths[64] <= {32, 64}
+
+
 def test_kept_channels_are_the_most_important(resnet56):
     model, graph, cost, scores = resnet56
     plan = select_plan(graph, cost, scores, SelectionConfig(0.5, round_to=1))

@@ -52,14 +52,16 @@ class CoverageRecord:
         return self.analyse_s + self.plan_s + self.apply_s
 
 
-def check_model(name: str, reduction: float, input_size=None, batch: int = 2, seed: int = 0) -> CoverageRecord:
+def check_model(
+    name: str, reduction: float, input_size=None, batch: int = 2, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> CoverageRecord:
     entry = get_entry(name)
     size = tuple(input_size or entry.input_size)
     record = CoverageRecord(name, size, ok=False)
     try:
         torch.manual_seed(seed)
-        model = make_informative(build_model(name).eval())
-        example = torch.randn(1, *size)
+        model = make_informative(build_model(name, input_size=size).eval()).to(dtype)
+        example = torch.randn(1, *size, dtype=dtype)
         start = time.perf_counter()
         graph = analyse(model, example)
         record.analyse_s = time.perf_counter() - start
@@ -77,7 +79,7 @@ def check_model(name: str, reduction: float, input_size=None, batch: int = 2, se
         record.predicted_macs = cost.macs(kept_class_mask(graph, plan))
         record.pruned_macs = count_macs(pruned, example)
         record.reduction = 1 - record.pruned_macs / record.dense_macs
-        inputs = (torch.randn(batch, *size),)
+        inputs = (torch.randn(batch, *size, dtype=dtype),)
         equivalence = compare(dense, masked, pruned, inputs)
         record.max_abs_diff = equivalence.max_abs_diff
         problems = []

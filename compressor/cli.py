@@ -63,18 +63,26 @@ def main() -> None:
 @main.command("models")
 @click.option(
     "--family",
-    type=click.Choice(["all", "cifar", "torchvision"]),
+    type=click.Choice(["all", "cifar", "torchvision", "timm"]),
     default="all",
     show_default=True,
-    help="Only list the zoo's CIFAR models or torchvision's classifiers.",
+    help="Only list the zoo's CIFAR models, torchvision's classifiers or timm's models "
+    "(timm: needs the timm extra; 'all' leaves timm's ~1300 names out).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@user_errors
 def models_command(family: str, as_json: bool) -> None:
-    """List the model names that --model / MODEL accept."""
+    """List the model names that --model / MODEL accept.  Besides these: timm:NAME for any
+    timm model, and module.path:factory for a function of yours that returns an nn.Module."""
     from models import list_models
 
     rows = []
-    for name in list_models():
+    if family == "timm":
+        from models.timm_models import PREFIX, architectures, native_input_size
+
+        for arch in architectures():
+            rows.append({"name": PREFIX + arch, "family": "timm", "input_size": list(native_input_size(arch))})
+    for name in list_models() if family != "timm" else []:
         info = entry(name)
         if family in ("all", info.family):
             rows.append({"name": name, "family": info.family, "input_size": list(info.input_size)})
@@ -129,8 +137,9 @@ def info_command(
     show_groups,
     as_json,
 ) -> None:
-    """Print params, MACs and channel groups of MODEL (a zoo/torchvision name or a pruned
-    model file); with --flops-reduction, really prune a copy and count it."""
+    """Print params, MACs and channel groups of MODEL (a zoo/torchvision name, timm:NAME,
+    module.path:factory or a pruned model file); with --flops-reduction, really prune a copy
+    and count it."""
     network, name, size, classes = _load_for_info(model, input_size, num_classes)
     example = torch.randn(1, *size)
     started = time.perf_counter()
@@ -172,8 +181,24 @@ def _load_for_info(model: str, input_size, num_classes):
         network, spec, _ = load_pruned(path)
         return network, f"{spec.name} (pruned, {path})", input_size or spec.input_size, spec.num_classes
     info = entry(model)
-    classes = num_classes or info.num_classes
-    return build(model, classes), model, input_size or info.input_size, classes
+    size = input_size or info.input_size
+    network = build(model, num_classes or info.num_classes, input_size=size)
+    classes = num_classes or info.num_classes or _output_width(network, size)
+    return network, model, size, classes
+
+
+def _output_width(network, size) -> int | None:
+    """Classifier outputs of a user's factory model that does not say (one forward pass)."""
+    was_training = network.training
+    try:
+        with torch.no_grad():
+            out = network.eval()(torch.zeros(1, *size))
+    except Exception as error:  # noqa: BLE001 - the analysis below reports it with context
+        raise CompressorError(f"the model cannot run on an input of shape (1, {', '.join(map(str, size))}): "
+                              f"{' '.join(str(error).split())[:200]} (check --input-size)") from error
+    finally:
+        network.train(was_training)
+    return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.dim() >= 1 else None
 
 
 def _prune_and_count(network, graph: ChannelGraph, config: SelectionConfig, example, timings) -> tuple:
@@ -233,9 +258,11 @@ def _print_info(report: dict, graph: ChannelGraph) -> None:
 def _register_subcommands() -> None:
     from compressor.cli_prune import prune_command
     from compressor.cli_export import export_command
+    from compressor.cli_bench import bench_command
 
     main.add_command(prune_command)
     main.add_command(export_command)
+    main.add_command(bench_command)
 
 
 _register_subcommands()

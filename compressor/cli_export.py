@@ -26,6 +26,11 @@ OPTIONS = [
         "exports/NAME for a model name]. Files of an earlier export there are replaced.",
     ),
     click.option(
+        "--input-size", callback=lambda ctx, param, value: _parse_input_size(ctx, param, value), metavar="C,H,W",
+        help="Input size for a model-name SOURCE [default: its native size; a user's factory: its input_size "
+        "attribute or 3,224,224]. Runs and model files use the size they were pruned at.",
+    ),
+    click.option(
         "--opset", type=int,
         help=f"ONNX opset [default: {DEFAULT_OPSET}, the dynamo exporter's own]; {supported_range_text()}.",
     ),
@@ -68,11 +73,14 @@ def export_options(command):
 @click.command("export", context_settings={"max_content_width": 110})
 @click.argument("source")
 @export_options
-def export_command(source: str, format_: str, out, opset, max_batch, fp16, simplify, atol, rtol, no_verify) -> None:
+def export_command(
+    source: str, format_: str, out, input_size, opset, max_batch, fp16, simplify, atol, rtol, no_verify
+) -> None:
     """Export SOURCE to ONNX (and TensorRT) behind a parity gate.
 
     SOURCE is a `compress prune` run directory (its model.pt), a pruned model file, or a
-    zoo/torchvision model name (dense, random init: the baseline). The exported model runs
+    model name: zoo/torchvision, timm:NAME or module.path:factory (dense, random init: the
+    baseline). The exported model runs
     in ONNX Runtime next to PyTorch on the same random inputs at batch sizes 1, 2, 3 and
     --max-batch; beyond --atol/--rtol the export is refused (exit 1, files renamed *.failed).
     Writes model.onnx (symbolic batch dimension) and manifest.json (shapes, MACs, params,
@@ -82,7 +90,7 @@ def export_command(source: str, format_: str, out, opset, max_batch, fp16, simpl
 
     try:
         check_opset(opset)
-        resolved = resolve_source(source)
+        resolved = resolve_source(source, input_size)
         config = ExportConfig(
             out=Path(out) if out else resolved.default_out, format=format_, opset=opset, max_batch=max_batch,
             fp16=fp16, simplify=simplify, atol=atol, rtol=rtol, verify=not no_verify,
@@ -94,6 +102,12 @@ def export_command(source: str, format_: str, out, opset, max_batch, fp16, simpl
     except CompressorError as error:
         raise click.ClickException(str(error)) from error
     _print_summary(result.manifest, result.out)
+
+
+def _parse_input_size(ctx, param, value):
+    from compressor.cli import parse_input_size
+
+    return parse_input_size(ctx, param, value)
 
 
 def _size(n: int) -> str:

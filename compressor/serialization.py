@@ -38,7 +38,7 @@ class ModelSpec:
     ignore: tuple[str, ...] = ()
 
     def build(self) -> nn.Module:
-        return build(self.name, self.num_classes)
+        return build(self.name, self.num_classes, input_size=self.input_size)
 
     def example_input(self) -> torch.Tensor:
         return torch.zeros(1, *self.input_size)

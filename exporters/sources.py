@@ -1,4 +1,5 @@
-"""What to export: a ``compress prune`` run, a pruned model file, or a model name.
+"""What to export: a ``compress prune`` run, a pruned model file, or a model name
+(a zoo/torchvision name, ``timm:NAME`` or ``module.path:factory``).
 
 SOURCE on the command line is resolved here into an ordinary ``nn.Module`` in
 eval mode plus the facts the manifest records about where it came from.  Every
@@ -47,8 +48,9 @@ def from_module(model: nn.Module, name: str, input_size, pruned: bool) -> Export
     return ExportSource(model.eval(), name, tuple(input_size), "module", pruned, None, Path("exports") / name)
 
 
-def resolve_source(text: str) -> ExportSource:
-    """Turn SOURCE into a model: an existing path wins over a model name."""
+def resolve_source(text: str, input_size=None) -> ExportSource:
+    """Turn SOURCE into a model: an existing path wins over a model name.  ``input_size``
+    (C, H, W) overrides a model name's native size (files and runs record their own)."""
     path = Path(text)
     if path.is_dir():
         if (path / RUN_MODEL_FILE).is_file():
@@ -61,7 +63,7 @@ def resolve_source(text: str) -> ExportSource:
         return _from_file(path, kind="file", default_out=path.parent / f"{path.stem}-export")
     elif path.suffix in MODEL_FILE_SUFFIXES or len(path.parts) > 1:
         raise CompressorError(f"no such run directory or pruned model file: {path}")
-    return _from_zoo(text)
+    return _from_zoo(text, input_size)
 
 
 def _is_model_name(text: str) -> bool:
@@ -86,8 +88,14 @@ def _from_file(path: Path, kind: str, default_out: Path) -> ExportSource:
     return ExportSource(model.eval(), spec.name, tuple(spec.input_size), kind, pruned, path, default_out)
 
 
-def _from_zoo(name: str) -> ExportSource:
+def _from_zoo(name: str, input_size=None) -> ExportSource:
     """Dense, randomly initialised: the baseline a pruned export is compared with."""
     info = entry(name)
-    model = build(name, info.num_classes)
-    return ExportSource(model.eval(), name, tuple(info.input_size), "zoo", False, None, Path("exports") / name)
+    size = tuple(input_size or info.input_size)
+    model = build(name, info.num_classes, input_size=size)
+    return ExportSource(model.eval(), name, size, "zoo", False, None, Path("exports") / _dir_name(name))
+
+
+def _dir_name(name: str) -> str:
+    """exports/NAME: timm:vit_x and pkg.mod:make become timm-vit_x and pkg.mod-make."""
+    return name.replace(":", "-")

@@ -21,6 +21,7 @@ from torch import nn
 
 from .cifar_resnet import resnet20, resnet32, resnet56, resnet110
 from .mobilenetv2_cifar import mobilenetv2_cifar
+from .timm_models import TimmError, architecture, build_timm, is_timm_name, native_input_size
 from .vgg_cifar import vgg16_cifar, vgg19_cifar
 from .vit_cifar import vit_tiny_cifar
 from .weights import load_weights
@@ -49,7 +50,7 @@ class ModelEntry:
     """What callers need to know about a model before building it."""
 
     name: str
-    family: str  # "cifar" or "torchvision"
+    family: str  # "cifar", "torchvision", "timm" or "factory" (a user's module.path:factory)
     input_size: tuple[int, int, int]  # (C, H, W)
     num_classes: int  # default
     builder: Callable[..., nn.Module]
@@ -103,7 +104,11 @@ def list_models() -> list[str]:
 
 
 def get_entry(name: str) -> ModelEntry:
-    """Metadata for `name`; raises UnknownModelError with suggestions."""
+    """Metadata for `name`; raises UnknownModelError with suggestions (TimmError for a
+    ``timm:NAME`` that timm does not know, or without timm installed)."""
+    if is_timm_name(name):
+        arch = architecture(name)
+        return ModelEntry(name, "timm", native_input_size(arch), IMAGENET_NUM_CLASSES, partial(build_timm, arch))
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -111,14 +116,20 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def build_model(name: str, num_classes: int | None = None,
-                weights: str | Path | None = None) -> nn.Module:
+                weights: str | Path | None = None, input_size=None) -> nn.Module:
     """Construct `name` (random init), optionally loading a local state_dict file.
 
     `num_classes` overrides the entry's default head size; a weights file must
     then match that head, so pass the num_classes it was trained with.
+    `input_size` (C, H, W) only matters to timm models with a fixed input size
+    (ViT, Swin ...), which are then built for it; the others take any size.
     """
     entry = get_entry(name)
-    model = entry.builder(num_classes=entry.num_classes if num_classes is None else num_classes)
+    classes = entry.num_classes if num_classes is None else num_classes
+    if entry.family == "timm":
+        model = entry.builder(num_classes=classes, input_size=input_size)
+    else:
+        model = entry.builder(num_classes=classes)
     if weights is not None:
         load_weights(model, weights)
     return model

@@ -34,11 +34,13 @@ from compressor.analysis.layers import (
 from compressor.analysis.ops import RULES
 from compressor.analysis.records import MacsTerm, Slot
 from compressor.analysis.swin import SwinAttentionHandler
+from compressor.analysis.timm_layers import TimmAttentionHandler, TimmStdConvHandler, TimmWindowAttentionHandler
 from compressor.analysis.tracer import ChannelTracer, TraceState
 from compressor.errors import CompressorError
 from compressor.flops import count_macs
 
 HANDLERS: list[LayerHandler] = [
+    TimmStdConvHandler(),  # before ConvHandler: these are Conv2d subclasses
     ConvHandler(),
     LinearHandler(),
     BatchNormHandler(),
@@ -47,6 +49,8 @@ HANDLERS: list[LayerHandler] = [
     PrunedMultiheadAttentionHandler(),
     SeparateQKVAttentionHandler(),
     SwinAttentionHandler(),
+    TimmAttentionHandler(),
+    TimmWindowAttentionHandler(),
 ]
 WINDOW_ATTENTION = OpaqueHandler("window attention kept whole (head pruning not supported for)")
 IGNORED = OpaqueHandler("kept whole by --ignore:")

@@ -27,6 +27,22 @@ def _rows(tensor: torch.Tensor, dim: int) -> int:
     return tensor.numel() // tensor.shape[dim]
 
 
+def _extra_parameters(module: nn.Module) -> list[str]:
+    """Parameters a conv/linear subclass adds (a gain, a mask, an adapter ...)."""
+    return [n for n, p in module.named_parameters(recurse=False) if n not in ("weight", "bias") and p is not None]
+
+
+def _freeze_unknown_variant(state: TraceState, name: str, module: nn.Module, x, out) -> bool:
+    """A subclass with parameters of its own computes something this handler cannot
+    slice safely: keep its inputs and outputs whole (a correct, if less prunable, model)."""
+    extra = _extra_parameters(module)
+    if not extra:
+        return False
+    reason = f"'{name}' ({type(module).__name__}) has parameters of its own ({', '.join(extra)}), kept whole"
+    state.freeze_map(state.map_of(x), reason)
+    return True  # the output gets no channel map: its consumers see fixed channels
+
+
 class LayerHandler:
     types: tuple[type, ...] = ()
 
@@ -44,6 +60,9 @@ class ConvHandler(LayerHandler):
 
     def trace(self, state, name, module, args, kwargs, out):
         x = args[0]
+        if type(self) is ConvHandler and _freeze_unknown_variant(state, name, module, x, out):
+            state.term(f"{name} conv", module.weight.numel() * _rows(out, 1))
+            return
         in_atoms = state.channel_atoms(x, 1, f"'{name}' input channels are not a plain channel dim")
         groups, c_in, c_out = module.groups, module.in_channels, module.out_channels
         in_factor = None
@@ -85,6 +104,9 @@ class LinearHandler(LayerHandler):
 
     def trace(self, state, name, module, args, kwargs, out):
         x = args[0]
+        if _freeze_unknown_variant(state, name, module, x, out):
+            state.term(f"{name} linear", module.weight.numel() * _rows(x, -1))
+            return
         in_atoms = state.channel_atoms(x, -1, f"'{name}' input features are not the last dim alone")
         if in_atoms is not None:
             state.slot(name, "weight", 1, in_atoms)

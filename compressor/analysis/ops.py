@@ -208,7 +208,10 @@ def split(state: TraceState, func, args, kwargs, out) -> None:
             state.set_map(piece, cmap)
         return
     equal = len({p.shape[dim] for p in pieces}) == 1
-    by_count = name in ("chunk", "tensor_split") or isinstance(_arg(args, kwargs, 1, "split_size"), int)
+    # chunk(n)/tensor_split(x, n) cut n pieces of whatever width the tensor has; split(x, size)
+    # cuts pieces of a width fixed in the code (often a module attribute), which pruning would
+    # not update, so only count-based splits can follow a pruned width.
+    by_count = name in ("chunk", "tensor_split") and isinstance(_arg(args, kwargs, 1, "chunks"), int)
     if cmap.dims != (dim,) or not (equal and by_count):
         state.freeze_map(cmap, f"{_op_label(state, func)} splits channels at fixed offsets")
     axis = cmap.dims.index(dim)

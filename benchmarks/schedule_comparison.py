@@ -7,6 +7,11 @@ relative to ``dense`` at the same epochs.
 
     python -m benchmarks.schedule_comparison --models resnet20 resnet56 --seeds 0 1 2 \
         --out benchmarks/results/schedule_comparison
+
+``--schedules laasp --merge`` runs only those rows and merges them into the
+existing results (same model/schedule/seed rows are replaced, the rest kept).
+``--laasp-options`` adds flags to the ``laasp`` runs only (its step size and
+selection subset trade selection time for fidelity).
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ def run(model: str, schedule: str, seed: int, args, workdir: Path) -> dict:
         "--epochs", str(args.epochs), "--synthetic-train", str(args.train), "--synthetic-val", str(args.val),
         "--flops-reduction", str(args.reduction), "--out", str(out), "--no-progress",
     ]
+    if schedule == "laasp":
+        command += args.laasp_options.split()
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
@@ -80,6 +87,8 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=1000)
     parser.add_argument("--reduction", type=float, default=0.5)
     parser.add_argument("--out", default="benchmarks/results/schedule_comparison")
+    parser.add_argument("--laasp-options", default="", help="extra `compress prune` flags for laasp runs")
+    parser.add_argument("--merge", action="store_true", help="merge into the existing results instead of replacing them")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -91,6 +100,8 @@ def main() -> None:
 
 
 def _write(rows: list[dict], args) -> None:
+    if args.merge:
+        return _merge(rows, args)
     models = [m for m in args.models if any(r["model"] == m for r in rows)]
     header = (
         f"# Equal-budget schedule comparison on `synthetic`\n\n"
@@ -103,6 +114,30 @@ def _write(rows: list[dict], args) -> None:
     text = header + table(rows, models, args) + "\n"
     Path(f"{args.out}.md").write_text(text)
     Path(f"{args.out}.json").write_text(json.dumps(rows, indent=1))
+
+
+def _merge(rows: list[dict], args) -> None:
+    """Replace the re-run (model, schedule, seed) rows in the saved results and the
+    table in the markdown; the header and notes written by hand stay."""
+    json_path, md_path = Path(f"{args.out}.json"), Path(f"{args.out}.md")
+    fresh = {(r["model"], r["schedule"], r["seed"]) for r in rows}
+    kept = [r for r in json.loads(json_path.read_text()) if (r["model"], r["schedule"], r["seed"]) not in fresh]
+    merged = kept + rows
+    json_path.write_text(json.dumps(merged, indent=1))
+    models = list(dict.fromkeys(r["model"] for r in merged))
+    lines = md_path.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    last = max(i for i, line in enumerate(lines) if line.startswith("|"))
+    command = (
+        f"Rows {', '.join(args.schedules)}: `python -m benchmarks.schedule_comparison --models {' '.join(args.models)} "
+        f"--schedules {' '.join(args.schedules)} --seeds {' '.join(map(str, args.seeds))} --epochs {args.epochs} "
+        f"--train {args.train} --val {args.val} --laasp-options '{args.laasp_options}' --merge`"
+    )
+    head = [line for line in lines[:first] if not line.startswith(f"Rows {', '.join(args.schedules)}:")]
+    while head and not head[-1].strip():
+        head.pop()
+    text = head + ["", command, ""] + table(merged, models, args).splitlines() + lines[last + 1:]
+    md_path.write_text("\n".join(text) + "\n")
 
 
 if __name__ == "__main__":

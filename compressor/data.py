@@ -46,6 +46,7 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 # Leading words of the seed derivations; distinct so no two streams coincide.
 _AUGMENT_STREAM = 1
 _SYNTHETIC_STREAM = 2
+_SELECTION_STREAM = 3
 _TEMPLATES, _TRAIN, _VAL = 0, 1, 2
 
 # Synthetic difficulty knobs, tuned so a dense ResNet-20 trained for 3 epochs
@@ -146,6 +147,26 @@ class DataBundle:
         _check_rank(rank, world_size)
         part = torch.tensor_split(torch.arange(self.val_size), world_size)[rank]
         return self.val_split.batches(list(part.split(self.batch_size)), None)
+
+    def selection_batches(self, count: int) -> list[tuple[Tensor, Tensor]]:
+        """A fixed, seeded subset of ``count`` training images, held in memory.
+
+        Loss-aware selection (``--schedule laasp``) compares candidates on it, so it
+        must not change between steps: ``synthetic`` images are taken un-augmented;
+        a dataset whose transform is random draws it once under a fixed seed.  The
+        global random stream is left untouched, so training is the same with or
+        without it.
+        """
+        if count > self.train_size:
+            raise CompressorError(
+                f"--selection-samples {count} is larger than the training set ({self.train_size} images); "
+                "lower --selection-samples"
+            )
+        generator = torch.Generator().manual_seed(_derive_seed(_SELECTION_STREAM, self.seed))
+        index = torch.randperm(self.train_size, generator=generator)[:count]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_derive_seed(_SELECTION_STREAM, self.seed, 1) % 2**63)
+            return list(self.train_split.batches(list(index.split(self.batch_size)), None))
 
     def _epoch_shard(self, epoch: int, rank: int, world_size: int) -> Tensor:
         generator = torch.Generator().manual_seed(self.seed * EPOCH_SEED_STRIDE + epoch)

@@ -2,11 +2,14 @@
 
 Artifacts in the output directory (keys in design.md): ``summary.json``,
 ``metrics.jsonl``, ``plan.json``, ``run.png``, ``model.pt`` (the pruned model file),
-``checkpoint.pt`` (every epoch) and ``checkpoint-before-prune.pt``.
+``checkpoint.pt`` (every epoch) and ``checkpoint-before-prune.pt``; the ``laasp``
+schedule adds ``laasp_steps.jsonl``, one line per pruning step (the winning group
+and criterion, and every candidate's loss).
 """
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -66,10 +69,12 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     rank, world_size = distributed_context()
     torch.manual_seed(spec.train.seed)
     data = load_data(spec.data)
+    # Built before the model so a too-large subset fails before anything heavy.
+    selection = data.selection_batches(spec.prune.selection_samples) if spec.prune.schedule == "laasp" else None
     model_spec = ModelSpec(spec.model, data.num_classes, data.input_size, spec.prune.ignore)
     device = resolve_device(spec.train.device)
     if resume_payload is None:
-        model = build(spec.model, data.num_classes, spec.weights)
+        model = build(spec.model, data.num_classes, spec.weights, input_size=data.input_size)
     else:
         plans = [PruningPlan.from_dict(p) for p in resume_payload["pruner"]["state"]["applied"]]
         model = rebuild(model_spec, plans)
@@ -77,14 +82,14 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     model.to(device)
     optimizer = make_optimizer(spec.train, model)
     example = torch.zeros(1, *data.input_size, device=device)
-    pruner = OneCyclePruner(model, example, spec.prune, optimizer)
+    saved_state = None if resume_payload is None else resume_payload["pruner"]
+    pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection, state=saved_state)
     context = RunContext(spec.out, rank, world_size)
     settings = config_dict(spec.data, spec.train, spec.prune)
     extra = lambda: {"config": settings, "model_name": spec.model, "spec": model_spec.to_dict()}  # noqa: E731
     trainer = Trainer(pruner, optimizer, data, spec.train, context, extra)
     start = 0
     if resume_payload is not None:
-        pruner.load_state_dict(resume_payload["pruner"])
         trainer.restore(resume_payload)
         start = int(resume_payload["epoch"]) + 1
         if context.writer:
@@ -126,5 +131,17 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
         "model_path": str(model_path),
         "seed": spec.train.seed,
     }
+    if spec.prune.schedule == "laasp":
+        summary.update(_write_laasp_steps(out, pruner.schedule.steps))
     write_summary(out / "summary.json", summary)
     return summary
+
+
+def _write_laasp_steps(out: Path, steps: list[dict]) -> dict:
+    """The log of which (group, criterion) won each step; counts go into the summary."""
+    atomic_write_text(out / "laasp_steps.jsonl", "".join(json.dumps(step) + "\n" for step in steps))
+    wins = Counter(step["criterion"] for step in steps)
+    removed = Counter()
+    for step in steps:
+        removed[step["criterion"]] += step["removed"]
+    return {"laasp_steps": len(steps), "criterion_wins": dict(wins), "channels_removed_by_criterion": dict(removed)}

@@ -85,3 +85,23 @@ def test_unreachable_target_fails_before_training():
 def test_prune_epoch_beyond_the_run_is_refused():
     with pytest.raises(CompressorError, match="outside the run"):
         PruneConfig(epochs=5, max_prune_epoch=9)
+
+
+def test_a_pruner_resumed_on_a_pruned_model_keeps_the_original_sizes():
+    """On resume the model handed over is already pruned; MACs, params, the reduction
+    and the reachability check must still refer to the original network."""
+    import copy
+
+    pruner, _ = train("oneshot", epochs=2)
+    saved = pruner.state_dict()
+    config = PruneConfig(flops_reduction=0.5, epochs=2, schedule="oneshot", monitor_start=0)
+    resumed = OneCyclePruner(copy.deepcopy(pruner.model), torch.zeros(1, 3, 32, 32), config, state=saved)
+    assert (resumed.dense_macs, resumed.dense_params) == (pruner.dense_macs, pruner.dense_params)
+    assert resumed.macs == pruner.macs and resumed.macs_reduction == pytest.approx(pruner.macs_reduction)
+    assert 0.49 <= resumed.macs_reduction <= 0.51
+    # 80 % of the original is reachable from the pruned model, though 80 % of *it* is not.
+    deep = PruneConfig(flops_reduction=0.8, epochs=2, schedule="three-stage", max_prune_fraction=0.75)
+    with pytest.raises(UnreachableTargetError):  # without the state, the pruned model counts as dense
+        OneCyclePruner(copy.deepcopy(pruner.model), torch.zeros(1, 3, 32, 32), deep)
+    saved_unpruned = {**saved, "state": {**saved["state"], "applied": [], "prune_epochs": []}}
+    OneCyclePruner(copy.deepcopy(pruner.model), torch.zeros(1, 3, 32, 32), deep, state=saved_unpruned)

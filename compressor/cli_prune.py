@@ -22,6 +22,7 @@ from compressor.run import RunSpec, check_fresh_output, configs_from_dict, confl
 from compressor.training import AMP_MODES, LR_SCHEDULES, OPTIMIZERS
 
 DEFAULT_EPOCHS = 10
+DEPLOY_BACKENDS = ("onnxruntime", "torch", "torch-compile", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt")
 
 
 def _load_config_file(ctx: click.Context, param, value: str | None):
@@ -80,6 +81,25 @@ def _fractions(ctx, param, value):
     return values
 
 
+def _names(ctx, param, value):
+    """A comma-separated list (or a config file's list); PruneConfig checks the names."""
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v).strip() for v in value)
+    return tuple(v.strip() for v in str(value).split(",") if v.strip())
+
+
+def _round_to(ctx, param, value):
+    if value is None or str(value).lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        multiple = int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a positive integer or 'auto', got '{value}'")
+    if multiple < 1:
+        raise click.BadParameter("must be >= 1")
+    return multiple
+
+
 OPTIONS = [
     click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_load_config_file, help="YAML or TOML file of option values (flags override it)."),
     click.option("--model", default="resnet20", show_default=True, help="Zoo or torchvision model name (see `compress models`)."),
@@ -98,7 +118,7 @@ OPTIONS = [
     click.option("--augment/--no-augment", default=True, show_default=True, help="CIFAR-style crop+flip (imagefolder: random resized crop)."),
     # pruning
     click.option("--flops-reduction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True, help="Fraction of MACs to remove."),
-    click.option("--schedule", type=click.Choice(SCHEDULES), default="ocs", show_default=True, help="ocs: one-cycle with stability search; dense, oneshot, three-stage, epi, gradual for comparison."),
+    click.option("--schedule", type=click.Choice(SCHEDULES), default="ocs", show_default=True, help="ocs: one-cycle with stability search; dense, oneshot, three-stage, epi, gradual, laasp for comparison."),
     click.option("--criterion", type=click.Choice(list(CRITERIA)), default="ocs", show_default=True, help="Channel importance."),
     click.option("--cost-weighting", is_flag=True, help="Weight importance down for channels that cost more MACs."),
     click.option("--indicator", type=click.Choice(["jaccard", "epi"]), default="jaccard", show_default=True, help="Stability indicator of the ocs schedule."),
@@ -110,10 +130,18 @@ OPTIONS = [
     click.option("--stability-threshold", type=click.FloatRange(0, 1), default=0.999, show_default=True, help="Prune once the 3-epoch mean Jaccard reaches this."),
     click.option("--epi-threshold", type=click.FloatRange(0, 1), default=0.983, show_default=True, help="Prune threshold of the EPI indicator."),
     click.option("--epi-window", type=click.IntRange(min=1), default=5, show_default=True, help="Plans EPI compares with."),
-    click.option("--max-prune-epoch", type=click.IntRange(min=0), help="Prune at this epoch at the latest [default: 40% of --epochs]."),
-    click.option("--prune-epoch", type=click.IntRange(min=0), help="three-stage: the epoch after which to prune [default: a third of --epochs]."),
+    click.option("--max-prune-epoch", type=click.IntRange(min=0), help="Prune at this epoch at the latest [default: 40% of --epochs; laasp: the last but one epoch]."),
+    click.option("--prune-epoch", type=click.IntRange(min=0), help="three-stage, laasp: the epoch after which to (start to) prune [default: a third of --epochs]."),
+    click.option("--criteria-pool", callback=_names, default="l1,l2,euclidean,cosine", show_default=True, help="laasp: criteria each step chooses from (l1, l2, euclidean, cosine)."),
+    click.option("--selection-samples", type=click.IntRange(min=1), default=256, show_default=True, help="laasp: training images (a fixed subset) each candidate's loss is measured on."),
+    click.option("--laasp-step", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01, show_default=True, help="laasp: fraction of the MACs one step removes."),
+    click.option("--laasp-group-fraction", type=click.FloatRange(0, 1, min_open=True), help="laasp: instead, remove this fraction of the group's channels per step."),
+    click.option("--recover-macs", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True, help="laasp: slice and recover after each this much more MACs reduction (0: after every step)."),
+    click.option("--recover-epochs", type=click.IntRange(min=0), default=1, show_default=True, help="laasp: training epochs between pruning chunks (0: prune to the target at once)."),
     click.option("--max-prune-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.75, show_default=True, help="Per-group cap on the fraction of channels removed."),
-    click.option("--round-to", type=click.IntRange(min=1), help="Keep channel counts at multiples of N [default: 8 for groups of >= 16 channels]."),
+    click.option("--round-to", callback=_round_to, help="Keep channel counts at multiples of N, or 'auto': the multiple --deploy-backend rewards, measured on this machine (a conv width sweep, cached) [default: 8 for groups of >= 16 channels]."),
+    click.option("--deploy-backend", type=click.Choice(DEPLOY_BACKENDS), default="onnxruntime", show_default=True, help="--round-to auto: the runtime the model will ship on."),
+    click.option("--deploy-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="--round-to auto: where it will run (auto: cuda when there is a GPU)."),
     click.option("--min-width", type=click.IntRange(min=1), default=1, show_default=True, help="Keep at least N channels per group."),
     click.option("--ignore", multiple=True, metavar="MODULE", help="Keep this module's channels fixed (repeatable)."),
     click.option("--reset-optimizer", is_flag=True, help="Drop optimizer state at the prune (as the method's authors' code does)."),
@@ -167,15 +195,20 @@ def prune_command(ctx: click.Context, **options) -> None:
 
 def _plan_run(ctx: click.Context, options: dict, resume: str | None):
     model, weights, out = options.pop("model"), options.pop("weights"), options.pop("out")
+    deploy = options.pop("deploy_backend"), options.pop("deploy_device")
     options["ignore"] = tuple(options["ignore"])
     if resume is None:
         out_dir = Path(out or f"runs/{model}-{options['schedule']}")
         check_fresh_output(out_dir)
+        if options["round_to"] == "auto":
+            options["round_to"] = _measure_round_to(*deploy, out_dir)
         data, train, prune = configs_from_dict(options)
         return RunSpec(model, out_dir, data, train, prune, weights), None
     out_dir = Path(resume)
     payload = load_checkpoint(out_dir / LATEST)
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
+    if given.get("round_to") == "auto":
+        del given["round_to"]  # the run keeps the multiple it measured when it started
     if ctx.get_parameter_source("model") is click.core.ParameterSource.COMMANDLINE and model != payload["model_name"]:
         given["model"] = model
     differences = conflicts({**payload["config"], "model": payload["model_name"]}, given)
@@ -185,6 +218,27 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None):
         raise CompressorError("--resume refuses settings that differ from the run: " + "; ".join(differences))
     data, train, prune = configs_from_dict(payload["config"])
     return RunSpec(payload["model_name"], out_dir, data, train, prune), payload
+
+
+def _measure_round_to(backend: str, device: str, out_dir: Path) -> int:
+    """--round-to auto: measure (or read the cached measurement of) what the deployment
+    backend rewards, show the table, keep it with the run."""
+    import json
+
+    import torch
+
+    from benchmarks.latency.rounding import SweepConfig, auto_round_to
+    from compressor.atomic import atomic_write_text
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    click.echo(f"--round-to auto: measuring how {backend} on {device} steps with channel count ...", err=True)
+    choice, cached = auto_round_to(SweepConfig(backend=backend, device=device))
+    click.echo(choice.table() + ("\n(measured earlier on this machine; cached)" if cached else ""))
+    click.echo(f"--round-to auto -> {choice.multiple} for {backend} on {device}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "round_to.json", json.dumps({**choice.to_dict(), "cached": cached}, indent=1))
+    return choice.multiple
 
 
 def _print_summary(summary: dict, out: Path) -> None:

@@ -3,6 +3,7 @@ through PyTorch and ONNX Runtime, every report format, skipped backends, bad inp
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import onnx
@@ -178,3 +179,53 @@ def test_round_to_auto_measures_once_then_uses_the_cache(tmp_path, monkeypatch):
     second, cached = auto_round_to(config)
     assert cached and second.multiple == first.multiple and second.latency_ms == first.latency_ms
     assert "<- chosen" in second.table()
+
+
+def test_readme_main_job_chain_runs_with_the_installed_script(tmp_path):
+    """The README's main job is prune -> export RUN -> bench RUN; the same chain, with a
+    tiny budget, through the real console script and default output locations."""
+    import re
+    import shutil
+    import subprocess
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    chain = re.findall(r"&& (compress [^&\n]+)", readme.split("## Quickstart")[1].split("The tests")[0])
+    assert [c.split()[1] for c in chain] == ["prune", "export", "bench"]
+    run = "runs/resnet20-ocs"
+    assert chain[1].strip() == f"compress export {run}" and chain[2].strip() == f"compress bench {run}"
+    import sys
+
+    installed = Path(sys.executable).with_name("compress")
+    script = str(installed) if installed.is_file() else shutil.which("compress")
+    if script is None:
+        pytest.skip("the console script is not installed (pip install -e .)")
+    tiny = ["--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--epochs", "2",
+            "--max-prune-epoch", "0", "--monitor-start", "0", "--no-progress"]
+    for command in (["prune", *tiny], ["export", run], ["bench", run, "--batch-size", "1,4", *FAST]):
+        done = subprocess.run([script, *command], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "efficiency" in done.stdout and "resnet20 pruned" in done.stdout
+    report = json.loads((tmp_path / run / "bench" / "bench.json").read_text())
+    assert {r["backend"] for r in report["records"]} == {"torch", "onnxruntime"}
+    assert all(r["efficiency"] > 0 for r in report["records"] if r["variant"] == "pruned")
+
+
+def test_prune_with_round_to_auto_uses_the_measured_multiple(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    args = ["prune", "--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--epochs", "1",
+            "--schedule", "oneshot", "--round-to", "auto", "--deploy-backend", "onnxruntime", "--deploy-device", "cpu",
+            "--no-progress", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    choice = json.loads((out / "round_to.json").read_text())
+    multiple = choice["multiple"]
+    assert f"--round-to auto -> {multiple}" in result.output and "<- chosen" in result.output
+    assert json.loads((out / "summary.json").read_text())["macs_reduction"] > 0.45
+    plan = json.loads((out / "plan.json").read_text())[-1]
+    for group in plan["groups"].values():
+        kept, size = len(group["kept"]), group["size"]
+        if size >= 16 and kept != size:
+            assert kept % math.gcd(multiple, size) == 0, (kept, size, multiple)
+    bad = CliRunner().invoke(main, ["prune", "--round-to", "eight", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "'auto'" in bad.output

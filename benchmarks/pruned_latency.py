@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,32")
     parser.add_argument("--round-to", default="auto")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="CPU threads for both runtimes [default: every usable core]")
     parser.add_argument("--min-runs", type=int, default=10)
     parser.add_argument("--min-time-s", type=float, default=3.0)
     parser.add_argument("--out", default="benchmarks/results/pruned_latency_cpu")
@@ -124,7 +125,7 @@ def main() -> None:
     round_to, choice = resolve_round_to(args.round_to)
     timing = TimingConfig(warmup_s=1.0, warmup_runs=3, min_runs=args.min_runs, min_time_s=args.min_time_s, rounds=5)
     config = BenchConfig(tuple(args.backends.split(",")), "cpu", tuple(int(b) for b in args.batch_sizes.split(",")),
-                         ("fp32",), None, timing)
+                         ("fp32",), args.threads, timing)
     report = {"command": "python -m benchmarks.pruned_latency " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()),
         "round_to": round_to, "round_to_choice": choice, "runs": []}

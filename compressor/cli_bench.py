@@ -102,10 +102,12 @@ def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s
         progress.close()
     click.echo(environment_line(result.environment))
     click.echo(format_table(result))
+    models = ", ".join(dict.fromkeys(s.name.rsplit(" ", 1)[0] for g in groups for s in g.subjects))
+    title = f"compress bench: {models} on {result.config['device']}"
     written = [
         write_json(result, Path(json_path) if json_path else out_dir / "bench.json"),
-        write_markdown(result, Path(markdown_path) if markdown_path else out_dir / "bench.md"),
-        write_plot(result, Path(plot_path) if plot_path else out_dir / "bench.png"),
+        write_markdown(result, Path(markdown_path) if markdown_path else out_dir / "bench.md", title),
+        write_plot(result, Path(plot_path) if plot_path else out_dir / "bench.png", title),
     ]
     click.echo("wrote " + ", ".join(str(p) for p in written if p is not None))
     if not result.records:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import onnx
@@ -18,7 +19,8 @@ from compressor import CostModel, ModelSpec, SelectionConfig, analyse, apply_pla
 from compressor.cli import main
 from compressor.zoo import build
 
-FAST = ["--warmup-s", "0", "--warmup-runs", "1", "--min-runs", "3", "--min-time-s", "0", "--rounds", "1"]
+# One thread: two OpenMP threads per test worker on a 2-core CI machine spin against each other.
+FAST = ["--warmup-s", "0", "--warmup-runs", "1", "--min-runs", "3", "--min-time-s", "0", "--rounds", "1", "--threads", "1"]
 RECORD_KEYS = ["model", "variant", "backend", "provider", "device", "precision", "batch_size", "threads", "timer",
                "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "throughput", "runs", "macs", "params"]
 PAIR_KEYS = ["speedup", "macs_ratio", "efficiency", "baseline"]
@@ -38,6 +40,14 @@ def pruned_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def restore_torch_threads():
+    """compress bench sets torch's thread count for the process; give it back."""
+    saved = torch.get_num_threads()
+    yield
+    torch.set_num_threads(saved)
+
+
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(main, ["bench", *args])
 
@@ -54,7 +64,7 @@ def one_error_line(result: Result, exit_code: int, *hints: str) -> None:
 def test_real_cpu_bench_writes_every_report(pruned_file, tmp_path):
     out = tmp_path / "out"
     result = invoke(str(pruned_file), "--backend", "torch,onnxruntime,onnxruntime-cuda,onnxruntime-trt,tensorrt",
-                    "--device", "cpu", "--batch-size", "1,3", "--threads", "1", "--out", str(out), *FAST)
+                    "--device", "cpu", "--batch-size", "1,3", "--out", str(out), *FAST)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "bench.json").read_text())
     assert report["format"] == "compressor.bench/1"
@@ -201,8 +211,9 @@ def test_readme_main_job_chain_runs_with_the_installed_script(tmp_path):
         pytest.skip("the console script is not installed (pip install -e .)")
     tiny = ["--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--epochs", "2",
             "--max-prune-epoch", "0", "--monitor-start", "0", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for command in (["prune", *tiny], ["export", run], ["bench", run, "--batch-size", "1,4", *FAST]):
-        done = subprocess.run([script, *command], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        done = subprocess.run([script, *command], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
     assert "efficiency" in done.stdout and "resnet20 pruned" in done.stdout
     report = json.loads((tmp_path / run / "bench" / "bench.json").read_text())

@@ -9,7 +9,8 @@ sweep's top width W, the same quantity ``compress bench`` reports for models:
     efficiency(w) = (MACs ratio) / (latency ratio) = (w / W)^2 / (t(w) / t(W))
 
 1.0 means the MACs saved became speed.  For each candidate multiple m the score is
-the mean efficiency of the widths that are multiples of m.  ``--round-to auto``
+the mean efficiency of the widths that are multiples of m (at least two of them, so
+the largest multiple a 32..64 sweep can judge is 16).  ``--round-to auto``
 picks the *smallest* m whose score is within the tolerance of the best score: the
 finest granularity (the most freedom for the pruner, so the least accuracy lost)
 that still keeps the speed-up the backend can give.
@@ -71,7 +72,8 @@ class RoundingChoice:
 
     def table(self) -> str:
         lines = ["multiple  mean efficiency of its widths"]
-        lines += [f"{m:>8}  {s:6.2f}" + ("   <- chosen" if m == self.multiple else "") for m, s in self.scores.items()]
+        lines += [f"{m:>8}  {s:6.2f}" + ("   <- chosen" if m == self.multiple else "")
+                  for m, s in self.scores.items() if not math.isnan(s)]
         return "\n".join(lines)
 
 
@@ -160,11 +162,17 @@ def efficiency(latency_ms: dict[int, float], width: int) -> float:
     return (width / top) ** 2 / (latency_ms[width] / latency_ms[top])
 
 
+MIN_WIDTHS = 2  # a multiple judged on one width alone is judged on noise
+
+
 def score(latency_ms: dict[int, float], multiple: int) -> float:
-    """Mean efficiency of the widths below the top that are multiples of ``multiple``."""
+    """Mean efficiency of the widths below the top that are multiples of ``multiple``
+    (NaN when the sweep has fewer than two such widths: 32 in a 32..64 sweep)."""
     top = max(latency_ms)
     widths = [w for w in latency_ms if w % multiple == 0 and w != top]
-    return float(sum(efficiency(latency_ms, w) for w in widths) / len(widths)) if widths else float("nan")
+    if len(widths) < MIN_WIDTHS:
+        return float("nan")
+    return float(sum(efficiency(latency_ms, w) for w in widths) / len(widths))
 
 
 def choose(latency_ms: dict[int, float], tolerance: float = DEFAULT_TOLERANCE) -> tuple[int, dict[int, float]]:

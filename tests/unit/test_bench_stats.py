@@ -126,3 +126,12 @@ def test_rounding_picks_one_when_latency_follows_macs():
     assert chosen == 1
     assert efficiency(proportional, 40) == pytest.approx(1.0)
     assert score(proportional, 8) == pytest.approx(1.0)
+
+
+def test_a_multiple_seen_at_one_width_only_is_not_judged():
+    """In a 32..64 sweep only w=32 is a multiple of 32 below the top: one noisy width
+    must not decide (CI once picked 32 from a lucky sample and made 50 % unreachable)."""
+    latency = _staircase(8)
+    latency[32] = latency[32] / 3  # w=32 happened to run 3x faster
+    chosen, scores = choose(latency)
+    assert math.isnan(scores[32]) and chosen in (8, 16)  # 32 is a multiple of both

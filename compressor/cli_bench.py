@@ -66,8 +66,7 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON records here instead.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write the markdown table here instead.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the PNG chart here instead.")
-def bench_command(sources, backends, device, batch_sizes, precisions, threads, warmup_s, warmup_runs, min_runs,
-                  min_time_s, rounds, out, json_path, markdown_path, plot_path) -> None:
+def bench_command(sources, **options) -> None:
     """Time SOURCE's dense original against the pruned model on this machine.
 
     SOURCE is a `compress prune` run directory or a pruned model file (dense and pruned
@@ -77,10 +76,9 @@ def bench_command(sources, backends, device, batch_sizes, precisions, threads, w
     throughput, with speed-up = dense median / pruned median next to the MACs ratio and
     efficiency = speed-up / MACs ratio (1.0: the MACs saving fully became speed).
     """
-    from compressor.cli import user_errors
+    from compressor.cli import user_errors  # here: compressor.cli imports this module
 
-    user_errors(_bench)(sources, backends, device, batch_sizes, precisions, threads, warmup_s, warmup_runs, min_runs,
-                        min_time_s, rounds, out, json_path, markdown_path, plot_path)
+    user_errors(_bench)(sources, **options)
 
 
 def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s, warmup_runs, min_runs, min_time_s,

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from compressor import laasp
 from compressor.analysis.graph import ChannelGraph, analyse
 from compressor.apply import apply_plan
 from compressor.cost import CostModel
@@ -432,9 +433,6 @@ def _rewrap_ddp(old: nn.Module, model: nn.Module) -> nn.Module:
 
 
 # -- schedules ----------------------------------------------------------------------------------
-from compressor import laasp  # noqa: E402 - the laasp schedule's work (no import back into this module)
-
-
 class _Schedule:
     def __init__(self, config: PruneConfig):
         self.config = config

@@ -15,7 +15,7 @@ import torch
 
 from benchmarks.latency.backends import BACKENDS, BackendError, Workload
 from benchmarks.latency.environment import describe, usable_cores
-from benchmarks.latency.stats import compare, summarise
+from benchmarks.latency.stats import LatencyStats, compare, summarise
 from benchmarks.latency.subjects import Group, Subject, check_batch_sizes
 from benchmarks.latency.timing import TimingConfig, measure
 from compressor.errors import CompressorError
@@ -109,12 +109,15 @@ def _run_cell(group: Group, backend, workload: Workload, timing: TimingConfig, b
         if not prepared:
             return [], skipped
         measurement = measure(prepared, timing)
+        stats = [summarise(samples, workload.batch_size) for samples in measurement.samples_ms]
         records = [
-            _record(subject, runnable, workload, measurement, index, base)
+            _record(subject, runnable, workload, stats[index], measurement, index, base)
             for index, (subject, runnable) in enumerate(zip(subjects, prepared))
         ]
         if subjects[0] is group.baseline:  # no baseline timed, nothing to compare with
-            _add_comparisons(records, subjects)
+            for record, subject, subject_stats in zip(records[1:], subjects[1:], stats[1:]):
+                comparison = compare(stats[0], subject_stats, subjects[0].macs, subject.macs)
+                record.update(comparison.to_dict(), baseline=records[0]["model"])
         return records, skipped
     finally:
         for runnable in prepared:
@@ -124,8 +127,8 @@ def _run_cell(group: Group, backend, workload: Workload, timing: TimingConfig, b
             torch.cuda.empty_cache()
 
 
-def _record(subject: Subject, runnable, workload: Workload, measurement, index: int, base: dict) -> dict:
-    stats = summarise(measurement.samples_ms[index], workload.batch_size)
+def _record(subject: Subject, runnable, workload: Workload, stats: LatencyStats, measurement, index: int,
+            base: dict) -> dict:
     return {
         "model": subject.name,
         "variant": subject.variant,
@@ -139,17 +142,3 @@ def _record(subject: Subject, runnable, workload: Workload, measurement, index: 
         "warmup_runs": measurement.warmup_runs[index],
         "warmup_s": round(measurement.warmup_s[index], 3),
     }
-
-
-def _add_comparisons(records: list[dict], subjects: list[Subject]) -> None:
-    """Every subject after the first is compared with the group's first (the dense one)."""
-    if len(records) < 2:
-        return
-    from benchmarks.latency.stats import LatencyStats
-
-    baseline = records[0]
-    base_stats = LatencyStats(**{k: baseline[k] for k in LatencyStats.__dataclass_fields__})
-    for record, subject in zip(records[1:], subjects[1:]):
-        stats = LatencyStats(**{k: record[k] for k in LatencyStats.__dataclass_fields__})
-        comparison = compare(base_stats, stats, subjects[0].macs, subject.macs)
-        record.update(comparison.to_dict(), baseline=baseline["model"])

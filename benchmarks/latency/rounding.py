@@ -200,7 +200,7 @@ def _cache_dir() -> Path:
 
 def _cache_key(config: SweepConfig, environment: dict) -> str:
     where = environment["gpu"]["name"] if config.device == "cuda" and environment["gpu"] else environment["cpu"]
-    identity = json.dumps([asdict(config)["backend"], config.device, config.threads, config.low, config.high,
+    identity = json.dumps([config.backend, config.device, config.threads, config.low, config.high,
                            config.batch_size, config.spatial, config.tolerance, where, environment["versions"]],
                           sort_keys=True, default=str)
     return hashlib.sha256(identity.encode()).hexdigest()[:16]

@@ -40,12 +40,7 @@ def pruned_file(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def restore_torch_threads():
-    """compress bench sets torch's thread count for the process; give it back."""
-    saved = torch.get_num_threads()
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def invoke(*args: str) -> Result:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import onnx
 import pytest
-import torch
 from click.testing import CliRunner, Result
 
 from compressor.cli import main
@@ -29,13 +28,7 @@ TINY_PRUNE = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two OpenMP threads spinning against each other on a busy 2-core machine are ~100x slower."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def invoke(*args: str) -> Result:

@@ -3,11 +3,6 @@ recovery epochs between them, the step log, resume across a pruning step, bad in
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,8 +11,8 @@ from click.testing import CliRunner
 
 from compressor.cli import main
 from compressor.serialization import load_pruned
+from tests.cli_runs import compress, kill_after_epochs, metrics
 
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 # Chunks at the ends of epochs 1 and 3: 1 + 2 recovery epochs = 3 is the last
 # chunk (3 + 2 would pass the last-but-one epoch), then epoch 4 fine-tunes.
@@ -29,15 +24,6 @@ LAASP = [
 ]
 
 
-def compress(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "compressor", *args], capture_output=True, text=True, env=ENV, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def comparable(records: list[dict]) -> list[tuple]:
@@ -79,17 +65,7 @@ def test_laasp_prunes_in_chunks_with_recovery_epochs_and_writes_its_step_log(fin
 
 def test_killed_laasp_run_resumes_across_a_pruning_step(finished, tmp_path):
     out = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "compressor", "prune", *LAASP, "--out", str(out)],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and not (out / "metrics.jsonl").exists():
-        time.sleep(0.05)
-    while time.time() < deadline and len((out / "metrics.jsonl").read_text().splitlines()) < 3:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)  # in the recovery after the first chunk (epoch 1)
-    process.wait()
+    kill_after_epochs(LAASP, out, 3)  # in the recovery after the first chunk (epoch 1)
     assert 2 <= len(metrics(out)) < 5
     compress("prune", "--resume", str(out))
     assert comparable(metrics(out)) == comparable(metrics(finished))

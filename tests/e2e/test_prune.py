@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,25 +11,14 @@ import torch
 
 from compressor.checkpoint import LATEST, load_checkpoint, save_checkpoint, CheckpointError
 from compressor.serialization import load_pruned
+from tests.cli_runs import ENV, compress, kill_after_epochs, metrics
 
 TINY = [
     "--model", "resnet20", "--synthetic-train", "256", "--synthetic-val", "128", "--batch-size", "64",
     "--epochs", "4", "--max-prune-epoch", "2", "--monitor-start", "0", "--no-progress",
 ]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
-def compress(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "compressor", *args], capture_output=True, text=True, env=ENV, timeout=600, **kwargs
-    )
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def comparable(records: list[dict]) -> list[tuple]:
@@ -71,17 +57,7 @@ def test_pruned_model_file_reloads_and_matches_the_checkpoint(finished):
 
 def test_killed_run_resumes_to_the_same_result(finished, tmp_path):
     out = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "compressor", "prune", *TINY, "--out", str(out)],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and not (out / "metrics.jsonl").exists():
-        time.sleep(0.05)
-    while time.time() < deadline and len((out / "metrics.jsonl").read_text().splitlines()) < 2:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)  # somewhere in epoch 3, before the prune at epoch 2's end
-    process.wait()
+    kill_after_epochs(TINY, out, 2)  # somewhere in epoch 3, before the prune at epoch 2's end
     assert len(metrics(out)) < 4
     compress("prune", "--resume", str(out))
     assert comparable(metrics(out)) == comparable(metrics(finished))

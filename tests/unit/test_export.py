@@ -53,14 +53,7 @@ DESIGN_KEYS = ("format", "opset", "inputs", "outputs", "macs", "params", "parity
 PARITY_KEYS = ("max_abs_err", "max_rel_err", "top1_agreement", "batch_sizes", "backend", "provider")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """PyTorch's two OpenMP threads spin against each other on a busy 2-core machine
-    (a 32x32 ResNet-20 forward goes from 4 ms to 500 ms); one thread keeps this suite fast."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def informative(name: str, input_size) -> nn.Module:

@@ -6,9 +6,11 @@ compared with one inference, so the variants are timed in alternating blocks
 Per round each variant runs enough iterations for its share of ``min_runs`` and
 ``min_time_s``, estimated from the warm-up.
 
-Clocks: on the CPU each call is timed with ``perf_counter_ns``.  On CUDA a pair of
-events is recorded around each call on the variant's stream and read after the
-block, so the timed loop has no host synchronisation (design.md, deploy.md §6).
+Clocks: on the CPU each call is timed with a host clock, ``perf_counter_ns`` unless
+the caller passes another (tests pass a fake one, so what they assert does not
+depend on how busy the machine is).  The warm-up is governed by the same clock.  On
+CUDA a pair of events is recorded around each call on the variant's stream and read
+after the block, so the timed loop has no host synchronisation (design.md, deploy.md §6).
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ from typing import Callable, Protocol, Sequence
 PERF_COUNTER = "perf_counter"
 CUDA_EVENTS = "cuda-events"
 MAX_RUNS_PER_BLOCK = 100_000
+NS_PER_S = 1e9
+
+Clock = Callable[[], int]  # a monotonic host clock in integer nanoseconds
 
 
 class Runnable(Protocol):
@@ -55,20 +60,26 @@ class Measurement:
     blocks: list[tuple[int, int, int]] = field(default_factory=list)  # (round, variant, runs)
 
 
-def measure(variants: Sequence[Runnable], config: TimingConfig, progress: Callable[[int], None] | None = None) -> Measurement:
-    """Warm every variant up, then time them in ``config.rounds`` interleaved rounds."""
+def measure(
+    variants: Sequence[Runnable],
+    config: TimingConfig,
+    progress: Callable[[int], None] | None = None,
+    clock: Clock = time.perf_counter_ns,
+) -> Measurement:
+    """Warm every variant up, then time them in ``config.rounds`` interleaved rounds,
+    reading ``clock`` for the warm-up and for the CPU samples."""
     count = len(variants)
     result = Measurement([[] for _ in range(count)], [0] * count, [0.0] * count)
     estimates = []
     for index, variant in enumerate(variants):
-        runs, seconds, per_call = _warm_up(variant, config)
+        runs, seconds, per_call = _warm_up(variant, config, clock)
         result.warmup_runs[index], result.warmup_s[index] = runs, seconds
         estimates.append(per_call)
     per_block = [_runs_per_block(config, estimate) for estimate in estimates]
     for round_index in range(config.rounds):
         order = range(count) if round_index % 2 == 0 else reversed(range(count))
         for index in order:
-            samples = time_block(variants[index], per_block[index])
+            samples = time_block(variants[index], per_block[index], clock)
             result.samples_ms[index].extend(samples)
             result.blocks.append((round_index, index, len(samples)))
             if progress is not None:
@@ -87,22 +98,23 @@ def _runs_per_block(config: TimingConfig, per_call_s: float) -> int:
     return min(MAX_RUNS_PER_BLOCK, max(by_count, by_time))
 
 
-def _warm_up(variant: Runnable, config: TimingConfig) -> tuple[int, float, float]:
+def _warm_up(variant: Runnable, config: TimingConfig, clock: Clock) -> tuple[int, float, float]:
     """Run until both the run count and the duration are reached; returns
     (runs, seconds, a per-call estimate from the second half of the warm-up)."""
-    started = time.perf_counter()
+    started = clock()
     durations = []
-    while len(durations) < config.warmup_runs or time.perf_counter() - started < config.warmup_s:
-        durations.append(_wall_call(variant))
+    while len(durations) < config.warmup_runs or (clock() - started) / NS_PER_S < config.warmup_s:
+        durations.append(_wall_call(variant, clock))
     tail = sorted(durations[len(durations) // 2 :])
-    return len(durations), time.perf_counter() - started, tail[len(tail) // 2]
+    return len(durations), (clock() - started) / NS_PER_S, tail[len(tail) // 2]
 
 
-def _wall_call(variant: Runnable) -> float:
-    started = time.perf_counter()
+def _wall_call(variant: Runnable, clock: Clock) -> float:
+    """Seconds one call takes, including the device's work (hence the synchronise)."""
+    started = clock()
     variant()
     _synchronise(variant)
-    return time.perf_counter() - started
+    return (clock() - started) / NS_PER_S
 
 
 def _synchronise(variant: Runnable) -> None:
@@ -110,11 +122,11 @@ def _synchronise(variant: Runnable) -> None:
         variant.stream.synchronize()
 
 
-def time_block(variant: Runnable, runs: int) -> list[float]:
+def time_block(variant: Runnable, runs: int, clock: Clock = time.perf_counter_ns) -> list[float]:
+    """``runs`` samples in milliseconds; CUDA variants ignore ``clock`` (events time them)."""
     if variant.timer == CUDA_EVENTS:
         return _time_cuda(variant, runs)
     samples = []
-    clock = time.perf_counter_ns
     for _ in range(runs):
         started = clock()
         variant()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -50,54 +49,86 @@ def test_comparison_speedup_macs_ratio_efficiency():
     assert relative_difference(100.0, 104.0) == pytest.approx(4 / 102)
 
 
-class Sleeper:
-    """A real runnable that takes a known time and logs when it ran."""
+class FakeClock:
+    """Integer nanoseconds that move only when a fake workload says it ran: the timing
+    loop's decisions then depend on the workload, not on how busy the machine is."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+class Work:
+    """A runnable that takes ``costs_ms`` of fake time (one per call, the last one
+    repeating) on ``clock`` and logs when it ran."""
 
     timer = PERF_COUNTER
 
-    def __init__(self, name: str, seconds: float, log: list):
-        self.name, self.seconds, self.log = name, seconds, log
+    def __init__(self, name: str, costs_ms: float | list[float], clock: FakeClock, log: list):
+        self.name, self.clock, self.log = name, clock, log
+        self.costs_ms = costs_ms if isinstance(costs_ms, list) else [costs_ms]
+        self.calls = 0
 
     def __call__(self) -> None:
+        cost = self.costs_ms[min(self.calls, len(self.costs_ms) - 1)]
+        self.calls += 1
         self.log.append(self.name)
-        end = time.perf_counter() + self.seconds
-        while time.perf_counter() < end:
-            pass
+        self.clock.now_ns += round(cost * 1e6)
 
 
 def test_warm_up_runs_both_the_count_and_the_duration():
-    log = []
+    clock, log = FakeClock(), []
     config = TimingConfig(warmup_s=0.05, warmup_runs=3, min_runs=4, min_time_s=0.0, rounds=2)
-    fast = Sleeper("A", 0.001, log)
-    result = measure([fast], config)
-    assert result.warmup_runs[0] >= 3
-    assert result.warmup_s[0] >= 0.05
-    assert result.warmup_runs[0] >= 40  # 0.05 s of 1 ms calls, not just the 3 runs
-    assert len(log) == result.warmup_runs[0] + len(result.samples_ms[0])
-    slow = Sleeper("B", 0.02, [])
-    result = measure([slow], TimingConfig(warmup_s=0.0, warmup_runs=3, min_runs=2, min_time_s=0.0, rounds=1))
-    assert result.warmup_runs[0] == 3  # the count governs when the duration is already met
+    result = measure([Work("A", 1.0, clock, log)], config, clock=clock)
+    assert result.warmup_runs == [50]  # 50 ms of 1 ms calls, not just the 3 runs
+    assert result.warmup_s == [0.05]
+    assert result.samples_ms == [[1.0] * 4]
+    assert len(log) == 50 + 4
+
+    slow = Work("B", 20.0, clock, [])
+    config = TimingConfig(warmup_s=0.0, warmup_runs=3, min_runs=2, min_time_s=0.0, rounds=1)
+    result = measure([slow], config, clock=clock)
+    assert result.warmup_runs == [3]  # the count governs when the duration is already met
+    assert result.warmup_s == [0.06]
+
+    config = TimingConfig(warmup_s=0.05, warmup_runs=3, min_runs=2, min_time_s=0.0, rounds=1)
+    result = measure([Work("C", 20.0, clock, [])], config, clock=clock)
+    assert result.warmup_runs == [3] and result.warmup_s == [0.06]  # 3 x 20 ms passes 50 ms on the 3rd run
 
 
 def test_variants_are_interleaved_in_alternating_rounds():
-    log = []
-    a, b = Sleeper("A", 0.0005, log), Sleeper("B", 0.0005, log)
+    clock, log = FakeClock(), []
+    a, b = Work("A", 0.5, clock, log), Work("B", 0.25, clock, log)
     config = TimingConfig(warmup_s=0.0, warmup_runs=2, min_runs=6, min_time_s=0.0, rounds=3)
-    result = measure([a, b], config)
+    result = measure([a, b], config, clock=clock)
     assert [(r, v) for r, v, _ in result.blocks] == [(0, 0), (0, 1), (1, 1), (1, 0), (2, 0), (2, 1)]
     assert all(runs == 2 for _, _, runs in result.blocks)  # 6 runs over 3 rounds
     timed = log[4:]  # after 2 + 2 warm-up calls, A first then B
     assert log[:4] == ["A", "A", "B", "B"]
     assert timed == ["A"] * 2 + ["B"] * 4 + ["A"] * 4 + ["B"] * 2
-    assert [len(s) for s in result.samples_ms] == [6, 6]
-    assert all(0.4 < v < 50 for s in result.samples_ms for v in s)  # milliseconds, not seconds
+    assert result.samples_ms == [[0.5] * 6, [0.25] * 6]  # milliseconds, each variant its own
 
 
-def test_timed_runs_cover_the_minimum_time():
-    config = TimingConfig(warmup_s=0.0, warmup_runs=2, min_runs=1, min_time_s=0.06, rounds=3)
-    result = measure([Sleeper("A", 0.002, [])], config)
-    assert sum(result.samples_ms[0]) >= 0.8 * 60  # ms; estimate from warm-up may be slightly off
-    assert planned_runs(config, 0.002) == 3 * math.ceil(0.02 / 0.002)
+def test_timed_runs_cover_the_minimum_time_estimated_from_the_warm_up_tail():
+    """Cold first calls (10 ms) must not shrink the timed runs: the estimate is the
+    median of the warm-up's second half (2 ms), so each round gets 20 ms / 2 ms runs."""
+    clock, log = FakeClock(), []
+    config = TimingConfig(warmup_s=0.0, warmup_runs=4, min_runs=1, min_time_s=0.06, rounds=3)
+    result = measure([Work("A", [10.0, 10.0, 2.0], clock, log)], config, clock=clock)
+    assert result.warmup_runs == [4] and result.warmup_s == [0.024]
+    assert [runs for _, _, runs in result.blocks] == [10, 10, 10]
+    assert result.samples_ms == [[2.0] * 30]
+    assert sum(result.samples_ms[0]) == 60.0
+    assert planned_runs(config, 0.002) == 30
+
+
+def test_progress_reports_each_block():
+    clock, reported = FakeClock(), []
+    config = TimingConfig(warmup_s=0.0, warmup_runs=1, min_runs=4, min_time_s=0.0, rounds=2)
+    measure([Work("A", 1.0, clock, []), Work("B", 1.0, clock, [])], config, progress=reported.append, clock=clock)
+    assert reported == [2, 2, 2, 2]
 
 
 def test_timing_config_rejects_nonsense():

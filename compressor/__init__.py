@@ -19,48 +19,47 @@ The engine underneath::
 """
 __version__ = "0.1.0"
 
-from compressor.analysis.graph import ChannelGraph, ChannelGroup, analyse  # noqa: E402
-from compressor.apply import apply_plan  # noqa: E402
-from compressor.cost import CostModel  # noqa: E402
-from compressor.errors import CompressorError  # noqa: E402
-from compressor.flops import count_macs, count_params  # noqa: E402
-from compressor.importance import group_l2  # noqa: E402
-from compressor.masking import masked_copy  # noqa: E402
-from compressor.onecycle import EpochEvent, OneCyclePruner, PruneConfig  # noqa: E402
-from compressor.plan import GroupPlan, PruningPlan  # noqa: E402
-from compressor.selection import SelectionConfig, UnreachableTargetError, select_plan  # noqa: E402
-from compressor.serialization import ModelSpec, load_pruned, save_pruned  # noqa: E402
+# Each public name and the module that defines it.  They are imported on first use
+# (PEP 562), so that ``import compressor`` -- which every ``compress`` command,
+# ``compress --help`` included, does -- costs nothing until torch is really needed.
+_EXPORTS = {
+    "ChannelGraph": "compressor.analysis.graph",
+    "ChannelGroup": "compressor.analysis.graph",
+    "analyse": "compressor.analysis.graph",
+    "apply_plan": "compressor.apply",
+    "CostModel": "compressor.cost",
+    "CompressorError": "compressor.errors",
+    "count_macs": "compressor.flops",
+    "count_params": "compressor.flops",
+    "group_l2": "compressor.importance",
+    "masked_copy": "compressor.masking",
+    "EpochEvent": "compressor.onecycle",
+    "OneCyclePruner": "compressor.onecycle",
+    "PruneConfig": "compressor.onecycle",
+    "GroupPlan": "compressor.plan",
+    "PruningPlan": "compressor.plan",
+    "SelectionConfig": "compressor.selection",
+    "UnreachableTargetError": "compressor.selection",
+    "select_plan": "compressor.selection",
+    "ModelSpec": "compressor.serialization",
+    "load_pruned": "compressor.serialization",
+    "save_pruned": "compressor.serialization",
+    "PruningCallback": "compressor.lightning",  # imports Lightning
+}
 
-__all__ = [
-    "ChannelGraph",
-    "ChannelGroup",
-    "CompressorError",
-    "CostModel",
-    "EpochEvent",
-    "GroupPlan",
-    "ModelSpec",
-    "OneCyclePruner",
-    "PruneConfig",
-    "PruningCallback",
-    "PruningPlan",
-    "SelectionConfig",
-    "UnreachableTargetError",
-    "analyse",
-    "apply_plan",
-    "count_macs",
-    "count_params",
-    "group_l2",
-    "load_pruned",
-    "masked_copy",
-    "save_pruned",
-    "select_plan",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    """``compressor.PruningCallback`` imports Lightning only when asked for."""
-    if name == "PruningCallback":
-        from compressor.lightning import PruningCallback
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'compressor' has no attribute {name!r}")
+    import importlib
 
-        return PruningCallback
-    raise AttributeError(f"module 'compressor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -3,6 +3,11 @@
 User mistakes (unknown model, bad sizes, unreachable targets, unreadable files)
 end with one line on stderr and exit code 1 (2 for malformed options), never a
 traceback.
+
+torch, the engine, the exporters and the benchmarks are imported inside the command
+bodies: ``compress --help`` and ``compress COMMAND --help`` then start in a fraction of
+a second instead of several (``benchmarks/cli_startup.py`` measures it,
+``tests/unit/test_cli_lazy_imports.py`` holds it).
 """
 from __future__ import annotations
 
@@ -11,24 +16,15 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
 
 from compressor import __version__
-from compressor.analysis.errors import ModelRunError
-from compressor.analysis.graph import ChannelGraph, analyse
-from compressor.apply import apply_plan
-from compressor.cost import CostModel
 from compressor.errors import CompressorError
-from compressor.flops import count_macs, count_params
-from compressor.importance import group_l2
-from compressor.masking import masked_copy
-from compressor.plan import kept_class_mask
-from compressor.selection import SelectionConfig, select_plan
-from compressor.serialization import load_pruned
-from compressor.verify import compare
-from compressor.zoo import build, entry
+
+if TYPE_CHECKING:
+    from compressor.analysis.graph import ChannelGraph
 
 
 def user_errors(command):
@@ -74,6 +70,7 @@ def main() -> None:
 def models_command(family: str, as_json: bool) -> None:
     """List the model names that --model / MODEL accept.  Besides these: timm:NAME for any
     timm model, and module.path:factory for a function of yours that returns an nn.Module."""
+    from compressor.zoo import entry
     from models import list_models
 
     rows = []
@@ -140,6 +137,13 @@ def info_command(
     """Print params, MACs and channel groups of MODEL (a zoo/torchvision name, timm:NAME,
     module.path:factory or a pruned model file); with --flops-reduction, really prune a copy
     and count it."""
+    import torch
+
+    from compressor.analysis.errors import ModelRunError
+    from compressor.analysis.graph import analyse
+    from compressor.flops import count_params
+    from compressor.selection import SelectionConfig
+
     network, name, size, classes = _load_for_info(model, input_size, num_classes)
     example = torch.randn(1, *size)
     started = time.perf_counter()
@@ -176,6 +180,9 @@ def info_command(
 
 
 def _load_for_info(model: str, input_size, num_classes):
+    from compressor.serialization import load_pruned
+    from compressor.zoo import build, entry
+
     path = Path(model)
     if path.suffix in (".pt", ".pth") or path.is_file():
         network, spec, _ = load_pruned(path)
@@ -189,6 +196,8 @@ def _load_for_info(model: str, input_size, num_classes):
 
 def _output_width(network, size) -> int | None:
     """Classifier outputs of a user's factory model that does not say (one forward pass)."""
+    import torch
+
     was_training = network.training
     try:
         with torch.no_grad():
@@ -201,7 +210,16 @@ def _output_width(network, size) -> int | None:
     return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.dim() >= 1 else None
 
 
-def _prune_and_count(network, graph: ChannelGraph, config: SelectionConfig, example, timings) -> tuple:
+def _prune_and_count(network, graph: ChannelGraph, config, example, timings) -> tuple:
+    from compressor.apply import apply_plan
+    from compressor.cost import CostModel
+    from compressor.flops import count_macs, count_params
+    from compressor.importance import group_l2
+    from compressor.masking import masked_copy
+    from compressor.plan import kept_class_mask
+    from compressor.selection import select_plan
+    from compressor.verify import compare
+
     started = time.perf_counter()
     cost = CostModel(graph, network)
     plan = select_plan(graph, cost, group_l2(graph, network), config)

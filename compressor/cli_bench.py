@@ -10,11 +10,8 @@ from pathlib import Path
 
 import click
 
+from compressor.choices import BENCH_BACKENDS as BACKEND_NAMES
 from compressor.errors import CompressorError
-
-from benchmarks.latency.backends import BACKENDS
-
-BACKEND_NAMES = tuple(BACKENDS)
 
 
 def _names(valid: tuple[str, ...]):

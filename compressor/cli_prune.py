@@ -13,16 +13,10 @@ from pathlib import Path
 
 import click
 
-from compressor.checkpoint import LATEST, load_checkpoint
-from compressor.data import DATASETS
+from compressor.choices import AMP_MODES, CRITERIA, DATASETS, DEPLOY_BACKENDS, LR_SCHEDULES, OPTIMIZERS, SCHEDULES
 from compressor.errors import CompressorError
-from compressor.importance import CRITERIA
-from compressor.onecycle import SCHEDULES
-from compressor.run import RunSpec, check_fresh_output, configs_from_dict, conflicts, run_prune
-from compressor.training import AMP_MODES, LR_SCHEDULES, OPTIMIZERS
 
 DEFAULT_EPOCHS = 10
-DEPLOY_BACKENDS = ("onnxruntime", "torch", "torch-compile", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt")
 
 
 def _load_config_file(ctx: click.Context, param, value: str | None):
@@ -179,6 +173,9 @@ def prune_command(ctx: click.Context, **options) -> None:
 
     Writes summary.json, metrics.jsonl, plan.json, run.png, model.pt and checkpoints to
     --out.  The default runs in a few minutes on a laptop CPU, offline."""
+    # Here, not at the top: `compress --help` must not import torch (seconds).
+    from compressor.run import run_prune
+
     options["compile"] = options.pop("compile_")
     resume = options.pop("resume")
     try:
@@ -194,6 +191,9 @@ def prune_command(ctx: click.Context, **options) -> None:
 
 
 def _plan_run(ctx: click.Context, options: dict, resume: str | None):
+    from compressor.checkpoint import LATEST, load_checkpoint
+    from compressor.run import RunSpec, check_fresh_output, configs_from_dict, conflicts
+
     model, weights, out = options.pop("model"), options.pop("weights"), options.pop("out")
     deploy = options.pop("deploy_backend"), options.pop("deploy_device")
     options["ignore"] = tuple(options["ignore"])

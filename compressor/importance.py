@@ -23,6 +23,7 @@ from torch import nn
 
 from compressor.analysis.graph import ChannelGraph
 from compressor.analysis.records import Slot
+from compressor.choices import CRITERIA as CRITERION_NAMES, registry
 from compressor.cost import CostModel
 from compressor.errors import CompressorError
 
@@ -121,14 +122,14 @@ def random_scores(graph: ChannelGraph, model: nn.Module, seed: int = 0, **_) -> 
     return np.random.default_rng(seed).random(graph.labels.size)
 
 
-CRITERIA: dict[str, Callable[..., np.ndarray]] = {
+CRITERIA: dict[str, Callable[..., np.ndarray]] = registry(CRITERION_NAMES, {
     "ocs": ocs_scores,
     "l2": l2_scores,
     "l1": l1_scores,
     "bn-scale": bn_scale_scores,
     "taylor": taylor_scores,
     "random": random_scores,
-}
+}, "--criterion")
 
 
 def score_channels(

@@ -30,6 +30,7 @@ from torch import nn
 from compressor import laasp
 from compressor.analysis.graph import ChannelGraph, analyse
 from compressor.apply import apply_plan
+from compressor.choices import SCHEDULES  # named there so that the CLI lists them without torch
 from compressor.cost import CostModel
 from compressor.errors import CompressorError
 from compressor.flops import count_params
@@ -38,8 +39,6 @@ from compressor.plan import PruningPlan, kept_class_mask
 from compressor.regularization import Shrinker
 from compressor.selection import SelectionConfig, select_plan
 from compressor.stability import EpiIndicator, JaccardIndicator
-
-SCHEDULES = ("ocs", "dense", "oneshot", "three-stage", "epi", "gradual", "laasp")
 
 
 @dataclass(frozen=True)

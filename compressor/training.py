@@ -25,15 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from compressor.checkpoint import BEFORE_PRUNE, LATEST, save_checkpoint
+from compressor.choices import AMP_MODES, LR_SCHEDULES, OPTIMIZERS  # named there for a torch-free CLI
 from compressor.serialization import portable_state
 from compressor.data import DataBundle
 from compressor.errors import CompressorError
 from compressor.onecycle import EpochEvent, OneCyclePruner
 from compressor.report import EpochRecord, MetricsLog, format_epoch_line
-
-OPTIMIZERS = ("sgd", "adamw")
-LR_SCHEDULES = ("step", "cosine", "onecycle")
-AMP_MODES = ("none", "bf16", "fp16")
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,50 @@
-"""Which ONNX opsets the installed torch can write, read from torch itself.
+"""Which ONNX opsets the installed torch can write, read from torch's own files.
 
-Kept apart from the exporter (and free of ``import onnx``) so the CLI can show the
-default in ``--help`` and refuse a bad ``--opset`` without loading the ONNX stack.
+Kept apart from the exporter (and free of ``import onnx`` and ``import torch``) so the
+CLI can show the default in ``--help`` and refuse a bad ``--opset`` without loading
+the ONNX stack or torch: the limits are literal assignments in torch's private
+constants modules, so they are read from the installed source with ``ast``
+(``tests/unit/test_cli_lazy_imports.py`` checks them against the imported values).
 """
 from __future__ import annotations
 
-import torch
+import ast
+import importlib.util
+from importlib import metadata
+from pathlib import Path
 
 from compressor.errors import CompressorError
 
 
-def _torch_constant(module: str, name: str, fallback: int) -> int:
-    """torch keeps its opset limits in private modules; read them defensively."""
-    try:
-        import importlib
+def _torch_root() -> Path | None:
+    spec = importlib.util.find_spec("torch")  # finds the package without importing it
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
 
-        return int(getattr(importlib.import_module(module), name))
-    except (ImportError, AttributeError, TypeError, ValueError):
+
+def _torch_constant(module: str, name: str, fallback: int) -> int:
+    """``module.name`` as torch defines it; ``fallback`` if this torch does not (any more)."""
+    root = _torch_root()
+    if root is None:
         return fallback
+    path = root.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return fallback
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            try:
+                return int(ast.literal_eval(node.value))
+            except (ValueError, TypeError):
+                return fallback
+    return fallback
+
+
+def _torch_version() -> str:
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 DEFAULT_OPSET = _torch_constant("torch.onnx._constants", "ONNX_DEFAULT_OPSET", 20)
@@ -41,7 +68,7 @@ def supported_range_text() -> str:
     low = min(DYNAMO_OPSETS[0], TORCHSCRIPT_OPSETS[0])
     high = max(DYNAMO_OPSETS[1], TORCHSCRIPT_OPSETS[1])
     return (
-        f"torch {torch.__version__} can produce opsets {low}-{high} "
+        f"torch {_torch_version()} can produce opsets {low}-{high} "
         f"(dynamo exporter {DYNAMO_OPSETS[0]}-{DYNAMO_OPSETS[1]}, "
         f"TorchScript exporter {TORCHSCRIPT_OPSETS[0]}-{TORCHSCRIPT_OPSETS[1]})"
     )

@@ -5,14 +5,15 @@ from benchmarks.latency.backends.base import BackendError, Workload
 from benchmarks.latency.backends.onnxruntime import CPU, CUDA, TENSORRT, OnnxRuntime
 from benchmarks.latency.backends.tensorrt import TensorRT
 from benchmarks.latency.backends.torch_eager import TorchCompile, TorchEager
+from compressor.choices import BENCH_BACKENDS, registry
 
-BACKENDS = {
+BACKENDS = registry(BENCH_BACKENDS, {
     "torch": TorchEager(),
     "torch-compile": TorchCompile(),
     "onnxruntime": OnnxRuntime("onnxruntime", None),
     "onnxruntime-cuda": OnnxRuntime("onnxruntime-cuda", CUDA),
     "onnxruntime-trt": OnnxRuntime("onnxruntime-trt", TENSORRT),
     "tensorrt": TensorRT(),
-}
+}, "--backend")
 
 __all__ = ["BACKENDS", "BackendError", "Workload", "CPU"]

@@ -1,0 +1,28 @@
+"""The names the CLI offers as choices, kept free of heavy imports.
+
+``compress --help`` must not import torch (seconds), yet its ``click.Choice`` lists
+come from registries that live in torch-importing modules.  The names live here,
+once; those modules build their registries from these tuples (and refuse at import
+if a name has no implementation), so the help text and the code cannot drift apart.
+"""
+from __future__ import annotations
+
+DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+CRITERIA = ("ocs", "l2", "l1", "bn-scale", "taylor", "random")
+SCHEDULES = ("ocs", "dense", "oneshot", "three-stage", "epi", "gradual", "laasp")
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("step", "cosine", "onecycle")
+AMP_MODES = ("none", "bf16", "fp16")
+# compress bench --backend; also what --round-to auto can measure for (--deploy-backend).
+BENCH_BACKENDS = ("torch", "torch-compile", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt")
+DEPLOY_BACKENDS = ("onnxruntime", *(name for name in BENCH_BACKENDS if name != "onnxruntime"))
+
+
+def registry(names: tuple[str, ...], implementations: dict, what: str) -> dict:
+    """``implementations`` in the order of ``names``; refuses a name without one, or one too many."""
+    missing = [n for n in names if n not in implementations]
+    extra = [n for n in implementations if n not in names]
+    if missing or extra:
+        raise ImportError(f"{what}: compressor.choices and the implementations disagree "
+                          f"(no implementation: {missing}; not in compressor.choices: {extra})")
+    return {name: implementations[name] for name in names}

@@ -1,0 +1,121 @@
+"""``compress --help`` and ``compress COMMAND --help`` do not import torch or the ONNX stack.
+
+What is asserted is the behaviour that makes help fast (which modules a fresh
+interpreter holds after printing it), never a time: ``benchmarks/cli_startup.py``
+measures the time.  Each help runs in its own subprocess of this interpreter, from
+this checkout, so an import made by an earlier test cannot hide one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from compressor.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+# torch and the ONNX stack cost seconds; the engine, exporters and benchmark backends import them.
+MUST_NOT_IMPORT = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "onnxsim", "tensorrt", "timm",
+                   "compressor.analysis", "exporters.pipeline", "exporters.onnx_export", "benchmarks.latency.backends")
+PROBE = """
+import json, runpy, sys
+sys.argv = ["compress", *sys.argv[1:]]
+try:
+    runpy.run_module("compressor", run_name="__main__", alter_sys=True)
+except SystemExit as stop:
+    code = stop.code
+sys.stderr.write("PROBE " + json.dumps({"code": code, "modules": sorted(sys.modules),
+                                       "file": sys.modules["compressor"].__file__}) + "\\n")
+"""
+COMMANDS = sorted(main.commands)
+
+
+def help_in_fresh_interpreter(*args: str) -> tuple[str, dict]:
+    done = subprocess.run([sys.executable, "-c", PROBE, *args, "--help"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    probe = [line for line in done.stderr.splitlines() if line.startswith("PROBE ")]
+    assert probe, done.stderr
+    return done.stdout, json.loads(probe[0][len("PROBE "):])
+
+
+def test_every_command_is_checked():
+    assert set(COMMANDS) == {"models", "info", "prune", "export", "bench"}
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_imports_neither_torch_nor_onnx(command):
+    text, probe = help_in_fresh_interpreter(*([command] if command else []))
+    assert probe["code"] == 0, text
+    assert Path(probe["file"]).resolve().is_relative_to(REPO), probe["file"]  # this tree, not an installed copy
+    loaded = [name for name in MUST_NOT_IMPORT if name in probe["modules"]]
+    assert not loaded, f"`compress {command or ''} --help` imported {loaded}"
+    assert "Usage:" in text
+    if command is None:
+        assert all(name in text for name in COMMANDS), text
+    else:
+        assert_explains_every_option(main.commands[command], text)
+
+
+def assert_explains_every_option(command: click.Command, text: str) -> None:
+    """Every option is named in the help and carries a help text of its own."""
+    for param in command.params:
+        if not isinstance(param, click.Option):
+            continue
+        assert param.help and len(param.help) > 10, f"{command.name} {param.opts} has no help"
+        for flag in param.opts + param.secondary_opts:
+            assert flag in text, f"`compress {command.name} --help` does not mention {flag}"
+        if isinstance(param.type, click.Choice):
+            assert "|".join(param.type.choices) in text, (param.opts, param.type.choices)
+
+
+def test_the_help_shows_the_opsets_torch_itself_defines():
+    """The --opset help reads torch's limits from its source files (no import); they must be
+    the numbers torch reports once imported."""
+    import importlib
+    from importlib import metadata
+
+    import torch  # noqa: F401 - the comparison needs the real values
+
+    from exporters import opsets
+
+    def real(module: str, name: str) -> int:
+        return int(getattr(importlib.import_module(module), name))
+
+    assert opsets.DEFAULT_OPSET == real("torch.onnx._constants", "ONNX_DEFAULT_OPSET")
+    assert opsets.TORCHSCRIPT_OPSETS == (real("torch.onnx._constants", "ONNX_MIN_OPSET"),
+                                         real("torch.onnx._constants", "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET"))
+    assert opsets.DYNAMO_OPSETS == (real("torch.onnx._internal.exporter._constants", "TORCHLIB_OPSET"),
+                                    real("torch.onnx._constants", "ONNX_MAX_OPSET"))
+    assert metadata.version("torch") in opsets.supported_range_text()
+    assert opsets._torch_constant("torch.onnx._constants", "NO_SUCH_NAME", -1) == -1
+
+
+def test_the_choice_lists_are_the_registries():
+    """The CLI's torch-free names and the implementations are one list."""
+    from benchmarks.latency.backends import BACKENDS
+    from compressor import choices
+    from compressor.importance import CRITERIA
+
+    assert tuple(CRITERIA) == choices.CRITERIA
+    assert tuple(BACKENDS) == choices.BENCH_BACKENDS
+    assert set(choices.DEPLOY_BACKENDS) == set(choices.BENCH_BACKENDS)
+    with pytest.raises(ImportError, match="no implementation: \\['b'\\]"):
+        choices.registry(("a", "b"), {"a": 1}, "--x")
+    with pytest.raises(ImportError, match="not in compressor.choices: \\['c'\\]"):
+        choices.registry(("a",), {"a": 1, "c": 2}, "--x")
+
+
+def test_the_public_api_still_imports_on_demand():
+    """``import compressor`` is lazy now; every name of ``__all__`` must still resolve."""
+    import compressor
+
+    for name in compressor.__all__:
+        if name != "PruningCallback":  # needs the optional Lightning extra
+            assert getattr(compressor, name) is not None, name
+    with pytest.raises(AttributeError):
+        compressor.no_such_name  # noqa: B018

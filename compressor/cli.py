@@ -49,6 +49,13 @@ def parse_input_size(ctx, param, value: str | None) -> tuple[int, int, int] | No
     return tuple(int(p) for p in parts)
 
 
+def _trust_code(command):
+    """The --trust-code flag (compressor.trust); imported here, not at the top, like the rest."""
+    from compressor.trust import trust_code_option
+
+    return trust_code_option()(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="compress")
 def main() -> None:
@@ -121,6 +128,7 @@ def models_command(family: str, as_json: bool) -> None:
 @click.option("--ignore", multiple=True, metavar="MODULE", help="Keep this module's channels fixed (repeatable).")
 @click.option("--groups", "show_groups", is_flag=True, help="List every channel group (and the plan, with --flops-reduction).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (params, macs, groups, pruned_params, pruned_macs ...).")
+@_trust_code
 @user_errors
 def info_command(
     model: str,
@@ -133,6 +141,7 @@ def info_command(
     ignore,
     show_groups,
     as_json,
+    trust_code,
 ) -> None:
     """Print params, MACs and channel groups of MODEL (a zoo/torchvision name, timm:NAME,
     module.path:factory or a pruned model file); with --flops-reduction, really prune a copy
@@ -144,7 +153,7 @@ def info_command(
     from compressor.flops import count_params
     from compressor.selection import SelectionConfig
 
-    network, name, size, classes = _load_for_info(model, input_size, num_classes)
+    network, name, size, classes = _load_for_info(model, input_size, num_classes, trust_code)
     example = torch.randn(1, *size)
     started = time.perf_counter()
     try:
@@ -179,13 +188,13 @@ def info_command(
         _print_info(report, graph)
 
 
-def _load_for_info(model: str, input_size, num_classes):
+def _load_for_info(model: str, input_size, num_classes, trust_code: bool):
     from compressor.serialization import load_pruned
     from compressor.zoo import build, entry
 
     path = Path(model)
     if path.suffix in (".pt", ".pth") or path.is_file():
-        network, spec, _ = load_pruned(path)
+        network, spec, _ = load_pruned(path, trust_code)
         return network, f"{spec.name} (pruned, {path})", input_size or spec.input_size, spec.num_classes
     info = entry(model)
     size = input_size or info.input_size

@@ -37,6 +37,13 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(sizes))
 
 
+def _trust_code(command):
+    """The --trust-code flag (compressor.trust); imported here, not at the top, like the rest."""
+    from compressor.trust import trust_code_option
+
+    return trust_code_option()(command)
+
+
 @click.command("bench", context_settings={"max_content_width": 110})
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--backend", "backends", default="torch,onnxruntime", show_default=True, callback=_names(BACKEND_NAMES),
@@ -63,6 +70,7 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON records here instead.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write the markdown table here instead.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the PNG chart here instead.")
+@_trust_code
 def bench_command(sources, **options) -> None:
     """Time SOURCE's dense original against the pruned model on this machine.
 
@@ -79,7 +87,7 @@ def bench_command(sources, **options) -> None:
 
 
 def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s, warmup_runs, min_runs, min_time_s,
-           rounds, out, json_path, markdown_path, plot_path) -> None:
+           rounds, out, json_path, markdown_path, plot_path, trust_code) -> None:
     from benchmarks.latency.bench import BenchConfig, cells, run_bench
     from benchmarks.latency.report import environment_line, format_table, write_json, write_markdown, write_plot
     from benchmarks.latency.subjects import check_batch_sizes, resolve
@@ -87,7 +95,7 @@ def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s
 
     timing = TimingConfig(warmup_s, warmup_runs, min_runs, min_time_s, rounds)
     config = BenchConfig(backends, device, batch_sizes, precisions, threads, timing)
-    groups = resolve(list(sources))
+    groups = resolve(list(sources), trust_code)
     check_batch_sizes(groups, batch_sizes)  # before the progress bar: an error is one clean line
     out_dir = Path(out) if out else _default_out(sources)
     progress = _progress(sum(1 for _ in cells(groups, config)))

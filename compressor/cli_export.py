@@ -13,6 +13,14 @@ from compressor.errors import CompressorError
 from exporters.config import DEFAULT_ATOL, DEFAULT_MAX_BATCH, DEFAULT_RTOL, FORMATS, ExportConfig
 from exporters.opsets import DEFAULT_OPSET, check_opset, supported_range_text
 
+
+def _trust_code(command):
+    """The --trust-code flag (compressor.trust); imported here, not at the top, like the rest."""
+    from compressor.trust import trust_code_option
+
+    return trust_code_option()(command)
+
+
 OPTIONS = [
     click.option(
         "--format", "format_", type=click.Choice(FORMATS), default="onnx", show_default=True,
@@ -61,6 +69,7 @@ OPTIONS = [
         "--no-verify", is_flag=True,
         help="Skip the parity gates (PyTorch vs ONNX Runtime / TensorRT); the manifest then says 'unverified'.",
     ),
+    _trust_code,
 ]
 
 
@@ -74,7 +83,7 @@ def export_options(command):
 @click.argument("source")
 @export_options
 def export_command(
-    source: str, format_: str, out, input_size, opset, max_batch, fp16, simplify, atol, rtol, no_verify
+    source: str, format_: str, out, input_size, opset, max_batch, fp16, simplify, atol, rtol, no_verify, trust_code
 ) -> None:
     """Export SOURCE to ONNX (and TensorRT) behind a parity gate.
 
@@ -90,7 +99,7 @@ def export_command(
 
     try:
         check_opset(opset)
-        resolved = resolve_source(source, input_size)
+        resolved = resolve_source(source, input_size, trust_code)
         config = ExportConfig(
             out=Path(out) if out else resolved.default_out, format=format_, opset=opset, max_batch=max_batch,
             fp16=fp16, simplify=simplify, atol=atol, rtol=rtol, verify=not no_verify,

@@ -47,6 +47,8 @@ def _load_config_file(ctx: click.Context, param, value: str | None):
     unknown = sorted(set(settings) - known)
     if unknown:
         raise click.BadParameter(f"{path} sets unknown options: {', '.join(unknown)}")
+    if "trust_code" in settings:  # a file must not be able to vouch for the code it names
+        raise click.BadParameter(f"{path} sets trust_code; only --trust-code on the command line can")
     ctx.default_map = {**(ctx.default_map or {}), **settings}
     return value
 
@@ -94,12 +96,22 @@ def _round_to(ctx, param, value):
     return multiple
 
 
+def _trust_code(command):
+    """The --trust-code flag (compressor.trust); imported here, not at the top, like the rest."""
+    from compressor.trust import trust_code_option
+
+    return trust_code_option(
+        " Here: the checkpoint --resume continues, and a --model set by a --config file (a file's word too)."
+    )(command)
+
+
 OPTIONS = [
     click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_load_config_file, help="YAML or TOML file of option values (flags override it)."),
     click.option("--model", default="resnet20", show_default=True, help="Zoo or torchvision model name (see `compress models`)."),
     click.option("--weights", type=click.Path(dir_okay=False), help="Start from a local state_dict file instead of random init."),
     click.option("--out", type=click.Path(file_okay=False), help="Output directory [default: runs/MODEL-SCHEDULE]."),
     click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory from its last checkpoint."),
+    _trust_code,
     # data
     click.option("--dataset", type=click.Choice(DATASETS), default="synthetic", show_default=True, help="Built-in synthetic set (offline), CIFAR via torchvision, or an ImageNet-style folder."),
     click.option("--data-dir", type=click.Path(), help="Dataset root (cifar*: where it is/goes; imagefolder: holds train/ and val/)."),
@@ -177,9 +189,9 @@ def prune_command(ctx: click.Context, **options) -> None:
     from compressor.run import run_prune
 
     options["compile"] = options.pop("compile_")
-    resume = options.pop("resume")
+    resume, trust_code = options.pop("resume"), options.pop("trust_code")
     try:
-        spec, payload = _plan_run(ctx, options, resume)
+        spec, payload = _plan_run(ctx, options, resume, trust_code)
         summary = run_prune(spec, payload)
     except CompressorError as error:
         raise click.ClickException(str(error)) from error
@@ -190,14 +202,17 @@ def prune_command(ctx: click.Context, **options) -> None:
         _print_summary(summary, spec.out)
 
 
-def _plan_run(ctx: click.Context, options: dict, resume: str | None):
+def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code: bool):
     from compressor.checkpoint import LATEST, load_checkpoint
     from compressor.run import RunSpec, check_fresh_output, configs_from_dict, conflicts
+    from compressor.trust import check_trusted
 
     model, weights, out = options.pop("model"), options.pop("weights"), options.pop("out")
     deploy = options.pop("deploy_backend"), options.pop("deploy_device")
     options["ignore"] = tuple(options["ignore"])
     if resume is None:
+        if ctx.get_parameter_source("model") is not click.core.ParameterSource.COMMANDLINE:
+            check_trusted(model, "the --config file", trust_code)  # only a typed --model is the user's word
         out_dir = Path(out or f"runs/{model}-{options['schedule']}")
         check_fresh_output(out_dir)
         if options["round_to"] == "auto":
@@ -206,6 +221,7 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None):
         return RunSpec(model, out_dir, data, train, prune, weights), None
     out_dir = Path(resume)
     payload = load_checkpoint(out_dir / LATEST)
+    check_trusted(str(payload.get("model_name")), str(out_dir / LATEST), trust_code)
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
     if given.get("round_to") == "auto":
         del given["round_to"]  # the run keeps the multiple it measured when it started
@@ -217,7 +233,7 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None):
     if differences:
         raise CompressorError("--resume refuses settings that differ from the run: " + "; ".join(differences))
     data, train, prune = configs_from_dict(payload["config"])
-    return RunSpec(payload["model_name"], out_dir, data, train, prune), payload
+    return RunSpec(payload["model_name"], out_dir, data, train, prune, trust_code=trust_code), payload
 
 
 def _measure_round_to(backend: str, device: str, out_dir: Path) -> int:

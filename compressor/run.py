@@ -37,6 +37,7 @@ class RunSpec:
     train: TrainConfig
     prune: PruneConfig
     weights: str | None = None
+    trust_code: bool = False  # a resumed checkpoint's module.path:factory name may be imported
 
 
 def configs_from_dict(values: dict) -> tuple[DataConfig, TrainConfig, PruneConfig]:
@@ -77,7 +78,7 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
         model = build(spec.model, data.num_classes, spec.weights, input_size=data.input_size)
     else:
         plans = [PruningPlan.from_dict(p) for p in resume_payload["pruner"]["state"]["applied"]]
-        model = rebuild(model_spec, plans)
+        model = rebuild(model_spec, plans, trust_code=spec.trust_code)
         model.load_state_dict(restored_state(resume_payload["model"]))
     model.to(device)
     optimizer = make_optimizer(spec.train, model)

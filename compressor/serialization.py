@@ -5,6 +5,9 @@ arguments), the plan and the weights, written with ``torch.save`` and read back
 with ``torch.load(weights_only=True)``: only tensors and plain containers can come
 out of it, so a crafted file cannot run code.  Loading rebuilds the original
 architecture, re-analyses it, applies the plan and loads the weights strictly.
+
+The stored model name is data too: a ``module.path:factory`` name is imported only
+when the caller passes ``trust_code=True`` (``compressor.trust``).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from compressor.atomic import atomic_torch_save
 from compressor.apply import apply_plan
 from compressor.errors import CompressorError
 from compressor.plan import PruningPlan
+from compressor.trust import check_trusted
 from compressor.zoo import build
 
 FORMAT = "compressor.pruned-model/1"
@@ -37,7 +41,9 @@ class ModelSpec:
     input_size: tuple[int, int, int]
     ignore: tuple[str, ...] = ()
 
-    def build(self) -> nn.Module:
+    def build(self, trust_code: bool = False) -> nn.Module:
+        """A spec usually comes from a file, so a factory name needs ``trust_code``."""
+        check_trusted(self.name, "the model spec", trust_code)
         return build(self.name, self.num_classes, input_size=self.input_size)
 
     def example_input(self) -> torch.Tensor:
@@ -135,17 +141,24 @@ def _load_failure(error: Exception) -> str:
     return f"{type(error).__name__}: {first[:160]}" if first else type(error).__name__
 
 
-def rebuild(spec: ModelSpec, plans: Sequence[PruningPlan]) -> nn.Module:
-    """The original architecture with ``plans`` applied in order (weights random)."""
-    model = spec.build()
+def rebuild(spec: ModelSpec, plans: Sequence[PruningPlan], trust_code: bool = False) -> nn.Module:
+    """The original architecture with ``plans`` applied in order (weights random).
+    ``trust_code``: allow a ``module.path:factory`` spec name to be imported and called."""
+    model = spec.build(trust_code)
     for plan in plans:
         model = apply_plan(model, spec.analyse(model), plan)
     return model
 
 
-def load_pruned(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec, PruningPlan]:
+def load_pruned(
+    path: str | os.PathLike, trust_code: bool = False
+) -> tuple[nn.Module, ModelSpec, PruningPlan]:
+    """The pruned model in eval mode, its spec and its last plan.  A file whose model is
+    a ``module.path:factory`` is refused (``UntrustedCodeError``) unless ``trust_code``:
+    loading it would import that module and run its code."""
     spec, plans, state_dict = read_pruned(path)
-    model = rebuild(spec, plans)
+    check_trusted(spec.name, str(path), trust_code)  # here too, to name the file in the error
+    model = rebuild(spec, plans, trust_code)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:

@@ -11,8 +11,9 @@ A model name is one of:
   when it has a ``num_classes`` parameter (or ``**kwargs``), else with no arguments.
   Its native input size is the factory's ``input_size`` attribute, else the module's
   ``INPUT_SIZE``, else 3x224x224 (``--input-size`` overrides it where a command takes one).
-  A pruned model file stores the name, so the module must be importable when the
-  file is loaded again.
+  A pruned model file stores the name; loading the file again imports the module only
+  with ``--trust-code`` / ``trust_code=True`` (``compressor.trust``), and then the module
+  must be importable as it was when the run started.
 """
 from __future__ import annotations
 
@@ -27,16 +28,11 @@ from typing import Callable
 from torch import nn
 
 from compressor.errors import CompressorError
+from compressor.trust import is_factory_name
 from models import TimmError, UnknownModelError, build_model, get_entry
 from models.registry import IMAGENET_INPUT_SIZE, ModelEntry
-from models.timm_models import is_timm_name
 
 _FACTORY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
-
-
-def is_factory_name(name: str) -> bool:
-    """``package.module:factory`` (anything with a colon that is not ``timm:``)."""
-    return ":" in name and not is_timm_name(name)
 
 
 def entry(name: str) -> ModelEntry:
@@ -86,6 +82,13 @@ def _load_factory(name: str) -> tuple[object, Callable]:
             "(e.g. mymodels:make_net for make_net() in mymodels.py)"
         )
     module_name, _, attr = name.partition(":")
+    # A name reaches this point only when the user typed it or, read from a file, the
+    # caller passed trust_code (compressor.trust refuses it before).  Both mean "the
+    # user vouches for this code", and the legitimate file case is a run of the user's
+    # own mymodels:make started from their project directory, loaded again from there
+    # by the `compress` script, whose sys.path lacks the current directory: searching
+    # it is what makes --trust-code work for that case, and it adds nothing an
+    # untrusted name could reach.
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.append(cwd)  # after site-packages: a local file never shadows an installed package

@@ -67,10 +67,11 @@ class TensorRTUnavailable(CompressorError):
         self.result = result
 
 
-def export(source: str, config: ExportConfig) -> ExportResult:
-    """Export SOURCE (run directory, pruned model file or model name) as ``config`` says."""
+def export(source: str, config: ExportConfig, trust_code: bool = False) -> ExportResult:
+    """Export SOURCE (run directory, pruned model file or model name) as ``config`` says;
+    ``trust_code``: a file's ``module.path:factory`` model may be imported (``compressor.trust``)."""
     check_opset(config.opset)  # refuse before loading anything
-    return export_source(resolve_source(source), config)
+    return export_source(resolve_source(source, trust_code=trust_code), config)
 
 
 def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:

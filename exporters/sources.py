@@ -48,19 +48,21 @@ def from_module(model: nn.Module, name: str, input_size, pruned: bool) -> Export
     return ExportSource(model.eval(), name, tuple(input_size), "module", pruned, None, Path("exports") / name)
 
 
-def resolve_source(text: str, input_size=None) -> ExportSource:
+def resolve_source(text: str, input_size=None, trust_code: bool = False) -> ExportSource:
     """Turn SOURCE into a model: an existing path wins over a model name.  ``input_size``
-    (C, H, W) overrides a model name's native size (files and runs record their own)."""
+    (C, H, W) overrides a model name's native size (files and runs record their own).
+    ``trust_code`` lets a file's ``module.path:factory`` model be imported (a name typed
+    as SOURCE needs no such permission: the user chose it)."""
     path = Path(text)
     if path.is_dir():
         if (path / RUN_MODEL_FILE).is_file():
-            return _from_run(path)
+            return _from_run(path, trust_code)
         if not _is_model_name(text):
             raise CompressorError(
                 f"{path} is not a `compress prune` run directory (it has no {RUN_MODEL_FILE})"
             )
     elif path.exists():
-        return _from_file(path, kind="file", default_out=path.parent / f"{path.stem}-export")
+        return _from_file(path, "file", path.parent / f"{path.stem}-export", trust_code)
     elif path.suffix in MODEL_FILE_SUFFIXES or len(path.parts) > 1:
         raise CompressorError(f"no such run directory or pruned model file: {path}")
     return _from_zoo(text, input_size)
@@ -74,16 +76,16 @@ def _is_model_name(text: str) -> bool:
     return True
 
 
-def _from_run(directory: Path) -> ExportSource:
-    source = _from_file(directory / RUN_MODEL_FILE, kind="run", default_out=directory / "export")
+def _from_run(directory: Path, trust_code: bool) -> ExportSource:
+    source = _from_file(directory / RUN_MODEL_FILE, "run", directory / "export", trust_code)
     source.path = directory
     return source
 
 
-def _from_file(path: Path, kind: str, default_out: Path) -> ExportSource:
+def _from_file(path: Path, kind: str, default_out: Path, trust_code: bool) -> ExportSource:
     if not path.is_file():
         raise CompressorError(f"{path} is not a file")
-    model, spec, plan = load_pruned(path)
+    model, spec, plan = load_pruned(path, trust_code)
     pruned = plan.kept_channels() < plan.total_channels()  # a `dense` schedule run saves a full plan
     return ExportSource(model.eval(), spec.name, tuple(spec.input_size), kind, pruned, path, default_out)
 

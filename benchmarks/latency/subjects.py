@@ -135,18 +135,19 @@ class Group:
         return self.subjects[0]
 
 
-def resolve(sources: list[str]) -> list[Group]:
+def resolve(sources: list[str], trust_code: bool = False) -> list[Group]:
+    """``trust_code``: a model file's ``module.path:factory`` model may be imported."""
     groups, files = [], []
     for text in sources:
         path = Path(text)
         if path.is_dir():
             if not (path / RUN_MODEL_FILE).is_file():
                 raise CompressorError(f"{path} is not a `compress prune` run directory (it has no {RUN_MODEL_FILE})")
-            groups.append(_model_pair(path / RUN_MODEL_FILE, path / "bench" / "cache"))
+            groups.append(_model_pair(path / RUN_MODEL_FILE, path / "bench" / "cache", trust_code))
         elif not path.exists():
             raise CompressorError(f"no such run directory, model file, ONNX or engine file: {path}")
         elif path.suffix in MODEL_SUFFIXES:
-            groups.append(_model_pair(path, path.parent / f"{path.stem}-bench" / "cache"))
+            groups.append(_model_pair(path, path.parent / f"{path.stem}-bench" / "cache", trust_code))
         elif path.suffix in ONNX_SUFFIXES + ENGINE_SUFFIXES:
             files.append(_file_subject(path))
         else:
@@ -159,11 +160,11 @@ def resolve(sources: list[str]) -> list[Group]:
     return groups
 
 
-def _model_pair(path: Path, cache_root: Path) -> Group:
+def _model_pair(path: Path, cache_root: Path, trust_code: bool) -> Group:
     from compressor.serialization import load_pruned, rebuild
 
-    pruned, spec, _ = load_pruned(path)
-    dense = rebuild(spec, []).eval()
+    pruned, spec, _ = load_pruned(path, trust_code)
+    dense = rebuild(spec, [], trust_code).eval()
     return model_pair(spec.name, dense, pruned, spec.input_size, cache_root / _digest(path), str(path))
 
 

@@ -94,12 +94,12 @@ def test_factory_model_through_info_prune_and_export(user_module, tmp_path):
     assert pruned.exit_code == 0, pruned.output
     summary = json.loads((run / "summary.json").read_text())
     assert summary["model"] == model and summary["pruned_macs"] < summary["dense_macs"]
-    exported = invoke("export", str(run), "--no-simplify")
+    exported = invoke("export", str(run), "--no-simplify", "--trust-code")  # the file names our own factory
     assert exported.exit_code == 0, exported.output
     manifest = json.loads((run / "export" / "manifest.json").read_text())
     assert manifest["source"]["pruned"] and manifest["macs"] == summary["pruned_macs"]
     assert manifest["parity"]["passed"]
-    info = invoke("info", str(run / "model.pt"), "--json")
+    info = invoke("info", str(run / "model.pt"), "--json", "--trust-code")
     assert info.exit_code == 0 and json.loads(info.stdout)["macs"] == summary["pruned_macs"]
 
 

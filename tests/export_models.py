@@ -1,0 +1,49 @@
+"""Small models whose behaviour makes an export or bench option's effect visible.
+
+They are ``module.path:factory`` models (``tests.export_models:NAME``), so the CLI can
+build them by name, the way a user's own architecture is built.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compressor.verify import make_informative
+
+INPUT_SIZE = (3, 8, 8)
+BIG_BATCH = 4  # DoublesPastFour's output changes above this batch size
+
+
+class DoublesPastFour(nn.Module):
+    """Doubles its logits when the batch holds more than four images.
+
+    The exporters trace it at a small example batch and bake the branch in, so its
+    ONNX file agrees with PyTorch exactly up to batch 4 and is off by the factor 2 from
+    batch 5 on: a parity gate passes only if it never checks a batch above 4."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        if x.shape[0] > BIG_BATCH:
+            logits = logits * 2
+        return logits
+
+
+def doubles_past_four(num_classes: int = 4) -> nn.Module:
+    torch.manual_seed(5)
+    return make_informative(DoublesPastFour(num_classes).eval())
+
+
+def tiny_mlp(num_classes: int = 4) -> nn.Module:
+    """The cheapest model torch.compile can be asked to compile (two matmuls)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, num_classes)).eval()
+
+
+tiny_mlp.input_size = (3, 2, 2)

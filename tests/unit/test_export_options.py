@@ -1,0 +1,167 @@
+"""The export pipeline's fallbacks and its gate's tolerances, provoked for real.
+
+Faults are injected into the real code path (the dynamo exporter raises; onnxsim's
+output is corrupted before the gate sees it); the exporters, onnxsim and ONNX Runtime
+themselves run unmodified, and every result is re-checked from the written files.
+Exports use opset 17 where the exporter does not matter: the TorchScript exporter is
+several times faster than dynamo.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from exporters import onnx_export, pipeline
+from exporters.config import ExportConfig
+from exporters.parity import check_onnx
+from exporters.pipeline import export_source
+from exporters.sources import from_module
+from tests.export_models import BIG_BATCH, INPUT_SIZE, doubles_past_four
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+FAST_OPSET = 17  # TorchScript exporter
+
+
+def export(tmp_path, model, **options):
+    config = ExportConfig(out=tmp_path / "export", input_size=INPUT_SIZE, max_batch=BIG_BATCH, **options)
+    return export_source(from_module(model, "doubles", INPUT_SIZE, False), config)
+
+
+def assert_file_matches_torch(path, model, batch: int = 3) -> None:
+    """ONNX Runtime on the written file against PyTorch, independently of the pipeline's gate."""
+    x = torch.randn(batch, *INPUT_SIZE, generator=torch.Generator().manual_seed(11))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0], expected,
+                               atol=1e-5, rtol=1e-4)
+
+
+# -- the dynamo exporter raises: the TorchScript exporter writes the file, the manifest says why ------
+
+
+def test_a_raising_dynamo_exporter_falls_back_to_torchscript(tmp_path, monkeypatch):
+    calls = []
+
+    def dynamo_fails(model, example, path, opset):
+        calls.append(opset)
+        raise RuntimeError("injected: torch.export cannot trace this model")
+
+    monkeypatch.setattr(onnx_export, "_export_dynamo", dynamo_fails)
+    model = doubles_past_four()
+    result = export(tmp_path, model)  # the default opset: dynamo is tried first
+    manifest = result.manifest
+    assert calls == [manifest["opset"]], "the dynamo exporter was never tried"
+    assert manifest["status"] == "ok" and manifest["exporter"] == "torchscript"
+    assert manifest["exporter_fallback_reason"] == "dynamo: RuntimeError: injected: torch.export cannot trace this model"
+    assert manifest["parity"]["passed"]
+    written = onnx.load(str(result.path("model.onnx")))
+    assert onnx_export.model_opset(written) == manifest["opset"] and onnx_export.batch_dim_is_symbolic(written)
+    assert_file_matches_torch(result.path("model.onnx"), model)
+
+
+def test_both_exporters_failing_is_one_error_naming_both(tmp_path, monkeypatch):
+    def fails(name):
+        def write(model, example, path, opset):
+            raise RuntimeError(f"injected {name} failure")
+        return write
+
+    monkeypatch.setattr(onnx_export, "_export_dynamo", fails("dynamo"))
+    monkeypatch.setattr(onnx_export, "_export_torchscript", fails("torchscript"))
+    with pytest.raises(pipeline.CompressorError, match="dynamo: .*injected dynamo.*torchscript: .*injected torchscript"):
+        export(tmp_path, doubles_past_four())
+    assert not list((tmp_path / "export").glob("*.onnx*")), "a failed export left a model file"
+
+
+# -- the simplified model fails the gate: the unsimplified one is kept, and the manifest says so ------
+
+
+def test_a_simplified_model_that_fails_the_gate_is_not_kept(tmp_path, monkeypatch):
+    def wrong_simplification(source, target):
+        """The real onnxsim pass, then its largest weight scaled by 1.5."""
+        simplified = real(source, target)
+        assert simplified.applied, simplified.reason
+        model = onnx.load(str(target))
+        largest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+        largest.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(largest) * 1.5, largest.name))
+        onnx.save(model, str(target))
+        return simplified
+
+    real = pipeline.simplify_onnx
+    monkeypatch.setattr(pipeline, "simplify_onnx", wrong_simplification)
+    model = doubles_past_four()
+    result = export(tmp_path, model, opset=FAST_OPSET)
+    manifest = result.manifest
+    simplify = manifest["simplify"]
+    assert manifest["status"] == "ok" and manifest["parity"]["passed"]
+    assert simplify["applied"] is False
+    assert simplify["reason"] == "the simplified model failed the parity gate; kept the unsimplified one"
+    assert simplify["rejected_parity"]["passed"] is False and simplify["rejected_parity"]["max_abs_err"] > 1e-3
+    # the file on disk is the unsimplified export, and it computes what the model computes
+    assert len(onnx.load(str(result.path("model.onnx"))).graph.node) == simplify["nodes_before"]
+    assert_file_matches_torch(result.path("model.onnx"), model)
+    assert not list(result.out.glob(".*")), "the rejected simplified file was left behind"
+
+
+def test_a_simplified_model_onnx_runtime_cannot_load_is_not_kept(tmp_path, monkeypatch):
+    def unloadable(source, target):
+        simplified = real(source, target)
+        target.write_bytes(b"not an onnx model")
+        return simplified
+
+    real = pipeline.simplify_onnx
+    monkeypatch.setattr(pipeline, "simplify_onnx", unloadable)
+    model = doubles_past_four()
+    result = export(tmp_path, model, opset=FAST_OPSET)
+    simplify = result.manifest["simplify"]
+    assert result.status == "ok" and simplify["applied"] is False
+    assert simplify["reason"].endswith("; kept the unsimplified model"), simplify["reason"]
+    assert_file_matches_torch(result.path("model.onnx"), model)
+
+
+def test_simplify_applies_when_the_simplified_model_passes(tmp_path):
+    """The other side of the two tests above: untouched, onnxsim's output is what gets written."""
+    result = export(tmp_path, doubles_past_four(), opset=FAST_OPSET)
+    simplify = result.manifest["simplify"]
+    assert simplify["applied"] is True and simplify["reason"] is None
+    assert len(onnx.load(str(result.path("model.onnx"))).graph.node) == simplify["nodes_after"]
+
+
+# -- --atol / --rtol: |onnx - torch| <= atol + rtol * |torch|, each on its own ------------------------
+
+
+@pytest.fixture(scope="module")
+def wrong_past_four(tmp_path_factory):
+    """An unverified export whose output is exactly half of PyTorch's at batch 8."""
+    out = tmp_path_factory.mktemp("tolerance") / "export"
+    model = doubles_past_four()
+    config = ExportConfig(out=out, input_size=INPUT_SIZE, opset=FAST_OPSET, verify=False, simplify=False)
+    result = export_source(from_module(model, "doubles", INPUT_SIZE, False), config)
+    return model, result.path("model.onnx")
+
+
+def gate(wrong_past_four, atol: float, rtol: float, batch: int = 8):
+    model, path = wrong_past_four
+    return check_onnx(model, path, INPUT_SIZE, (batch,), atol, rtol, seed=0)
+
+
+def test_the_gate_measures_the_error_it_checks(wrong_past_four):
+    assert gate(wrong_past_four, 1e-5, 1e-4, batch=BIG_BATCH).passed  # the branch is not taken up to 4
+    report = gate(wrong_past_four, 0.0, 0.0)
+    assert not report.passed and report.max_rel_err == pytest.approx(0.5, abs=1e-6)  # |y - 2y| / |2y|
+
+
+def test_atol_alone_decides(wrong_past_four):
+    error = gate(wrong_past_four, 0.0, 0.0).max_abs_err
+    assert gate(wrong_past_four, 1.01 * error, 0.0).passed
+    assert not gate(wrong_past_four, 0.99 * error, 0.0).passed
+
+
+def test_rtol_alone_decides(wrong_past_four):
+    # |y - 2y| = |y| <= rtol * |2y| holds for rtol >= 0.5 and fails below it
+    assert gate(wrong_past_four, 0.0, 0.51).passed
+    assert not gate(wrong_past_four, 0.0, 0.49).passed

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 
 import numpy as np
 import onnx
@@ -39,9 +38,6 @@ from exporters.sources import from_module
 from models import build_model
 
 ZOO = ["resnet20", "vgg16_cifar", "mobilenetv2_cifar", "vit_tiny_cifar"]
-# Same code paths as ZOO, deeper; about a minute more on 2 cores: EXPORT_TESTS_FULL=1 runs them.
-ZOO_MORE = ["resnet32", "resnet56", "resnet110", "vgg19_cifar"]
-FULL_RUN = os.environ.get("EXPORT_TESTS_FULL") == "1"
 TORCHVISION = [
     "resnet18", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf", "shufflenet_v2_x1_0", "convnext_tiny",
 ]
@@ -188,11 +184,15 @@ def test_zoo_dense_and_pruned_exports_pass_the_gate(tmp_path, name):
     export_dense_and_pruned(tmp_path, name, CIFAR, fp16=True)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not FULL_RUN, reason="the rest of the zoo: set EXPORT_TESTS_FULL=1")
-@pytest.mark.parametrize("name", ZOO_MORE)
-def test_rest_of_zoo_dense_and_pruned_exports_pass_the_gate(tmp_path, name):
-    export_dense_and_pruned(tmp_path, name, CIFAR, fp16=False)
+def test_the_deepest_zoo_model_pruned_passes_the_gate(tmp_path):
+    """ResNet-110 runs in every suite (no opt-in variable): 110 layers of rounding are where an
+    exporter or the tolerance would break first.  resnet32/56 and vgg19_cifar add nothing that
+    resnet20, vgg16_cifar and this test do not cover.  The TorchScript exporter (opset 17) keeps it
+    near 10 s on 2 cores (dynamo: ~80 s); ZOO covers the dynamo path."""
+    model = prune(informative("resnet110", CIFAR), CIFAR)
+    result = run_export(tmp_path, model, "resnet110", CIFAR, pruned=True, opset=17)
+    assert result.manifest["exporter"] == "torchscript" and result.manifest["opset"] == 17
+    assert_exported_and_verified(result, model, CIFAR)
 
 
 @pytest.mark.slow

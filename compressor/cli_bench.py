@@ -98,6 +98,9 @@ def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s
     groups = resolve(list(sources), trust_code)
     check_batch_sizes(groups, batch_sizes)  # before the progress bar: an error is one clean line
     out_dir = Path(out) if out else _default_out(sources)
+    targets = [Path(given) if given else out_dir / default for given, default in
+               ((json_path, "bench.json"), (markdown_path, "bench.md"), (plot_path, "bench.png"))]
+    _check_writable(targets)
     progress = _progress(sum(1 for _ in cells(groups, config)))
     try:
         result = run_bench(groups, config, on_cell=progress)
@@ -108,13 +111,21 @@ def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s
     models = ", ".join(dict.fromkeys(s.name.rsplit(" ", 1)[0] for g in groups for s in g.subjects))
     title = f"compress bench: {models} on {result.config['device']}"
     written = [
-        write_json(result, Path(json_path) if json_path else out_dir / "bench.json"),
-        write_markdown(result, Path(markdown_path) if markdown_path else out_dir / "bench.md", title),
-        write_plot(result, Path(plot_path) if plot_path else out_dir / "bench.png", title),
+        write_json(result, targets[0]),
+        write_markdown(result, targets[1], title),
+        write_plot(result, targets[2], title),
     ]
     click.echo("wrote " + ", ".join(str(p) for p in written if p is not None))
     if not result.records:
         raise CompressorError("nothing could be timed: every backend was skipped (reasons above)")
+
+
+def _check_writable(targets: list[Path]) -> None:
+    """Every output's directory, before the timing (minutes) rather than after it."""
+    from compressor.outdir import ensure_writable_dir
+
+    for directory in dict.fromkeys(target.parent for target in targets):
+        ensure_writable_dir(directory, "bench output directory", keep=False)
 
 
 def _default_out(sources) -> Path:

@@ -69,6 +69,11 @@ OPTIONS = [
         "--no-verify", is_flag=True,
         help="Skip the parity gates (PyTorch vs ONNX Runtime / TensorRT); the manifest then says 'unverified'.",
     ),
+    click.option(
+        "--overwrite", is_flag=True,
+        help="Replace model.onnx, manifest.json ... in --out even if no earlier export there wrote them "
+        "(without it, files an export's manifest does not vouch for are refused).",
+    ),
     _trust_code,
 ]
 
@@ -83,7 +88,8 @@ def export_options(command):
 @click.argument("source")
 @export_options
 def export_command(
-    source: str, format_: str, out, input_size, opset, max_batch, fp16, simplify, atol, rtol, no_verify, trust_code
+    source: str, format_: str, out, input_size, opset, max_batch, fp16, simplify, atol, rtol, no_verify, overwrite,
+    trust_code,
 ) -> None:
     """Export SOURCE to ONNX (and TensorRT) behind a parity gate.
 
@@ -102,7 +108,7 @@ def export_command(
         resolved = resolve_source(source, input_size, trust_code)
         config = ExportConfig(
             out=Path(out) if out else resolved.default_out, format=format_, opset=opset, max_batch=max_batch,
-            fp16=fp16, simplify=simplify, atol=atol, rtol=rtol, verify=not no_verify,
+            fp16=fp16, simplify=simplify, atol=atol, rtol=rtol, verify=not no_verify, overwrite=overwrite,
         )
         result = export_source(resolved, config)
     except (TensorRTUnavailable, ExportRefused) as error:

@@ -111,6 +111,7 @@ OPTIONS = [
     click.option("--weights", type=click.Path(dir_okay=False), help="Start from a local state_dict file instead of random init."),
     click.option("--out", type=click.Path(file_okay=False), help="Output directory [default: runs/MODEL-SCHEDULE]."),
     click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory from its last checkpoint."),
+    click.option("--overwrite", is_flag=True, help="Allow a fresh run into a non-empty --out that holds no run (its files of the same names are replaced, the rest left alone). A directory holding a run is refused even so: --resume it or choose another --out."),
     _trust_code,
     # data
     click.option("--dataset", type=click.Choice(DATASETS), default="synthetic", show_default=True, help="Built-in synthetic set (offline), CIFAR via torchvision, or an ImageNet-style folder."),
@@ -190,8 +191,9 @@ def prune_command(ctx: click.Context, **options) -> None:
 
     options["compile"] = options.pop("compile_")
     resume, trust_code = options.pop("resume"), options.pop("trust_code")
+    overwrite = options.pop("overwrite")
     try:
-        spec, payload = _plan_run(ctx, options, resume, trust_code)
+        spec, payload = _plan_run(ctx, options, resume, trust_code, overwrite)
         summary = run_prune(spec, payload)
     except CompressorError as error:
         raise click.ClickException(str(error)) from error
@@ -202,9 +204,10 @@ def prune_command(ctx: click.Context, **options) -> None:
         _print_summary(summary, spec.out)
 
 
-def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code: bool):
+def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code: bool, overwrite: bool):
     from compressor.checkpoint import LATEST, load_checkpoint
-    from compressor.run import RunSpec, check_fresh_output, configs_from_dict, conflicts
+    from compressor.outdir import check_fresh_output, ensure_writable_dir
+    from compressor.run import RunSpec, configs_from_dict, conflicts
     from compressor.trust import check_trusted
 
     model, weights, out = options.pop("model"), options.pop("weights"), options.pop("out")
@@ -214,13 +217,15 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
         if ctx.get_parameter_source("model") is not click.core.ParameterSource.COMMANDLINE:
             check_trusted(model, "the --config file", trust_code)  # only a typed --model is the user's word
         out_dir = Path(out or f"runs/{model}-{options['schedule']}")
-        check_fresh_output(out_dir)
+        check_fresh_output(out_dir, overwrite)
+        ensure_writable_dir(out_dir, "--out", keep=False)  # now, not after the first epoch has trained
         if options["round_to"] == "auto":
             options["round_to"] = _measure_round_to(*deploy, out_dir)
         data, train, prune = configs_from_dict(options)
         return RunSpec(model, out_dir, data, train, prune, weights), None
     out_dir = Path(resume)
     payload = load_checkpoint(out_dir / LATEST)
+    ensure_writable_dir(out_dir, "--resume directory")
     check_trusted(str(payload.get("model_name")), str(out_dir / LATEST), trust_code)
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
     if given.get("round_to") == "auto":

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compressor.atomic import atomic_write_text
+from compressor.atomic import atomic_write, atomic_write_text
 from compressor.errors import CompressorError
 
 if TYPE_CHECKING:  # matplotlib is only needed for plotting, so import it lazily
@@ -61,7 +61,7 @@ class MetricsLog:
     def append(self, record: EpochRecord) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._drop_partial_line()
-        with self.path.open("a", encoding="utf-8") as stream:
+        with os.fdopen(self._open(os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8") as stream:
             stream.write(json.dumps(record.to_dict()) + "\n")
             stream.flush()
             os.fsync(stream.fileno())
@@ -71,10 +71,19 @@ class MetricsLog:
         after it would glue the next record onto the fragment, so cut it off."""
         if not self.path.exists():
             return
-        with self.path.open("rb+") as stream:
+        with os.fdopen(self._open(os.O_RDWR), "rb+") as stream:
             data = stream.read()
             if data and not data.endswith(b"\n"):
                 stream.truncate(data.rfind(b"\n") + 1)
+
+    def _open(self, flags: int) -> int:
+        """Never through a symlink: one planted at metrics.jsonl could point anywhere."""
+        try:
+            return os.open(self.path, flags | os.O_NOFOLLOW, 0o666)
+        except OSError as error:
+            if self.path.is_symlink():
+                raise CompressorError(f"{self.path} is a symbolic link; refused to write through it") from error
+            raise
 
     def truncate_after(self, epoch: int) -> None:
         """On resume, forget the epochs after the checkpoint: they will be rerun."""
@@ -149,10 +158,8 @@ def plot_run(records: list[EpochRecord], path: Path, title: str) -> Path:
         axes.legend(loc="best", fontsize="small")
     figure.suptitle(title)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    # Atomic: a symlink at ``path`` is replaced, not written through (and no half PNG).
+    return atomic_write(Path(path), lambda stream: figure.savefig(stream, format="png"))
 
 
 def _mark_prune(axes: Axes, records: list[EpochRecord]) -> None:

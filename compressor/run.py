@@ -20,6 +20,7 @@ from compressor.checkpoint import LATEST, load_checkpoint
 from compressor.data import DataConfig, load_data
 from compressor.errors import CompressorError
 from compressor.onecycle import OneCyclePruner, PruneConfig
+from compressor.outdir import check_fresh_output, remove_stale_temps  # noqa: F401 - check_fresh_output: API
 from compressor.plan import PruningPlan
 from compressor.report import MetricsLog, plot_run, write_summary
 from compressor.serialization import ModelSpec, rebuild, restored_state, save_pruned
@@ -61,11 +62,6 @@ def conflicts(saved: dict, given: dict) -> list[str]:
     return differences
 
 
-def check_fresh_output(out: Path) -> None:
-    if (out / LATEST).exists():
-        raise CompressorError(f"{out} already holds a run; pass --resume {out} to continue it, or choose another --out")
-
-
 def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     rank, world_size = distributed_context()
     torch.manual_seed(spec.train.seed)
@@ -86,6 +82,8 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     saved_state = None if resume_payload is None else resume_payload["pruner"]
     pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection, state=saved_state)
     context = RunContext(spec.out, rank, world_size)
+    if context.writer:
+        _clear_for_start(spec.out, fresh=resume_payload is None)
     settings = config_dict(spec.data, spec.train, spec.prune)
     extra = lambda: {"config": settings, "model_name": spec.model, "spec": model_spec.to_dict()}  # noqa: E731
     trainer = Trainer(pruner, optimizer, data, spec.train, context, extra)
@@ -101,6 +99,15 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     if not context.writer:
         return {}
     return _write_artifacts(spec, model_spec, pruner, trainer)
+
+
+def _clear_for_start(out: Path, fresh: bool) -> None:
+    """Before the first epoch: a killed run's temp files go; a fresh run (an empty --out,
+    or --overwrite) starts its own metrics log rather than appending to a file it did not
+    write, and unlinks a symlink there instead of writing through it."""
+    remove_stale_temps(out)
+    if fresh:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePruner, trainer: Trainer) -> dict:

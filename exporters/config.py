@@ -37,6 +37,7 @@ class ExportConfig:
     atol: float = DEFAULT_ATOL
     rtol: float = DEFAULT_RTOL
     verify: bool = True
+    overwrite: bool = False  # replace files in ``out`` that no earlier export there wrote
     input_size: tuple[int, int, int] | None = None
     seed: int = 0
     fp16_check_batch: int = 100  # one disagreement in 100 still meets 99 %

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from compressor import __version__ as compressor_version
 from compressor.atomic import atomic_write_text
-from exporters.artifacts import file_record, make_readable
+from exporters.artifacts import FAILED_SUFFIX, file_record, make_readable
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = "compressor.export-manifest/1"
@@ -75,6 +75,42 @@ def _finite(value):
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def foreign_files(out: Path, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` (and their ``.failed`` forms, and manifest.json) in ``out`` an
+    export would replace although no earlier export wrote them: a file is ours only if
+    our manifest.json there lists it with the same sha256.  Links are never ours."""
+
+    recorded = _our_files(out / MANIFEST_NAME)
+    present = [n for base in names for n in (base, base + FAILED_SUFFIX) if _present(out / n)]
+    theirs = [n for n in present if not _vouched(out / n, recorded or {})]
+    if _present(out / MANIFEST_NAME) and recorded is None:
+        theirs.insert(0, MANIFEST_NAME)
+    return theirs
+
+
+def _vouched(path: Path, recorded: dict) -> bool:
+    if path.is_symlink() or not path.is_file() or path.name not in recorded:
+        return False
+    return recorded[path.name].get("sha256") == file_record(path)["sha256"]
+
+
+def _present(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _our_files(path: Path) -> dict | None:
+    """The ``files`` of our manifest at ``path``; None when it is missing, a link or not ours."""
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("manifest") != FORMAT_VERSION or not isinstance(data.get("files"), dict):
+        return None
+    return {k: v for k, v in data["files"].items() if isinstance(v, dict)}
 
 
 def read_manifest(out: Path) -> dict:

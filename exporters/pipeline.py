@@ -74,9 +74,27 @@ def export(source: str, config: ExportConfig, trust_code: bool = False) -> Expor
     return export_source(resolve_source(source, trust_code=trust_code), config)
 
 
+def _claim_out_dir(config: ExportConfig) -> Path:
+    """Writable, holding no file of someone else's that this export would replace (unless
+    ``overwrite``), and cleared of what a killed export left: before any exporting."""
+    from compressor.outdir import OutputDirError, remove_stale_temps
+    from exporters.manifest import foreign_files
+
+    out = config.out
+    theirs = [] if config.overwrite else foreign_files(out, ARTIFACT_NAMES)  # read-only: first
+    if theirs:
+        raise OutputDirError(
+            f"{out} already holds {', '.join(theirs)}, not written by an export there; refused to replace "
+            "(choose another --out, or pass --overwrite)"
+        )
+    prepare_out_dir(out)
+    remove_stale_temps(out)
+    return out
+
+
 def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
     opset = check_opset(config.opset)
-    artifacts = Artifacts(prepare_out_dir(config.out), ARTIFACT_NAMES)
+    artifacts = Artifacts(_claim_out_dir(config), ARTIFACT_NAMES)
     try:
         return _Job(source, config, opset, artifacts).run()
     except (ExportRefused, TensorRTUnavailable):

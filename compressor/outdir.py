@@ -1,0 +1,101 @@
+"""Output directories: proven writable before any work, never someone else's files.
+
+* ``ensure_writable_dir``: create the directory and write (then remove) a probe file
+  in it, so ``--out afile/sub`` or ``--out /proc/x`` fails with one line before an
+  epoch is trained or a variant timed, not after.
+* ``check_fresh_output``: a fresh run goes into a missing or empty directory; one
+  holding another run is for ``--resume``, one holding anything else needs
+  ``--overwrite`` (the run then replaces its own artifact names there and leaves the
+  rest alone).
+* ``remove_stale_temps``: the temp and staging files a killed process leaves
+  (``.checkpoint.pt.*.tmp``, ``.model.pt.*.tmp``, ``.model.onnx.staging``) are removed
+  when the next one starts; nothing else is touched.
+
+Stdlib only: the CLI calls these before it imports torch.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from compressor.errors import CompressorError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"  # compressor.checkpoint.LATEST, without importing torch
+# compressor.atomic's temp files are ".NAME.<random>.tmp"; exporters' staging files ".NAME.staging"
+# and their scratch files ".NAME.scratch".  Only dot-files of these shapes are ever removed.
+STALE_SUFFIXES = (".tmp", ".staging", ".scratch")
+
+
+class OutputDirError(CompressorError):
+    """An output location that cannot be used: unwritable, or holding files that are not ours."""
+
+
+def ensure_writable_dir(path: Path, what: str = "output directory", keep: bool = True) -> Path:
+    """Create ``path`` and prove a file can be created in it, or raise one line.
+
+    ``keep=False`` removes again the directories this call created: the work that
+    follows may still fail on something else (an unknown model), and a failed command
+    should leave no trace; the writer creates them for real when it writes.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"cannot write to {what} {path}: it is a file, not a directory")
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise OutputDirError(f"cannot write to {what} {path}: {_reason(error)}") from error
+    finally:
+        for directory in created if not keep else ():
+            with contextlib.suppress(OSError):  # not created after all, or no longer empty
+                directory.rmdir()
+    return path
+
+
+def _reason(error: OSError) -> str:
+    """Why, in words: a path component that is a file reads 'Not a directory'."""
+    return error.strerror or type(error).__name__
+
+
+def check_fresh_output(out: Path, overwrite: bool = False) -> None:
+    """A fresh run may start in ``out``: missing, empty, or ``--overwrite`` given; never
+    over another run (that is ``--resume``'s, whatever ``--overwrite`` says)."""
+    out = Path(out)
+    if (out / CHECKPOINT).exists() or (out / CHECKPOINT).is_symlink():
+        raise OutputDirError(
+            f"{out} already holds a run; pass --resume {out} to continue it, or choose another --out"
+        )
+    if out.is_dir() and not overwrite:
+        theirs = sorted(p.name for p in out.iterdir() if not _is_stale_temp(p))
+        if theirs:
+            shown = ", ".join(theirs[:3]) + (f" and {len(theirs) - 3} more" if len(theirs) > 3 else "")
+            raise OutputDirError(
+                f"--out {out} is not empty ({shown}) and holds no run of this tool; choose an empty or new "
+                "directory, or pass --overwrite to write this run's files there"
+            )
+
+
+def _is_stale_temp(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(STALE_SUFFIXES) and not path.is_dir()
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Remove the temp/staging files a killed write left in ``out`` (links themselves, never
+    their targets).  Call it only where no other process of ours is writing."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    removed = [p for p in out.iterdir() if _is_stale_temp(p)]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if removed:
+        log.info("removed %d stale temp file(s) from %s", len(removed), out)
+    return removed

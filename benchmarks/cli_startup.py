@@ -183,7 +183,7 @@ def main() -> None:
               "machine": machine(), "trees": []}
     if args.baseline:
         with worktree(args.baseline) as tree:
-            report["trees"].append({"label": f"before ({args.baseline})", "rev": _git_rev(tree),
+            report["trees"].append({"label": "before", "rev": _git_rev(tree),
                                     "results": measure(tree, args.runs)})
     report["trees"].append({"label": "this tree", "rev": _git_rev(REPO), "results": measure(REPO, args.runs)})
     out = Path(args.out)

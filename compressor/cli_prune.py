@@ -225,7 +225,6 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
         return RunSpec(model, out_dir, data, train, prune, weights), None
     out_dir = Path(resume)
     payload = load_checkpoint(out_dir / LATEST)
-    ensure_writable_dir(out_dir, "--resume directory")
     check_trusted(str(payload.get("model_name")), str(out_dir / LATEST), trust_code)
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
     if given.get("round_to") == "auto":
@@ -237,6 +236,7 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
         differences.append(f"out: run is in {out_dir}, given {out}")
     if differences:
         raise CompressorError("--resume refuses settings that differ from the run: " + "; ".join(differences))
+    ensure_writable_dir(out_dir, "--resume directory")  # last: every refusal above leaves the run untouched
     data, train, prune = configs_from_dict(payload["config"])
     return RunSpec(payload["model_name"], out_dir, data, train, prune, trust_code=trust_code), payload
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,8 @@ from benchmarks.latency.stats import summarise
 from benchmarks.latency.timing import TimingConfig, measure
 from compressor.atomic import atomic_write_text
 from compressor.errors import CompressorError
+
+log = logging.getLogger(__name__)
 
 MULTIPLES = (1, 2, 4, 8, 16, 32)
 DEFAULT_TOLERANCE = 0.03
@@ -206,19 +209,34 @@ def _cache_key(config: SweepConfig, environment: dict) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
+def _read_cached(cache: Path) -> RoundingChoice | None:
+    """The cached choice, or None (logged) when the entry is damaged or its multiple is not
+    one this sweep can choose: "abc", 1.5, null or 0 would become a channel multiple."""
+    try:
+        data = json.loads(cache.read_text())
+        data["scores"] = {int(k): v for k, v in data["scores"].items()}
+        data["latency_ms"] = {int(k): v for k, v in data["latency_ms"].items()}
+        choice = RoundingChoice(**data)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        log.warning("--round-to auto: the cached measurement %s is unreadable; measuring again", cache)
+        return None
+    multiple = choice.multiple
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple not in MULTIPLES:
+        log.warning("--round-to auto: the cached multiple %r in %s is not one of %s; measuring again",
+                    multiple, cache, ", ".join(map(str, MULTIPLES)))
+        return None
+    return choice
+
+
 def auto_round_to(config: SweepConfig, refresh: bool = False) -> tuple[RoundingChoice, bool]:
     """The measured choice for this machine and backend; cached per machine, backend
     and library versions so each prune does not re-measure.  Returns (choice, cached)."""
     environment = describe(config.threads)
     cache = _cache_dir() / "round-to" / f"{_cache_key(config, environment)}.json"
     if cache.is_file() and not refresh:
-        try:
-            data = json.loads(cache.read_text())
-            data["scores"] = {int(k): v for k, v in data["scores"].items()}
-            data["latency_ms"] = {int(k): v for k, v in data["latency_ms"].items()}
-            return RoundingChoice(**data), True
-        except (OSError, ValueError, TypeError, KeyError):
-            pass  # a damaged cache entry is re-measured
+        choice = _read_cached(cache)
+        if choice is not None:
+            return choice, True
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="round-to-sweep-") as scratch:

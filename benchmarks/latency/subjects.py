@@ -10,9 +10,13 @@
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.latency.backends.base import BackendError, Workload
+from benchmarks.latency.provenance import cached, checked_macs, file_sha256, model_identity
 from compressor.errors import CompressorError
 from compressor.flops import count_macs, count_params
 
@@ -42,6 +47,7 @@ class Subject:
     cache: Path | None = None  # where exported artifacts go
     fixed_batch: int | None = None  # an ONNX file whose batch dimension is not symbolic
     files: dict = field(default_factory=dict)  # "onnx-fp32", "onnx-fp16", "engine-fp32-b32", ...
+    identity: str | None = None  # the model's architecture+weights hash, once computed (provenance)
 
     @property
     def stem(self) -> str:
@@ -72,38 +78,53 @@ class Subject:
         if self.model is None or self.cache is None:
             raise BackendError(f"{self.name} has no {what} and no PyTorch model to make one from")
 
+    def _source(self) -> str:
+        """What a cached export of this subject must have been made from (see provenance)."""
+        if self.identity is None:
+            self.identity = model_identity(self.module(), self.input_size)
+        return self.identity
+
     def _export_onnx(self, precision: str) -> Path:
         if precision == "fp16":
             return self._fp16_onnx()
         self._needs_model("ONNX file")
-        target = self.cache / f"{self.stem}.onnx"
-        if not target.is_file():
-            _export_simplified(self.model, self.input_size, target)
-        return target
+        return cached(self.cache / f"{self.stem}.onnx", self._source(),
+                      lambda target: _export_simplified(self.model, self.input_size, target))
 
     def _fp16_onnx(self) -> Path:
         from exporters.fp16 import convert_to_fp16
 
-        target = (self.cache or Path(".")) / f"{self.stem}_fp16.onnx"
+        target = (self.cache or _scratch()) / f"{self.stem}_fp16.onnx"
         if "onnx-fp32" not in self.files and self.model is None:
             raise BackendError(f"{self.name}: an FP16 ONNX is made from the model; give model_fp16.onnx instead")
-        if not target.is_file():
-            source = self.onnx("fp32")
+        source = self.onnx("fp32")
+
+        def make(target: Path) -> None:
             staging = target.with_name(target.name + ".partial")
             convert_to_fp16(source, staging)
             os.replace(staging, target)
-        return target
+
+        return cached(target, "fp16 of " + file_sha256(source), make)
 
     def _build_engine(self, workload: Workload) -> Path:
         from exporters.tensorrt import EngineSpec, build_engine, default_timing_cache, fp16_from_onnx
 
         fp16 = workload.precision == "fp16"
         onnx_path = self.onnx("fp16" if fp16 and fp16_from_onnx() else "fp32")
-        target = onnx_path.with_name(f"{self.stem}_{workload.precision}_b{workload.batch_size}.plan")
-        if not target.is_file():
-            spec = EngineSpec(onnx_path, target, workload.batch_size, fp16, 4 << 30, 3, default_timing_cache())
-            build_engine(spec)
-        return target
+        folder = self.cache if self.cache is not None else _scratch()  # never beside a user's own file
+        target = folder / f"{self.stem}_{workload.precision}_b{workload.batch_size}.plan"
+        make = lambda path: build_engine(  # noqa: E731
+            EngineSpec(onnx_path, path, workload.batch_size, fp16, 4 << 30, 3, default_timing_cache()))
+        return cached(target, "engine of " + file_sha256(onnx_path), make)
+
+
+@functools.lru_cache(maxsize=1)
+def _scratch() -> Path:
+    """Where artifacts made from a given file go: this process's own temp directory (a
+    file in the working directory could be the user's, or planted)."""
+    folder = Path(tempfile.mkdtemp(prefix="compress-bench-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def _export_simplified(model: torch.nn.Module, input_size, target: Path) -> None:
@@ -200,9 +221,19 @@ def _file_subject(path: Path) -> Subject:
         if manifest is None or "input_size" not in manifest:
             raise CompressorError(f"{path}: an engine file needs the manifest.json of its export next to it (for its input size)")
         subject = Subject(path.name, "file", tuple(manifest["input_size"]), files={"engine": path})
-    if manifest is not None:
-        subject.macs, subject.params = manifest.get("macs"), manifest.get("params")
+    if manifest is not None:  # a claim, checked against the graph (provenance.checked_macs)
+        subject.macs = checked_macs(_graph_of(path, manifest), manifest.get("macs"))
+        subject.params = manifest.get("params") if subject.macs is not None else None
     return subject
+
+
+def _graph_of(path: Path, manifest: dict) -> Path:
+    """The ONNX whose graph the MACs are counted on: the file itself, or for an engine the
+    ONNX its manifest lists next to it."""
+    if path.suffix in ONNX_SUFFIXES:
+        return path
+    onnx_names = [name for name in (manifest.get("files") or {}) if str(name).endswith(ONNX_SUFFIXES)]
+    return path.parent / onnx_names[0] if onnx_names else path
 
 
 def _manifest_for(path: Path) -> dict | None:

@@ -32,8 +32,15 @@ def save_checkpoint(path: Path, payload: dict) -> Path:
         return atomic_torch_save(path, payload)
     except OSError as error:
         reason = "the disk is full" if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else error.strerror
-        previous = "the previous checkpoint is intact" if path.exists() else "no earlier checkpoint exists"
-        raise CheckpointError(f"could not write checkpoint {path}: {reason}; {previous}") from error
+        raise CheckpointError(f"could not write checkpoint {path}: {reason}; {_what_is_kept(path)}") from error
+
+
+def _what_is_kept(path: Path) -> str:
+    """checkpoint-before-prune.pt is new at the prune, yet the run's checkpoint.pt may be there."""
+    if path.exists():
+        return "the previous checkpoint is intact"
+    latest = path.with_name(LATEST)
+    return f"the last checkpoint {latest} is intact" if latest.exists() else "no earlier checkpoint exists"
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -45,4 +52,31 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this tool")
+    check_payload(payload, path)
     return payload
+
+
+# What a resume reads from a checkpoint, and the type each must have: a tampered or
+# truncated file is refused here in one line, not deep inside the run as a traceback.
+_FIELDS = {
+    "epoch": int, "model_name": str, "config": dict, "spec": dict, "model": dict, "optimizer": dict,
+    "scaler": dict, "pruner": dict, "rng": torch.Tensor, "best_top1": (int, float), "wall_time_s": (int, float),
+}
+
+
+def check_payload(payload: dict, path: Path) -> None:
+    for key, kind in _FIELDS.items():
+        value = payload.get(key)
+        if key not in payload or isinstance(value, bool) or not isinstance(value, kind):
+            found = "missing" if key not in payload else f"{type(value).__name__} {_short(value)}"
+            raise CheckpointError(f"{path} is damaged or edited: '{key}' is {found}; resume from an intact checkpoint")
+    if payload["epoch"] < 0:
+        raise CheckpointError(f"{path} is damaged or edited: 'epoch' is {payload['epoch']}")
+    applied = (payload["pruner"].get("state") or {}).get("applied") if isinstance(payload["pruner"].get("state"), dict) else None
+    if not isinstance(applied, list):
+        raise CheckpointError(f"{path} is damaged or edited: the pruner state has no list of applied plans")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."

@@ -15,6 +15,9 @@ LR_SCHEDULES = ("step", "cosine", "onecycle")
 AMP_MODES = ("none", "bf16", "fp16")
 # compress bench --backend; also what --round-to auto can measure for (--deploy-backend).
 BENCH_BACKENDS = ("torch", "torch-compile", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt")
+# --seed: numpy's SeedSequence and torch's generators take any value up to here; past it
+# they overflow deep inside a run.
+MAX_SEED = 2**32 - 1
 DEPLOY_BACKENDS = ("onnxruntime", *(name for name in BENCH_BACKENDS if name != "onnxruntime"))
 
 

@@ -8,7 +8,10 @@ and criterion, and every candidate's loss).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -41,14 +44,38 @@ class RunSpec:
     trust_code: bool = False  # a resumed checkpoint's module.path:factory name may be imported
 
 
-def configs_from_dict(values: dict) -> tuple[DataConfig, TrainConfig, PruneConfig]:
-    """Split one flat dict of settings into the three frozen configs."""
+def configs_from_dict(values: dict, where: str = "the settings") -> tuple[DataConfig, TrainConfig, PruneConfig]:
+    """Split one flat dict of settings into the three frozen configs; a value of the wrong
+    type (``lr: "0.1"``, ``epochs: 1.7``, ``epochs: true``) is refused, never coerced."""
     built = []
     for kind in CONFIG_TYPES:
-        names = {f.name for f in fields(kind)}
+        names = {f.name: f.type for f in fields(kind)}
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
+        for key, value in kwargs.items():
+            _check_type(key, value, names[key], where)
         built.append(kind(**kwargs))
     return tuple(built)  # type: ignore[return-value]
+
+
+# A field's annotation (a string under ``from __future__ import annotations``) -> what it accepts.
+_ACCEPTS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "tuple": (tuple,)}
+
+
+def _check_type(key: str, value, annotation: str, where: str) -> None:
+    options = [part.strip() for part in str(annotation).split("|")]
+    if value is None and "None" in options:
+        return
+    accepted = tuple(t for part in options for t in _ACCEPTS.get(part.split("[")[0], ()))
+    if not accepted:
+        return  # a field type this check does not know: the config's own checks apply
+    is_bool = isinstance(value, bool)
+    if not isinstance(value, accepted) or (is_bool and bool not in accepted) or _bad_float(value):
+        wanted = " or ".join(o for o in options)
+        raise CompressorError(f"{where}: {key} must be {wanted}, got {value!r} ({type(value).__name__}); not converted")
+
+
+def _bad_float(value) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def conflicts(saved: dict, given: dict) -> list[str]:
@@ -72,15 +99,13 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     device = resolve_device(spec.train.device)
     if resume_payload is None:
         model = build(spec.model, data.num_classes, spec.weights, input_size=data.input_size)
+        model.to(device)
+        optimizer = make_optimizer(spec.train, model)
+        example = torch.zeros(1, *data.input_size, device=device)
+        pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection)
     else:
-        plans = [PruningPlan.from_dict(p) for p in resume_payload["pruner"]["state"]["applied"]]
-        model = rebuild(model_spec, plans, trust_code=spec.trust_code)
-        model.load_state_dict(restored_state(resume_payload["model"]))
-    model.to(device)
-    optimizer = make_optimizer(spec.train, model)
-    example = torch.zeros(1, *data.input_size, device=device)
-    saved_state = None if resume_payload is None else resume_payload["pruner"]
-    pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection, state=saved_state)
+        with _checkpoint_must_fit(spec.out / LATEST):
+            model, optimizer, pruner = _restore_model(spec, model_spec, resume_payload, device, data, selection)
     context = RunContext(spec.out, rank, world_size)
     if context.writer:
         _clear_for_start(spec.out, fresh=resume_payload is None)
@@ -89,7 +114,8 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     trainer = Trainer(pruner, optimizer, data, spec.train, context, extra)
     start = 0
     if resume_payload is not None:
-        trainer.restore(resume_payload)
+        with _checkpoint_must_fit(spec.out / LATEST):
+            trainer.restore(resume_payload)
         start = int(resume_payload["epoch"]) + 1
         if context.writer:
             MetricsLog(spec.out / "metrics.jsonl").truncate_after(start - 1)
@@ -98,7 +124,52 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
         atomic_write_text(spec.out / f"rank{rank}-final.json", json.dumps(trainer.fingerprint()))
     if not context.writer:
         return {}
-    return _write_artifacts(spec, model_spec, pruner, trainer)
+    summary = _write_artifacts(spec, model_spec, pruner, trainer)
+    _check_target_reached(spec, summary)
+    return summary
+
+
+TARGET_SLACK = 0.01  # the plan lands on or just past the target; this much short is rounding, more is a miss
+
+
+def _check_target_reached(spec: RunSpec, summary: dict) -> None:
+    """A run that ends short of --flops-reduction (too few epochs for the prune to
+    happen, say) is a failure to report, not a "-0.0 %" success."""
+    if spec.prune.schedule == "dense":
+        return
+    reached, target = summary["macs_reduction"], spec.prune.flops_reduction
+    if reached < target - TARGET_SLACK:
+        raise CompressorError(
+            f"the run ended without reaching its target: MACs reduced by {max(reached, 0):.1%}, --flops-reduction "
+            f"asked for {target:.1%} (pruned: {'never' if summary['prune_epoch'] is None else 'partly'}); artifacts "
+            f"are in {spec.out}; give more --epochs or an earlier --max-prune-epoch"
+        )
+
+
+def _restore_model(spec: RunSpec, model_spec: ModelSpec, payload: dict, device, data, selection):
+    plans = [PruningPlan.from_dict(p) for p in payload["pruner"]["state"]["applied"]]
+    model = rebuild(model_spec, plans, trust_code=spec.trust_code)
+    model.load_state_dict(restored_state(payload["model"]))
+    model.to(device)
+    optimizer = make_optimizer(spec.train, model)
+    example = torch.zeros(1, *data.input_size, device=device)
+    pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection, state=payload["pruner"])
+    return model, optimizer, pruner
+
+
+@contextlib.contextmanager
+def _checkpoint_must_fit(path: Path):
+    """A checkpoint whose parts do not fit together (weights of another architecture, wrong
+    shapes, missing keys, optimizer state of another model) is one line, not a traceback.
+    Only the restore is wrapped: an error in training itself stays a bug report."""
+    try:
+        yield
+    except CompressorError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise CompressorError(f"{path} does not fit the run it describes ({type(error).__name__}: {reason}); "
+                              "resume from an intact checkpoint") from error
 
 
 def _clear_for_start(out: Path, fresh: bool) -> None:
@@ -113,7 +184,7 @@ def _clear_for_start(out: Path, fresh: bool) -> None:
 def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePruner, trainer: Trainer) -> dict:
     out = spec.out
     plans = pruner.applied_plans or [PruningPlan.dense(pruner.graph)]
-    model_path = save_pruned(out / "model.pt", pruner.model.cpu(), model_spec, plans[-1], plans[:-1])
+    model_path = _save_model(out, pruner.model.cpu(), model_spec, plans)
     atomic_write_text(out / "plan.json", json.dumps([p.to_dict() for p in plans], indent=1))
     records = MetricsLog.read(out / "metrics.jsonl")
     plot_run(records, out / "run.png", f"{spec.model} on {spec.data.dataset}: {spec.prune.schedule}")
@@ -143,6 +214,16 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
         summary.update(_write_laasp_steps(out, pruner.schedule.steps))
     write_summary(out / "summary.json", summary)
     return summary
+
+
+def _save_model(out: Path, model, model_spec: ModelSpec, plans: list) -> Path:
+    try:
+        return save_pruned(out / "model.pt", model, model_spec, plans[-1], plans[:-1])
+    except OSError as error:  # the training is in checkpoint.pt: say so, and how to finish
+        reason = "the disk is full" if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else error.strerror
+        kept = (f"the last checkpoint {out / LATEST} is intact; free space and run compress prune --resume {out} "
+                "to write the artifacts") if (out / LATEST).exists() else "no checkpoint was written"
+        raise CompressorError(f"could not write {out / 'model.pt'}: {reason}; {kept}") from error
 
 
 def _write_laasp_steps(out: Path, steps: list[dict]) -> dict:

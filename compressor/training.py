@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compressor.checkpoint import BEFORE_PRUNE, LATEST, save_checkpoint
-from compressor.choices import AMP_MODES, LR_SCHEDULES, OPTIMIZERS  # named there for a torch-free CLI
+from compressor.choices import AMP_MODES, LR_SCHEDULES, MAX_SEED, OPTIMIZERS  # named there for a torch-free CLI
 from compressor.serialization import portable_state
 from compressor.data import DataBundle
 from compressor.errors import CompressorError
@@ -62,6 +62,8 @@ class TrainConfig:
                 raise CompressorError(f"{flag} must be one of {', '.join(valid)}, got '{value}'")
         if self.lr <= 0:
             raise CompressorError("--lr must be positive")
+        if not 0 <= self.seed <= MAX_SEED:  # torch and numpy would overflow deep inside, as a traceback
+            raise CompressorError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
 
 
 def lr_at(config: TrainConfig, progress: float) -> float:
@@ -90,12 +92,23 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # where a run can train; "meta" or "banana" cannot
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise CompressorError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise CompressorError("--device cuda was asked for, but CUDA is not available on this machine")
-    return torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise CompressorError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 class LossDiverged(CompressorError):
@@ -168,6 +181,8 @@ class Trainer:
             train_loss, train_top1, images = self._train_epoch(epoch)
             train_s = time.perf_counter() - train_started
             val_loss, val_top1 = self.evaluate()
+            if not math.isfinite(val_loss):  # the README's promise covers validation too, not just training
+                raise LossDiverged(self._diverged_message(val_loss, epoch, None))
             event = self.pruner.end_epoch(epoch)
             event.search_time_s += begin.search_time_s
             if event.prune_due:
@@ -290,10 +305,12 @@ class Trainer:
         self.best_top1 = float(payload["best_top1"])
         self.wall_time_s = float(payload["wall_time_s"])
 
-    def _diverged_message(self, loss: float, epoch: int, step: int) -> str:
+    def _diverged_message(self, loss: float, epoch: int, step: int | None) -> str:
+        """``step`` None: the validation loss after the epoch's training."""
         latest = self.context.out / LATEST
         kept = f"the last good checkpoint {latest} is kept" if latest.exists() else "no epoch had finished, so there is no checkpoint yet"
-        return f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped, {kept} (try a lower --lr)"
+        where = f"epoch {epoch + 1}, step {step + 1}" if step is not None else f"validation after epoch {epoch + 1}"
+        return f"the loss became {loss} at {where}; stopped, {kept} (try a lower --lr)"
 
     def fingerprint(self) -> dict:
         """What every DDP rank must agree on at the end: the plans and the weights."""

@@ -313,10 +313,23 @@ class _SeededSamples(Dataset):
     def __getitem__(self, item: tuple[int, int | None]) -> Any:
         index, seed = item
         if seed is None:
-            return self.base[index]
+            return self._load(index)
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
+            return self._load(index)
+
+    def _load(self, index: int) -> Any:
+        try:
             return self.base[index]
+        except (OSError, ValueError, SyntaxError) as error:  # PIL: truncated or not an image at all
+            samples = getattr(self.base, "samples", None)
+            name = samples[index][0] if samples else f"sample {index}"
+            reason = " ".join(str(error).split())[:120]
+            raise UnreadableImage(f"cannot read image {name}: {reason}; remove or replace the file") from error
+
+
+class UnreadableImage(CompressorError):
+    """A dataset file that is not a readable image (raised in a loader worker too)."""
 
 
 @dataclass(frozen=True)
@@ -336,7 +349,16 @@ class _LoaderSplit:
             _SeededSamples(self.dataset), batch_sampler=sampler, num_workers=self.workers,
             generator=torch.Generator().manual_seed(0),
         )
-        yield from loader
+        try:
+            yield from loader
+        except UnreadableImage as error:  # from a worker, the message carries the worker's traceback
+            raise UnreadableImage(_last_line(str(error))) from None
+
+
+def _last_line(message: str) -> str:
+    """A worker's re-raised message is "Caught ... Original Traceback ... Module.Class: text"."""
+    last = [line for line in message.splitlines() if line.strip()][-1]
+    return last.split(f"{UnreadableImage.__name__}: ", 1)[-1]
 
 
 def _seeded_items(index: Tensor, batch_seed: int | None) -> list[tuple[int, int | None]]:
@@ -385,6 +407,9 @@ def _imagefolder(config: DataConfig) -> tuple[_LoaderSplit, _LoaderSplit, int, t
     train_transform = transforms.Compose((random_crop if config.augment else center) + _normalize(IMAGENET_STATS))
     train = _open_folder(root / "train", train_transform)
     val = _open_folder(root / "val", transforms.Compose(center + _normalize(IMAGENET_STATS)))
+    if len(train.classes) < 2:  # one class: every prediction is right, "100 %" means nothing
+        raise CompressorError(f"{root}/train has only one class folder ({train.classes[0]}); a classifier needs "
+                              "at least two class subfolders")
     if val.classes != train.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))

@@ -82,9 +82,13 @@ def models_command(family: str, as_json: bool) -> None:
 
     rows = []
     if family == "timm":
-        from models.timm_models import PREFIX, architectures, native_input_size
+        from models.timm_models import PREFIX, TimmError, architectures, native_input_size
 
-        for arch in architectures():
+        try:
+            names = architectures()
+        except TimmError as error:  # timm is an optional extra: say which, in one line
+            raise CompressorError(str(error)) from error
+        for arch in names:
             rows.append({"name": PREFIX + arch, "family": "timm", "input_size": list(native_input_size(arch))})
     for name in list_models() if family != "timm" else []:
         info = entry(name)
@@ -153,7 +157,10 @@ def info_command(
     from compressor.flops import count_params
     from compressor.selection import SelectionConfig
 
+    from compressor.memory import check_fits
+
     network, name, size, classes = _load_for_info(model, input_size, num_classes, trust_code)
+    check_fits(network, size, 2, "--input-size")  # before randn: the analysis runs batches of 1 and 2
     example = torch.randn(1, *size)
     started = time.perf_counter()
     try:
@@ -189,6 +196,7 @@ def info_command(
 
 
 def _load_for_info(model: str, input_size, num_classes, trust_code: bool):
+    from compressor.memory import check_fits
     from compressor.serialization import load_pruned
     from compressor.zoo import build, entry
 
@@ -199,6 +207,7 @@ def _load_for_info(model: str, input_size, num_classes, trust_code: bool):
     info = entry(model)
     size = input_size or info.input_size
     network = build(model, num_classes or info.num_classes, input_size=size)
+    check_fits(network, size, 2, "--input-size")  # _output_width runs a forward pass next
     classes = num_classes or info.num_classes or _output_width(network, size)
     return network, model, size, classes
 

@@ -93,7 +93,11 @@ def _claim_out_dir(config: ExportConfig) -> Path:
 
 
 def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
+    from compressor.memory import check_fits
+
     opset = check_opset(config.opset)
+    batches = config.parity_batch_sizes if config.verify else (1,)  # the gate runs the largest one
+    check_fits(source.model, tuple(config.input_size or source.input_size), max(batches), "--max-batch/--input-size")
     artifacts = Artifacts(_claim_out_dir(config), ARTIFACT_NAMES)
     try:
         return _Job(source, config, opset, artifacts).run()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from compressor.choices import AMP_MODES, CRITERIA, DATASETS, DEPLOY_BACKENDS, LR_SCHEDULES, OPTIMIZERS, SCHEDULES
+from compressor.choices import AMP_MODES, CRITERIA, DATASETS, DEPLOY_BACKENDS, LR_SCHEDULES, MAX_SEED, OPTIMIZERS, SCHEDULES
 from compressor.errors import CompressorError
 
 DEFAULT_EPOCHS = 10
@@ -49,8 +49,29 @@ def _load_config_file(ctx: click.Context, param, value: str | None):
         raise click.BadParameter(f"{path} sets unknown options: {', '.join(unknown)}")
     if "trust_code" in settings:  # a file must not be able to vouch for the code it names
         raise click.BadParameter(f"{path} sets trust_code; only --trust-code on the command line can")
+    _check_file_types(ctx, path, settings)
+    ctx.meta["config_file"] = str(path)  # --resume refuses it: the run's own settings win
     ctx.default_map = {**(ctx.default_map or {}), **settings}
     return value
+
+
+def _check_file_types(ctx: click.Context, path: Path, settings: dict) -> None:
+    """A file's value must already have the option's type: click would turn ``epochs: 1.7``
+    into 1 and ``epochs: true`` into 1 without a word."""
+    for param in ctx.command.params:
+        if param.name not in settings or settings[param.name] is None:
+            continue
+        value, kind = settings[param.name], param.type
+        if isinstance(kind, click.types.BoolParamType):
+            wanted, ok = "true or false", isinstance(value, bool)
+        elif isinstance(kind, click.types.IntParamType):
+            wanted, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(kind, click.types.FloatParamType):
+            wanted, ok = "a number", isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            continue  # strings, choices and lists: the option's own parsing checks them
+        if not ok:
+            raise click.BadParameter(f"{path}: {param.name} must be {wanted}, got {value!r}; not converted")
 
 
 def _reg_start(ctx, param, value):
@@ -167,7 +188,7 @@ OPTIONS = [
     click.option("--channels-last", is_flag=True, help="channels_last memory format on CUDA."),
     click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (again after the prune)."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for init, data order and augmentation."),
+    click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Seed for init, data order and augmentation."),
     click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar per epoch."),
 ]
 
@@ -224,11 +245,13 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
         data, train, prune = configs_from_dict(options)
         return RunSpec(model, out_dir, data, train, prune, weights), None
     out_dir = Path(resume)
+    _refuse_with_resume(ctx, weights)
     payload = load_checkpoint(out_dir / LATEST)
     check_trusted(str(payload.get("model_name")), str(out_dir / LATEST), trust_code)
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
     if given.get("round_to") == "auto":
         del given["round_to"]  # the run keeps the multiple it measured when it started
+    display = {k: given.pop(k) for k in DISPLAY_ONLY if k in given}  # may change between sessions
     if ctx.get_parameter_source("model") is click.core.ParameterSource.COMMANDLINE and model != payload["model_name"]:
         given["model"] = model
     differences = conflicts({**payload["config"], "model": payload["model_name"]}, given)
@@ -237,8 +260,21 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
     if differences:
         raise CompressorError("--resume refuses settings that differ from the run: " + "; ".join(differences))
     ensure_writable_dir(out_dir, "--resume directory")  # last: every refusal above leaves the run untouched
-    data, train, prune = configs_from_dict(payload["config"])
+    data, train, prune = configs_from_dict({**payload["config"], **display}, str(out_dir / LATEST))
     return RunSpec(payload["model_name"], out_dir, data, train, prune, trust_code=trust_code), payload
+
+
+DISPLAY_ONLY = ("progress",)  # options that change what is shown, never what is computed
+
+
+def _refuse_with_resume(ctx: click.Context, weights: str | None) -> None:
+    """--config and --weights describe a fresh run; with --resume they would be ignored."""
+    if "config_file" in ctx.meta:
+        raise CompressorError(f"--resume continues the run with its own settings; --config {ctx.meta['config_file']} "
+                              "would be ignored, so it is refused (drop --config)")
+    if weights is not None:
+        raise CompressorError(f"--resume continues from the run's checkpoint; --weights {weights} would be ignored, "
+                              "so it is refused (drop --weights)")
 
 
 def _measure_round_to(backend: str, device: str, out_dir: Path) -> int:

@@ -108,6 +108,18 @@ def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
         raise
 
 
+def _check_single_tensor_output(model, example: torch.Tensor) -> None:
+    """The parity gate compares one output tensor; a model returning a tuple or dict would
+    crash it mid-export (or pass on one output only), so it is refused up front."""
+    with torch.no_grad():
+        output = model(example)
+    if not isinstance(output, torch.Tensor):
+        raise CompressorError(
+            f"the model returns a {type(output).__name__}, not one tensor; export (and its parity gate) supports "
+            "models with a single tensor output: wrap it in a module that returns the output to deploy"
+        )
+
+
 class _Job:
     """The state of one export while it runs; each step fills one manifest section."""
 
@@ -122,6 +134,7 @@ class _Job:
     def run(self) -> ExportResult:
         with self._timed("count_s"):
             example = torch.zeros(1, *self.input_size)
+            _check_single_tensor_output(self.model, example)
             self.sections.update(macs=count_macs(self.model, example), params=count_params(self.model))
         onnx_path = self._export()
         self._simplify_and_verify(onnx_path)

@@ -1,4 +1,13 @@
-"""Running ``compress`` as a real subprocess: what the resume tests share."""
+"""Running ``compress`` as a real subprocess: what the resume and error tests share.
+
+Every run is this tree's ``compressor`` (``sys.executable -m compressor``), never
+whatever ``compress`` is on PATH.  Kill/resume tests kill the run at a chosen
+write, not at a polled moment: the subprocess is a small driver that wraps the
+run's real ``save_checkpoint`` and SIGKILLs its own process at epoch N's
+``checkpoint.pt``, either just after it is written or just before (the metrics
+line of epoch N is already on disk then, the checkpoint still holds epoch N-1).
+The training itself is the real one; only the moment of death is chosen.
+"""
 from __future__ import annotations
 
 import json
@@ -6,10 +15,28 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+from compressor.checkpoint import LATEST, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+# PYTHONPATH first: ``-m compressor`` then imports this tree whatever the working
+# directory, not an installed copy.
+ENV = {
+    **os.environ,
+    "PYTHONUNBUFFERED": "1",
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
+AFTER_CHECKPOINT = "after-checkpoint"
+BEFORE_CHECKPOINT = "before-checkpoint"  # between epoch N's metrics line and its checkpoint
+
+_KILL_DRIVER = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from tests.cli_runs import die_at_checkpoint
+die_at_checkpoint(int(sys.argv[1]), sys.argv[2], sys.argv[3:])
+"""
 
 
 def compress(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -21,20 +48,54 @@ def compress(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedPr
     return result
 
 
+def one_error_line(result: subprocess.CompletedProcess, exit_code: int, *hints: str) -> str:
+    """The exact exit code, no traceback, exactly one 'Error:' line on stderr holding every hint."""
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for hint in hints:
+        assert hint in errors[0], errors[0]
+    return errors[0]
+
+
 def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def kill_after_epochs(args: list[str], out: Path, epochs: int, timeout_s: float = 300) -> None:
-    """Start ``compress prune ARGS --out OUT`` and SIGKILL it once ``epochs`` metric lines exist."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "compressor", "prune", *args, "--out", str(out)],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + timeout_s
-    while time.time() < deadline and not (out / "metrics.jsonl").exists():
-        time.sleep(0.05)
-    while time.time() < deadline and len((out / "metrics.jsonl").read_text().splitlines()) < epochs:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+def checkpoint_epoch(out: Path) -> int:
+    return int(load_checkpoint(out / LATEST)["epoch"])
+
+
+def kill_at_checkpoint(args: list[str], out: Path, epoch: int, when: str) -> None:
+    """Run ``compress prune ARGS --out OUT`` and have it SIGKILL itself at epoch
+    ``epoch``'s checkpoint (``when``: AFTER_CHECKPOINT or BEFORE_CHECKPOINT); then
+    check that the directory holds exactly what that kill point leaves."""
+    command = [sys.executable, "-c", _KILL_DRIVER, str(epoch), when, "prune", *args, "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
+    assert done.returncode == -signal.SIGKILL, f"not killed at epoch {epoch}:\n{done.stdout}{done.stderr[-3000:]}"
+    assert len(metrics(out)) == epoch + 1
+    assert checkpoint_epoch(out) == (epoch if when == AFTER_CHECKPOINT else epoch - 1)
+
+
+def die_at_checkpoint(epoch: int, when: str, args: list[str]) -> None:
+    """In the driver process: run ``compress ARGS`` here, SIGKILL-ing this process
+    around the write of epoch ``epoch``'s checkpoint.pt."""
+    import compressor.training as training
+    from compressor.cli import main
+
+    real_save = training.save_checkpoint
+
+    def save_and_die(path: Path, payload: dict) -> Path:
+        due = Path(path).name == LATEST and payload["epoch"] == epoch
+        if due and when == BEFORE_CHECKPOINT:
+            os.kill(os.getpid(), signal.SIGKILL)
+        saved = real_save(path, payload)
+        if due:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return saved
+
+    if when not in (AFTER_CHECKPOINT, BEFORE_CHECKPOINT):
+        raise ValueError(f"unknown kill point {when!r}")
+    training.save_checkpoint = save_and_die
+    main(args=args, prog_name="compress")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from compressor.cli import main
 from compressor.serialization import load_pruned
-from tests.cli_runs import compress, kill_after_epochs, metrics
+from tests.cli_runs import AFTER_CHECKPOINT, BEFORE_CHECKPOINT, compress, kill_at_checkpoint, metrics
 
 
 # Chunks at the ends of epochs 1 and 3: 1 + 2 recovery epochs = 3 is the last
@@ -63,10 +63,17 @@ def test_laasp_prunes_in_chunks_with_recovery_epochs_and_writes_its_step_log(fin
     assert log[-1]["macs_reduction"] == pytest.approx(summary["macs_reduction"])
 
 
-def test_killed_laasp_run_resumes_across_a_pruning_step(finished, tmp_path):
+@pytest.mark.parametrize(
+    "epoch,when",
+    [
+        (2, AFTER_CHECKPOINT),  # in the recovery after the first chunk; the resume runs the second
+        (1, BEFORE_CHECKPOINT),  # the first chunk pruned and logged, not checkpointed: redo the chunk
+    ],
+    ids=["after-epoch-2-checkpoint", "between-chunk-epoch-metrics-and-checkpoint"],
+)
+def test_killed_laasp_run_resumes_across_a_pruning_step(finished, tmp_path, epoch, when):
     out = tmp_path / "killed"
-    kill_after_epochs(LAASP, out, 3)  # in the recovery after the first chunk (epoch 1)
-    assert 2 <= len(metrics(out)) < 5
+    kill_at_checkpoint(LAASP, out, epoch, when)
     compress("prune", "--resume", str(out))
     assert comparable(metrics(out)) == comparable(metrics(finished))
     assert [(s["group"], s["criterion"], s["removed"]) for s in steps(out)] == [

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner, Result
 from onnx import TensorProto, helper
 
-from benchmarks.latency.rounding import SweepConfig, auto_round_to
+from benchmarks.latency.rounding import SweepConfig, auto_round_to, choose
 from benchmarks.latency.timing import TimingConfig
 from compressor import CostModel, ModelSpec, SelectionConfig, analyse, apply_plan, group_l2, save_pruned, select_plan
 from compressor.cli import main
@@ -108,8 +108,10 @@ def test_onnx_files_compare_with_the_first(pruned_file, tmp_path):
                     "--out", str(tmp_path / "unused"), *FAST)
     assert result.exit_code == 0, result.output
     report = json.loads(json_path.read_text())
-    assert [r["model"] for r in report["records"]] == ["resnet20-dense.onnx", "resnet20-pruned.onnx"]
-    assert report["records"][1]["speedup"] > 0 and report["records"][1]["macs_ratio"] is None
+    dense, pruned = report["records"]
+    assert [dense["model"], pruned["model"]] == ["resnet20-dense.onnx", "resnet20-pruned.onnx"]
+    assert pruned["baseline"] == "resnet20-dense.onnx" and pruned["speedup"] == pytest.approx(dense["median_ms"] / pruned["median_ms"])
+    assert pruned["macs_ratio"] is None and pruned["efficiency"] is None  # no MACs are known for a bare ONNX file
     assert any("PyTorch backends need a model file" in s["reason"] for s in report["skipped"])
     assert md_path.is_file() and png_path.is_file() and not (tmp_path / "unused").exists()
 
@@ -180,40 +182,46 @@ def test_round_to_auto_measures_once_then_uses_the_cache(tmp_path, monkeypatch):
     first, cached = auto_round_to(config)
     assert not cached
     assert sorted(first.latency_ms) == list(range(24, 33))
-    assert first.multiple in first.scores and first.scores[first.multiple] > 0
+    multiple, scores = choose(first.latency_ms, config.tolerance)  # the choice follows from the sweep
+    assert first.multiple == multiple and not math.isnan(scores[multiple])
+    assert [(m, None if math.isnan(v) else v) for m, v in first.scores.items()] == [
+        (m, None if math.isnan(v) else pytest.approx(v)) for m, v in scores.items()
+    ]
     second, cached = auto_round_to(config)
     assert cached and second.multiple == first.multiple and second.latency_ms == first.latency_ms
     assert "<- chosen" in second.table()
 
 
-def test_readme_main_job_chain_runs_with_the_installed_script(tmp_path):
+def test_readme_main_job_chain_runs(tmp_path):
     """The README's main job is prune -> export RUN -> bench RUN; the same chain, with a
-    tiny budget, through the real console script and default output locations."""
+    tiny budget, through this tree's CLI in a subprocess and default output locations."""
     import re
-    import shutil
     import subprocess
+    import sys
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     chain = re.findall(r"&& (compress [^&\n]+)", readme.split("## Quickstart")[1].split("The tests")[0])
     assert [c.split()[1] for c in chain] == ["prune", "export", "bench"]
     run = "runs/resnet20-ocs"
     assert chain[1].strip() == f"compress export {run}" and chain[2].strip() == f"compress bench {run}"
-    import sys
-
-    installed = Path(sys.executable).with_name("compress")
-    script = str(installed) if installed.is_file() else shutil.which("compress")
-    if script is None:
-        pytest.skip("the console script is not installed (pip install -e .)")
     tiny = ["--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--epochs", "2",
             "--max-prune-epoch", "0", "--monitor-start", "0", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    this_tree = [sys.executable, "-m", "compressor"]
     for command in (["prune", *tiny], ["export", run], ["bench", run, "--batch-size", "1,4", *FAST]):
-        done = subprocess.run([script, *command], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+        done = subprocess.run([*this_tree, *command], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                              env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
         assert done.returncode == 0, done.stdout + done.stderr
     assert "efficiency" in done.stdout and "resnet20 pruned" in done.stdout
     report = json.loads((tmp_path / run / "bench" / "bench.json").read_text())
     assert {r["backend"] for r in report["records"]} == {"torch", "onnxruntime"}
-    assert all(r["efficiency"] > 0 for r in report["records"] if r["variant"] == "pruned")
+    summary = json.loads((tmp_path / run / "summary.json").read_text())
+    for pruned in (r for r in report["records"] if r["variant"] == "pruned"):
+        dense = next(r for r in report["records"] if r["variant"] == "dense" and r["backend"] == pruned["backend"]
+                     and r["batch_size"] == pruned["batch_size"])
+        assert (dense["macs"], pruned["macs"]) == (summary["dense_macs"], summary["pruned_macs"])
+        assert pruned["speedup"] == pytest.approx(dense["median_ms"] / pruned["median_ms"])
+        assert pruned["efficiency"] == pytest.approx(pruned["speedup"] / (dense["macs"] / pruned["macs"]))
 
 
 def test_prune_with_round_to_auto_uses_the_measured_multiple(tmp_path, monkeypatch):

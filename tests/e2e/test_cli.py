@@ -4,7 +4,7 @@ CliRunner (fast), plus one real run of the installed console script."""
 from __future__ import annotations
 
 import json
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +25,7 @@ from compressor import (
 )
 from compressor.cli import main
 from compressor.zoo import build
+from tests.cli_runs import ENV
 
 INFO_OPTIONS = [
     "--input-size",
@@ -275,18 +276,21 @@ def test_info_on_a_pruned_file(pruned_file):
     assert 0 < report["macs"] < 40_813_184
 
 
-# -- the installed entry point -----------------------------------------------------------
+# -- the console-script entry point ------------------------------------------------------
 
 
-def test_console_script_runs():
-    script = Path(sys.executable).with_name("compress")
-    if not script.exists():
-        found = shutil.which("compress")
-        script = Path(found) if found else None
-    command = [str(script)] if script else [sys.executable, "-m", "compressor"]
-    done = subprocess.run(
-        command + ["info", "resnet20", "--json"], capture_output=True, text=True, timeout=120, check=False
-    )
+def test_console_script_entry_point_runs():
+    """`compress` is pyproject's [project.scripts] entry; run that target of this tree in a
+    fresh process (not whatever `compress` is on PATH, which may be another install)."""
+    root = Path(__file__).resolve().parents[2]
+    entry = re.search(r'^compress = "([\w.]+):(\w+)"$', (root / "pyproject.toml").read_text(), re.MULTILINE)
+    assert entry, "pyproject.toml declares no `compress` script"
+    module, function = entry.groups()
+    code = (f"import sys; sys.path.insert(0, {str(root)!r}); sys.argv[0] = 'compress'; "
+            f"import compressor; assert compressor.__file__.startswith({str(root)!r}), compressor.__file__; "
+            f"from {module} import {function}; {function}()")
+    done = subprocess.run([sys.executable, "-c", code, "info", "resnet20", "--json"], env=ENV,
+                          capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     report = json.loads(done.stdout)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import onnx
@@ -15,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from compressor.cli import main
 from exporters.tensorrt import tensorrt_available
+from tests.cli_runs import compress
 
 EXPORT_OPTIONS = ["--format", "--out", "--opset", "--max-batch", "--fp16", "--simplify", "--no-simplify",
                   "--atol", "--rtol", "--no-verify"]
@@ -95,10 +94,7 @@ def test_export_a_model_name_writes_model_onnx_and_the_manifest(tmp_path):
 @pytest.fixture(scope="module")
 def prune_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "r20"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "compressor", "prune", *TINY_PRUNE, "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
+    compress("prune", *TINY_PRUNE, "--out", str(out))  # this tree's CLI in a subprocess
     return out
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
-from compressor.errors import CompressorError
+from compressor.outdir import ensure_writable_dir
 
 FAILED_SUFFIX = ".failed"
 STAGING_SUFFIX = ".staging"
@@ -21,17 +20,7 @@ STAGING_SUFFIX = ".staging"
 
 def prepare_out_dir(out: Path) -> Path:
     """Create ``out`` and prove it is writable, or fail with one line, before any work."""
-    if out.exists() and not out.is_dir():
-        raise CompressorError(f"cannot write to output directory {out}: it is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise CompressorError(f"cannot write to output directory {out}: {reason}") from error
-    return out
+    return ensure_writable_dir(out, "output directory", keep=True)
 
 
 class Artifacts:

@@ -10,7 +10,6 @@ row's output directory.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,23 +21,10 @@ from click.testing import CliRunner
 
 from compressor.cli import main
 from tests.cli_runs import ENV
+from tests.hostile import TINY, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = ["--model", "resnet20", "--synthetic-train", "64", "--synthetic-val", "32", "--batch-size", "32",
-        "--epochs", "2", "--monitor-start", "0", "--max-prune-epoch", "0", "--no-progress"]
-
-
-def snapshot(root: Path, skip: Path | None = None) -> dict:
-    """Every path under ``root`` (links not followed): size, mtime, link target."""
-    entries = {}
-    for path in sorted(root.rglob("*")):
-        if skip is not None and (path == skip or skip in path.parents):
-            continue
-        info = path.lstat()
-        entries[str(path.relative_to(root))] = (info.st_size, info.st_mtime_ns,
-                                                os.readlink(path) if path.is_symlink() else None)
-    return entries
 
 
 def assert_one_line(output: str, exit_code: int, got: int, hint: str) -> None:

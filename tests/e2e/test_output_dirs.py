@@ -7,48 +7,19 @@ directory changed (a snapshot of the whole temp tree before and after).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from compressor.cli import main
 from compressor.plan import PruningPlan
 from compressor.serialization import ModelSpec, save_pruned
 from compressor.zoo import build
 from exporters.manifest import foreign_files
 from exporters.pipeline import ARTIFACT_NAMES
+from tests.hostile import TINY, invoke, one_line_error, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = ["--model", "resnet20", "--synthetic-train", "64", "--synthetic-val", "32", "--batch-size", "32",
-        "--epochs", "2", "--monitor-start", "0", "--max-prune-epoch", "0", "--no-progress"]
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
-def one_line_error(result: Result, *hints: str) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
-    for hint in hints:
-        assert hint in lines[0], lines[0]
-    return lines[0]
-
-
-def snapshot(root: Path, skip: Path | None = None) -> dict:
-    """Every path under ``root`` (links not followed) with its size, mtime and link target."""
-    entries = {}
-    for path in sorted(root.rglob("*")):
-        if skip is not None and (path == skip or skip in path.parents):
-            continue
-        info = path.lstat()
-        entries[str(path.relative_to(root))] = (info.st_size, info.st_mtime_ns,
-                                                os.readlink(path) if path.is_symlink() else None)
-    return entries
 
 
 @pytest.fixture(scope="module")

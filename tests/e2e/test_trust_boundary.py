@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
 from torch import nn
 
 from compressor.checkpoint import LATEST, load_checkpoint, save_checkpoint
-from compressor.cli import main
 from compressor.plan import PruningPlan
 from compressor.serialization import ModelSpec, save_pruned
+from tests.hostile import invoke, one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -89,19 +88,6 @@ def inside(work, monkeypatch) -> Path:
     monkeypatch.chdir(work)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(work))])
     return work
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
-def one_line_error(result: Result, *hints: str) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
-    for hint in hints:
-        assert hint in lines[0], lines[0]
-    return lines[0]
 
 
 def snapshot(root: Path) -> dict:

@@ -3,7 +3,9 @@
 Every artifact that a later step or a resume relies on (checkpoints, pruned model
 files, summaries) is written to a temp file in the same directory, synced, then
 renamed over the target.  On failure the temp file is removed and the previous
-file is untouched.
+file is untouched.  The temp file is always a new one from mkstemp and the rename
+replaces a link at the target rather than following it, so a symlink planted at
+the target or at a staging name never redirects a write.
 """
 from __future__ import annotations
 
@@ -23,6 +25,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are shared files
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_file(path: str | os.PathLike, make: Callable[[Path], object]) -> Path:
+    """For writers that only take a file name (an ONNX exporter, ``onnx.save``): ``make(temp)``
+    writes a file that mkstemp just created beside ``path`` (so never a link someone planted at a
+    predictable staging name), which is then renamed over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        make(Path(temp))
+        os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

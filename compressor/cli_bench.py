@@ -100,7 +100,7 @@ def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s
     out_dir = Path(out) if out else _default_out(sources)
     targets = [Path(given) if given else out_dir / default for given, default in
                ((json_path, "bench.json"), (markdown_path, "bench.md"), (plot_path, "bench.png"))]
-    _check_writable(targets)
+    _check_outputs(targets, None if out else out_dir, _caches(groups, config))
     progress = _progress(sum(1 for _ in cells(groups, config)))
     try:
         result = run_bench(groups, config, on_cell=progress)
@@ -120,12 +120,29 @@ def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s
         raise CompressorError("nothing could be timed: every backend was skipped (reasons above)")
 
 
-def _check_writable(targets: list[Path]) -> None:
-    """Every output's directory, before the timing (minutes) rather than after it."""
-    from compressor.outdir import ensure_writable_dir
+def _check_outputs(targets: list[Path], default_out: Path | None, caches: list[Path]) -> None:
+    """Every place bench writes, before any export or timing (minutes) rather than after it:
+    the reports' directories and the caches exports go into.  ``default_out`` (RUN/bench)
+    and the caches are directories bench names itself, so a link planted there is refused."""
+    from compressor.outdir import ensure_writable_dir, refuse_links
 
+    if default_out is not None and any(target.parent == default_out for target in targets):
+        refuse_links(default_out, 1, "bench output directory")
+    for cache in caches:
+        refuse_links(cache, 3, "bench cache directory")  # SOURCE_DIR/bench/cache/<digest>
     for directory in dict.fromkeys(target.parent for target in targets):
         ensure_writable_dir(directory, "bench output directory", keep=False)
+    for cache in caches:
+        ensure_writable_dir(cache, "bench cache directory", keep=False)
+
+
+def _caches(groups, config) -> list[Path]:
+    """The model caches exports go into, when a backend that runs here needs exported files."""
+    from benchmarks.latency.bench import exports_files
+
+    if not exports_files(config):
+        return []
+    return list(dict.fromkeys(s.cache for g in groups for s in g.subjects if s.cache is not None))
 
 
 def _default_out(sources) -> Path:

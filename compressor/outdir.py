@@ -3,6 +3,8 @@
 * ``ensure_writable_dir``: create the directory and write (then remove) a probe file
   in it, so ``--out afile/sub`` or ``--out /proc/x`` fails with one line before an
   epoch is trained or a variant timed, not after.
+* ``refuse_links``: a directory the tool names itself (``RUN/bench``) that is a
+  symbolic link is refused, so writes never leave the directory the user gave.
 * ``check_fresh_output``: a fresh run goes into a missing or empty directory; one
   holding another run is for ``--resume``, one holding anything else needs
   ``--overwrite`` (the run then replaces its own artifact names there and leaves the
@@ -58,6 +60,17 @@ def ensure_writable_dir(path: Path, what: str = "output directory", keep: bool =
             with contextlib.suppress(OSError):  # not created after all, or no longer empty
                 directory.rmdir()
     return path
+
+
+def refuse_links(path: Path, depth: int, what: str) -> None:
+    """The last ``depth`` components of ``path`` are directories the tool names and makes itself
+    (``RUN/bench``, ``bench/cache/<digest>``), not ones the user named: a symbolic link at one
+    was planted, and writing through it would put files outside the directory the user gave."""
+    path = Path(path)
+    for part in [path, *path.parents][:depth]:
+        if part.is_symlink():
+            raise OutputDirError(f"cannot write to {what} {path}: {part} is a symbolic link, not a directory this "
+                                 "tool made; remove the link")
 
 
 def _reason(error: OSError) -> str:

@@ -22,6 +22,7 @@ from compressor.errors import CompressorError
 
 FORMAT = "compressor.bench/1"
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
+MODULE_BACKENDS = ("torch", "torch-compile")  # time the PyTorch module itself; the others need exported files
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,14 @@ class BenchResult:
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, **asdict(self)}
+
+
+def exports_files(config: BenchConfig) -> bool:
+    """Whether some cell will export an ONNX file or build an engine: a backend that can run
+    here and does not time the PyTorch module itself."""
+    device = config.resolved_device
+    return any(BACKENDS[name].unavailable(device, precision) is None
+               for name in config.backends if name not in MODULE_BACKENDS for precision in config.precisions)
 
 
 def cells(groups: list[Group], config: BenchConfig):

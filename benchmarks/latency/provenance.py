@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from compressor.atomic import atomic_write_text
+from compressor.atomic import atomic_write_file, atomic_write_text
 from compressor.errors import CompressorError
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,15 @@ def _record_matches(target: Path, source: str) -> bool:
 
 
 def cached(target: Path, source: str, make: Callable[[Path], None]) -> Path:
-    """``target`` if its record vouches for its content and ``source``; else made again."""
-    if target.is_file() and _record_matches(target, source):
+    """``target`` if its record vouches for its content and ``source``; else made again.
+
+    ``make`` writes a fresh temp file that then replaces ``target``: a link planted at the
+    target (or at any fixed staging name) is replaced, never written through."""
+    if target.is_file() and not target.is_symlink() and _record_matches(target, source):
         return target
     if target.exists() or target.is_symlink():
         log.warning("bench cache: %s is not the file recorded for this source model; rebuilding it", target)
-        target.unlink()
-    make(target)
+    atomic_write_file(target, make)
     atomic_write_text(_record_path(target), json.dumps({"sha256": file_sha256(target), "source": source}))
     return target
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from benchmarks.latency.bench import BenchResult
-from compressor.atomic import atomic_write_text
+from compressor.atomic import atomic_write, atomic_write_text
 
 COLUMNS = (
     ("model", "model", "{}"),
@@ -72,7 +72,6 @@ def environment_line(environment: dict) -> str:
 
 
 def write_json(result: BenchResult, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result.to_dict(), indent=1))
     return path
 
@@ -96,7 +95,6 @@ def format_markdown(result: BenchResult, title: str = "compress bench") -> str:
 
 
 def write_markdown(result: BenchResult, path: Path, title: str = "compress bench") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, format_markdown(result, title))
     return path
 
@@ -115,11 +113,10 @@ def write_plot(result: BenchResult, path: Path, title: str = "compress bench") -
         _panel(axis, [r for r in result.records if r["batch_size"] == batch], batch)
     figure.suptitle(title)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".partial.png")
-    figure.savefig(staging, dpi=110)
-    plt.close(figure)
-    staging.replace(path)
+    try:  # into a stream, not a file name: savefig would follow a link planted at that name
+        atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=110))
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -99,12 +99,7 @@ class Subject:
             raise BackendError(f"{self.name}: an FP16 ONNX is made from the model; give model_fp16.onnx instead")
         source = self.onnx("fp32")
 
-        def make(target: Path) -> None:
-            staging = target.with_name(target.name + ".partial")
-            convert_to_fp16(source, staging)
-            os.replace(staging, target)
-
-        return cached(target, "fp16 of " + file_sha256(source), make)
+        return cached(target, "fp16 of " + file_sha256(source), lambda temp: convert_to_fp16(source, temp))
 
     def _build_engine(self, workload: Workload) -> Path:
         from exporters.tensorrt import EngineSpec, build_engine, default_timing_cache, fp16_from_onnx
@@ -129,19 +124,20 @@ def _scratch() -> Path:
 
 def _export_simplified(model: torch.nn.Module, input_size, target: Path) -> None:
     """Export like ``compress export`` does (dynamo, then onnxsim when it keeps the
-    batch dimension symbolic), staged so a failure never leaves a half file."""
+    batch dimension symbolic).  ``target`` is the fresh temp file ``cached`` stages;
+    the raw export goes to another one, never to a fixed name a link could sit at."""
     from exporters.onnx_export import export_onnx
     from exporters.opsets import DEFAULT_OPSET
     from exporters.simplify import simplify_onnx
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    raw = target.with_name(target.stem + ".raw.onnx")
-    export_onnx(model, input_size, raw, DEFAULT_OPSET)
-    staging = target.with_name(target.name + ".partial")
-    simplified = simplify_onnx(raw, staging)
-    os.replace(staging if simplified.applied else raw, target)
-    raw.unlink(missing_ok=True)
-    staging.unlink(missing_ok=True)
+    handle, raw = tempfile.mkstemp(dir=target.parent, prefix=f"{target.name}.raw.", suffix=".tmp")
+    os.close(handle)
+    try:
+        export_onnx(model, input_size, Path(raw), DEFAULT_OPSET)
+        if not simplify_onnx(Path(raw), target).applied:
+            os.replace(raw, target)
+    finally:
+        Path(raw).unlink(missing_ok=True)
 
 
 @dataclass

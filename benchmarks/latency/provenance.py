@@ -118,7 +118,8 @@ def _node_macs(node, shapes: dict) -> int | None:
 
 def checked_macs(path: Path, claimed) -> int | None:
     """MACs of ``path`` counted from its graph when a manifest claims a value; the claim
-    is refused if it disagrees.  No claim: None (as before: a bare file has no MACs)."""
+    is refused if it disagrees.  No claim: None (a bare ONNX file is counted with
+    ``onnx_macs`` directly)."""
     if claimed is None:
         return None
     counted = onnx_macs(path)

@@ -47,8 +47,17 @@ def format_table(result: BenchResult) -> str:
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     lines = [line(header), line(["-" * w for w in widths])] + [line(row) for row in body]
+    lines += _macs_note(result)
     lines += [f"skipped: {s['backend']} {s['precision']} batch {s['batch_size']} ({s['model']}): {s['reason']}" for s in _unique_skips(result)]
     return "\n".join(lines)
+
+
+def _macs_note(result: BenchResult) -> list[str]:
+    """Say where a given file's MACs come from: its ONNX graph (a manifest's claim is only checked
+    against that count), not the PyTorch counter the model-pair rows use."""
+    if any(r.get("macs_source") == "onnx-graph" for r in result.records):
+        return ["MACs of ONNX/engine files: counted from their ONNX graphs (Conv, ConvTranspose, Gemm, MatMul)."]
+    return []
 
 
 def _unique_skips(result: BenchResult) -> list[dict]:
@@ -87,6 +96,8 @@ def format_markdown(result: BenchResult, title: str = "compress bench") -> str:
     )
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(result)]
+    note = _macs_note(result)
+    lines += ["", *note] if note else []
     skips = _unique_skips(result)
     if skips:
         lines += ["", "Skipped:", ""]

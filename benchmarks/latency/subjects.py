@@ -5,8 +5,9 @@
   on the weights' values) and the pruned model.  ONNX files and TensorRT engines
   are exported into a cache next to the source when a backend needs them.
 * ONNX files or engine files: one subject each, all in one group whose first file
-  is the baseline the others are compared with.  MACs come from the export's
-  ``manifest.json`` when one sits next to the file.
+  is the baseline the others are compared with.  Their MACs are counted from the
+  ONNX graph (``macs_source`` "onnx-graph"); a ``manifest.json`` next to the file
+  only makes a claim that is checked against that count.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import atexit
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.latency.backends.base import BackendError, Workload
-from benchmarks.latency.provenance import cached, checked_macs, file_sha256, model_identity
+from benchmarks.latency.provenance import cached, checked_macs, file_sha256, model_identity, onnx_macs
 from compressor.errors import CompressorError
 from compressor.flops import count_macs, count_params
 
@@ -32,6 +34,8 @@ RUN_MODEL_FILE = "model.pt"
 MODEL_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Subject:
     fixed_batch: int | None = None  # an ONNX file whose batch dimension is not symbolic
     files: dict = field(default_factory=dict)  # "onnx-fp32", "onnx-fp16", "engine-fp32-b32", ...
     identity: str | None = None  # the model's architecture+weights hash, once computed (provenance)
+    macs_source: str = "model"  # counted by compressor.flops on the module, or "onnx-graph"
 
     @property
     def stem(self) -> str:
@@ -217,10 +222,25 @@ def _file_subject(path: Path) -> Subject:
         if manifest is None or "input_size" not in manifest:
             raise CompressorError(f"{path}: an engine file needs the manifest.json of its export next to it (for its input size)")
         subject = Subject(path.name, "file", tuple(manifest["input_size"]), files={"engine": path})
-    if manifest is not None:  # a claim, checked against the graph (provenance.checked_macs)
-        subject.macs = checked_macs(_graph_of(path, manifest), manifest.get("macs"))
-        subject.params = manifest.get("params") if subject.macs is not None else None
+    subject.macs, subject.params = _file_macs(path, manifest)
+    subject.macs_source = "onnx-graph"
     return subject
+
+
+def _file_macs(path: Path, manifest: dict | None) -> tuple[int | None, int | None]:
+    """(MACs, params) of a given file.  MACs are always the ONNX graph's count: a manifest's
+    claim is checked against it (refused on a mismatch), a bare ONNX file is counted directly
+    (an engine has no graph of its own: only its manifest names one).  Params come only from
+    a manifest whose MACs held."""
+    if manifest is not None and manifest.get("macs") is not None:
+        macs = checked_macs(_graph_of(path, manifest), manifest["macs"])
+        return macs, (manifest.get("params") if macs is not None else None)
+    if path.suffix not in ONNX_SUFFIXES:
+        return None, None
+    macs = onnx_macs(path)
+    if macs is None:
+        log.warning("%s: its MACs cannot be counted from the graph (a shape is not inferred); no MACs ratio", path)
+    return macs, None
 
 
 def _graph_of(path: Path, manifest: dict) -> Path:

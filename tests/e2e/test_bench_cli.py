@@ -111,9 +111,37 @@ def test_onnx_files_compare_with_the_first(pruned_file, tmp_path):
     dense, pruned = report["records"]
     assert [dense["model"], pruned["model"]] == ["resnet20-dense.onnx", "resnet20-pruned.onnx"]
     assert pruned["baseline"] == "resnet20-dense.onnx" and pruned["speedup"] == pytest.approx(dense["median_ms"] / pruned["median_ms"])
-    assert pruned["macs_ratio"] is None and pruned["efficiency"] is None  # no MACs are known for a bare ONNX file
+    # No manifest beside them: their MACs are counted from the ONNX graphs, and say so.
+    assert dense["macs_source"] == pruned["macs_source"] == "onnx-graph"
+    assert pruned["macs_ratio"] == pytest.approx(dense["macs"] / pruned["macs"]) and 1.9 < pruned["macs_ratio"] < 2.2
+    assert pruned["efficiency"] == pytest.approx(pruned["speedup"] / pruned["macs_ratio"])
+    assert "counted from their ONNX graphs" in result.output and "counted from their ONNX graphs" in md_path.read_text()
     assert any("PyTorch backends need a model file" in s["reason"] for s in report["skipped"])
     assert md_path.is_file() and png_path.is_file() and not (tmp_path / "unused").exists()
+
+
+def test_a_bare_onnx_file_reports_the_macs_its_manifest_would(pruned_file, tmp_path):
+    """The same exported file, benched with its manifest.json and then without it: the
+    MACs reported from the graph alone equal the manifest's (the PyTorch count)."""
+    from compressor.serialization import load_pruned
+    from exporters.config import ExportConfig
+    from exporters.pipeline import export_source
+    from exporters.sources import from_module
+
+    model, spec, _ = load_pruned(pruned_file)
+    exported = export_source(from_module(model, "resnet20", spec.input_size, True),
+                             ExportConfig(out=tmp_path / "export", verify=False))
+    onnx_file, manifest = exported.out / "model.onnx", exported.out / "manifest.json"
+    claimed = json.loads(manifest.read_text())["macs"]
+    reported = []
+    for _ in ("with manifest", "bare"):
+        result = invoke(str(onnx_file), "--backend", "onnxruntime", "--batch-size", "1",
+                        "--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "r"), *FAST)
+        assert result.exit_code == 0, result.output
+        record = json.loads((tmp_path / "r.json").read_text())["records"][0]
+        reported.append((record["macs"], record["macs_source"]))
+        manifest.unlink(missing_ok=True)  # the second run: the bare file
+    assert reported == [(claimed, "onnx-graph")] * 2
 
 
 def test_missing_source_is_one_line(tmp_path):

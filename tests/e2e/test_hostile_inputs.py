@@ -10,6 +10,7 @@ row's output directory.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -194,6 +195,48 @@ def test_resume_allows_display_only_progress(tmp_path, base_run):
     result = CliRunner().invoke(main, ["prune", "--resume", str(run), "--progress"])
     assert result.exit_code == 0, result.output
     assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+
+
+class _NanAfterFirstEvaluation:
+    """The validation split, with one NaN pixel from the second evaluation on (epoch 2's):
+    training never sees it, so the training loss stays finite and only validation is NaN."""
+
+    def __init__(self, split):
+        self.split, self.evaluations = split, 0
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def batches(self, index_batches, seeds):
+        self.evaluations += 1
+        for position, (images, labels) in enumerate(self.split.batches(index_batches, seeds)):
+            if self.evaluations >= 2 and position == 0:
+                images = images.clone()
+                images[0, 0, 0, 0] = float("nan")
+            yield images, labels
+
+
+def test_nan_only_in_validation_stops_the_run(tmp_path, monkeypatch):
+    """README: "NaN loss stops the run", validation included (training.Trainer.run)."""
+    import dataclasses
+
+    import compressor.run as run
+
+    real = run.load_data
+
+    def load_data(config):
+        data = real(config)
+        return dataclasses.replace(data, val_split=_NanAfterFirstEvaluation(data.val_split))
+
+    monkeypatch.setattr(run, "load_data", load_data)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["prune", *TINY, "--out", str(out)])
+    assert_one_line(result.output, 1, result.exit_code, "the loss became nan at validation after epoch 2")
+    assert f"the last good checkpoint {out / 'checkpoint.pt'} is kept" in result.output
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [0] and all(map(math.isfinite, (epochs[0]["train_loss"], epochs[0]["val_loss"])))
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 0
+    assert not (out / "model.pt").exists() and not (out / "summary.json").exists()
 
 
 # -- cases that need a process of their own ------------------------------------------------------------

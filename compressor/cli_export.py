@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from compressor.errors import CompressorError
-from exporters.config import DEFAULT_ATOL, DEFAULT_MAX_BATCH, DEFAULT_RTOL, FORMATS, ExportConfig
+from exporters.config import DEFAULT_ATOL, DEFAULT_MAX_BATCH, DEFAULT_RTOL, FORMATS, MAX_ATOL, MAX_RTOL, ExportConfig
 from exporters.opsets import DEFAULT_OPSET, check_opset, supported_range_text
 
 
@@ -36,7 +36,8 @@ OPTIONS = [
     click.option(
         "--input-size", callback=lambda ctx, param, value: _parse_input_size(ctx, param, value), metavar="C,H,W",
         help="Input size for a model-name SOURCE [default: its native size; a user's factory: its input_size "
-        "attribute or 3,224,224]. Runs and model files use the size they were pruned at.",
+        "attribute or 3,224,224]. Refused for runs and model files: they are exported at the size they were "
+        "pruned at.",
     ),
     click.option(
         "--opset", type=int,
@@ -59,11 +60,18 @@ OPTIONS = [
     ),
     click.option(
         "--atol", type=click.FloatRange(min=0), default=DEFAULT_ATOL, show_default=True,
-        help="Parity gate: absolute tolerance; each output must satisfy |onnx - torch| <= atol + rtol * |torch|.",
+        help="Parity gate: absolute tolerance; every element of every output must satisfy |onnx - torch| <= "
+        f"atol + rtol * |torch| (atol grows with the input on the scaled inputs). At most {MAX_ATOL:g}.",
     ),
     click.option(
         "--rtol", type=click.FloatRange(min=0), default=DEFAULT_RTOL, show_default=True,
-        help="Parity gate: relative tolerance (see --atol).",
+        help=f"Parity gate: relative tolerance (see --atol). At most {MAX_RTOL:g}.",
+    ),
+    click.option(
+        "--allow-trace", is_flag=True,
+        help="Keep a TorchScript trace even though the tracer warned of data-dependent Python control flow "
+        "(an `if` on a tensor's value or the batch size: the trace keeps one branch). Without it such an "
+        "export is refused; with it the manifest records the flag and the tracer's warnings.",
     ),
     click.option(
         "--no-verify", is_flag=True,
@@ -88,16 +96,18 @@ def export_options(command):
 @click.argument("source")
 @export_options
 def export_command(
-    source: str, format_: str, out, input_size, opset, max_batch, fp16, simplify, atol, rtol, no_verify, overwrite,
-    trust_code,
+    source: str, format_: str, out, input_size, opset, max_batch, fp16, simplify, atol, rtol, allow_trace, no_verify,
+    overwrite, trust_code,
 ) -> None:
     """Export SOURCE to ONNX (and TensorRT) behind a parity gate.
 
     SOURCE is a `compress prune` run directory (its model.pt), a pruned model file, or a
     model name: zoo/torchvision, timm:NAME or module.path:factory (dense, random init: the
-    baseline). The exported model runs
-    in ONNX Runtime next to PyTorch on the same random inputs at batch sizes 1, 2, 3 and
-    --max-batch; beyond --atol/--rtol the export is refused (exit 1, files renamed *.failed).
+    baseline). The exported model runs in ONNX Runtime next to PyTorch on the same inputs:
+    random ones at batch sizes 1, 2, 3 and --max-batch, the max batch scaled far below and
+    far above its range, and, for a run directory, images from the run's validation set.
+    Every output is compared; beyond --atol/--rtol the export is refused (exit 1, files
+    renamed *.failed).
     Writes model.onnx (symbolic batch dimension) and manifest.json (shapes, MACs, params,
     parity numbers, sha256 of every file, tool versions)."""
     from exporters.pipeline import ExportRefused, TensorRTUnavailable, export_source
@@ -109,6 +119,7 @@ def export_command(
         config = ExportConfig(
             out=Path(out) if out else resolved.default_out, format=format_, opset=opset, max_batch=max_batch,
             fp16=fp16, simplify=simplify, atol=atol, rtol=rtol, verify=not no_verify, overwrite=overwrite,
+            allow_trace=allow_trace,
         )
         result = export_source(resolved, config)
     except (TensorRTUnavailable, ExportRefused) as error:
@@ -166,13 +177,24 @@ def _print_checks(manifest: dict) -> None:
 
 
 def _parity_line(parity: dict) -> str:
-    batches = ",".join(str(b) for b in parity["batch_sizes"])
     verdict = "passed" if parity["passed"] else "FAILED"
     return (
-        f"{parity['backend']} {parity['provider']} vs PyTorch fp32, batches {batches}: "
+        f"{parity['backend']} {parity['provider']} vs PyTorch fp32 on {_gate_inputs(parity)}: "
         f"max abs err {parity['max_abs_err']:.2e}, max rel err {parity['max_rel_err']:.2e}, "
         f"top-1 {parity['top1_agreement']:.1%} (atol {parity['atol']:g}, rtol {parity['rtol']:g}: {verdict})"
     )
+
+
+def _gate_inputs(parity: dict) -> str:
+    """'randn batches 1,2,3,8, scaled x0.01/x100, 32 dataset images'"""
+    parts = ["randn batches " + ",".join(str(b) for b in parity["batch_sizes"])]
+    scaled = [label.split()[-1] for label in parity.get("inputs", []) if label.startswith("randn x")]
+    if scaled:
+        parts.append("scaled " + "/".join(scaled))
+    images = (parity.get("dataset_images") or {}).get("used")
+    if images:
+        parts.append(f"{images} dataset images")
+    return ", ".join(parts)
 
 
 def _top1_line(check: dict) -> str:

@@ -192,6 +192,7 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
     summary = {
         "model": spec.model,
         "dataset": spec.data.dataset,
+        "data": config_dict(spec.data),  # read back by export's parity gate for real images
         "schedule": spec.prune.schedule,
         "criterion": spec.prune.criterion,
         "epochs": spec.train.epochs,

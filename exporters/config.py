@@ -7,6 +7,7 @@ refused before an output directory is created.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +18,15 @@ DEFAULT_MAX_BATCH = 8
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
 FP16_MIN_TOP1 = 0.99
+# Upper bounds that keep the gate a gate: an fp32 export that is right differs from
+# PyTorch by ~1e-5 relative; 10 % relative or a whole logit absolute is already loose,
+# and `--atol inf` would pass anything.
+MAX_ATOL = 1.0
+MAX_RTOL = 0.1
+PARITY_IMAGES = 32  # real images from a run's dataset that the gate adds to its random inputs
+# Input scales the gate adds at the max batch: a value-dependent branch frozen into the
+# file shows up once inputs leave the export example's range (raw 0-255 pixels are ~100x).
+PARITY_SCALES = (0.01, 100.0)
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,9 @@ class ExportConfig:
     atol: float = DEFAULT_ATOL
     rtol: float = DEFAULT_RTOL
     verify: bool = True
+    allow_trace: bool = False  # keep a TorchScript trace that saw data-dependent control flow
+    parity_images: int = PARITY_IMAGES
+    parity_scales: tuple[float, ...] = PARITY_SCALES
     overwrite: bool = False  # replace files in ``out`` that no earlier export there wrote
     input_size: tuple[int, int, int] | None = None
     seed: int = 0
@@ -52,8 +65,10 @@ class ExportConfig:
             raise CompressorError(f"unknown export format '{self.format}'; expected one of: {', '.join(FORMATS)}")
         if self.max_batch < 1:
             raise CompressorError(f"--max-batch must be >= 1, got {self.max_batch}")
-        if self.atol < 0 or self.rtol < 0:
-            raise CompressorError(f"tolerances must be >= 0, got atol={self.atol}, rtol={self.rtol}")
+        _check_tolerance("--atol", self.atol, MAX_ATOL)
+        _check_tolerance("--rtol", self.rtol, MAX_RTOL)
+        if self.parity_images < 0:
+            raise CompressorError(f"parity_images must be >= 0, got {self.parity_images}")
         if self.input_size is not None and (len(self.input_size) != 3 or min(self.input_size) < 1):
             raise CompressorError(f"input size must be three positive integers C,H,W, got {self.input_size}")
 
@@ -72,3 +87,11 @@ class ExportConfig:
         if self.input_size is not None:
             data["input_size"] = list(self.input_size)
         return data
+
+
+def _check_tolerance(flag: str, value: float, bound: float) -> None:
+    if not (math.isfinite(value) and 0 <= value <= bound):
+        raise CompressorError(
+            f"{flag} must be between 0 and {bound:g}, got {value:g}; a looser gate would pass a wrong export "
+            "(to skip the gate knowingly, use --no-verify: the manifest then says 'unverified')"
+        )

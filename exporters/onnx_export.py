@@ -6,11 +6,19 @@ produces something we cannot use (a static batch dim, a different opset than
 asked for), the TorchScript exporter (``dynamo=False``) is tried, and the reason
 for the fallback is kept for the manifest.  Nothing about "export succeeded" is
 trusted: the caller's parity gate decides whether the file is any good.
+
+Tracing runs the model once and records the ops it happened to execute: a Python
+``if`` on a tensor's value (or on the batch size) is frozen into whichever branch
+that one example took, and the file is silently wrong for other inputs.  The tracer
+says so through ``TracerWarning``; such a trace is refused unless the caller allows
+it (``allow_trace``), and the warnings go into the manifest either way.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import warnings
 
 import onnx
 import torch
@@ -19,9 +27,9 @@ from torch import nn
 from compressor.errors import CompressorError
 from exporters.messages import one_line, quiet
 from exporters.opsets import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, within
+from exporters.outputs import flatten_outputs, output_names
 
 INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
 # torch.export specialises a dimension whose example size is 0 or 1 to a constant,
 # so the example batch must be >= 2 for the batch dimension to stay symbolic.
@@ -38,66 +46,121 @@ class OnnxExport:
     exporter: str  # "dynamo" or "torchscript"
     opset: int
     fallback_reason: str | None
+    trace_warnings: tuple[str, ...] = ()  # what the TorchScript tracer said it may have frozen
 
 
-def export_onnx(model: nn.Module, input_size, path: Path, opset: int) -> OnnxExport:
-    """Export ``model`` (eval, CPU, fp32) to ``path``; dynamo first, TorchScript second."""
+class TraceRefused(CompressorError):
+    """Only the TorchScript tracer could export the model, and it saw data-dependent control flow."""
+
+
+def export_onnx(model: nn.Module, input_size, path: Path, opset: int, allow_trace: bool = False) -> OnnxExport:
+    """Export ``model`` (eval, CPU, fp32) to ``path``; dynamo first, TorchScript second.
+    ``allow_trace``: keep a trace the tracer warned about (see the module docstring)."""
     model = model.eval().float().cpu()
     example = torch.randn(EXAMPLE_BATCH, *input_size, generator=torch.Generator().manual_seed(0))
     if _weight_bytes(model) >= INLINE_LIMIT_BYTES:
         raise CompressorError("models with over 1.8 GB of weights (ONNX external data) are not supported yet")
+    with torch.no_grad():
+        names = output_names(model(example))
     reasons = []
     attempts = (("dynamo", DYNAMO_OPSETS, _export_dynamo), ("torchscript", TORCHSCRIPT_OPSETS, _export_torchscript))
     for exporter, bounds, write in attempts:
         if not within(opset, bounds):
             reasons.append(f"the {exporter} exporter cannot write opset {opset} ({bounds[0]}-{bounds[1]})")
             continue
-        problem = _try(write, model, example, path, opset)
+        problem, warned = _try(write, model, example, path, opset, names)
         if problem is None:
             fallback = "; ".join(reasons) or None
-            return OnnxExport(path, exporter, opset, fallback)
+            if warned and not allow_trace:
+                path.unlink(missing_ok=True)
+                raise TraceRefused(_trace_refusal(fallback, warned))
+            return OnnxExport(path, exporter, opset, fallback, warned)
         reasons.append(f"{exporter}: {problem}")
     path.unlink(missing_ok=True)
     raise CompressorError("ONNX export failed: " + "; ".join(reasons))
 
 
-def _try(write, model, example, path: Path, opset: int) -> str | None:
-    """Run one exporter and check its file; the problem as one line, or None."""
+def _trace_refusal(fallback: str | None, warned: tuple[str, ...]) -> str:
+    why = f" ({fallback})" if fallback else ""
+    return (
+        f"only the TorchScript tracer could export this model{why}, and it warned that the trace may be wrong "
+        f"for other inputs: {warned[0]}; a trace keeps one branch of the model's Python control flow, so the "
+        "file could be right on the gate's inputs and wrong in deployment: refused (make the branch "
+        "exportable by torch.export, or pass --allow-trace to keep the trace; the manifest records it)"
+    )
+
+
+def _try(write, model, example, path: Path, opset: int, names: list[str]) -> tuple[str | None, tuple[str, ...]]:
+    """Run one exporter and check its file: (the problem as one line or None, tracer warnings)."""
     path.unlink(missing_ok=True)
     try:
-        with quiet():
-            write(model, example, path, opset)
+        with quiet(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            write(model, example, path, opset, names)
     except Exception as error:  # noqa: BLE001 - any exporter failure means: try the next one
-        return one_line(error)
-    return check_exported(path, opset)
+        return one_line(error), ()
+    return check_exported(path, opset), _tracer_warnings(caught)
 
 
-def _export_dynamo(model, example, path: Path, opset: int) -> None:
+def _tracer_warnings(caught: list[warnings.WarningMessage]) -> tuple[str, ...]:
+    """Each distinct tracer warning once, with where in the model's code it came from."""
+    found = []
+    for record in caught:
+        if issubclass(record.category, torch.jit.TracerWarning):
+            text = " ".join(str(record.message).split())
+            found.append(f"{Path(record.filename).name}:{record.lineno}: {text[:160]}")
+    return tuple(dict.fromkeys(found))
+
+
+def _export_dynamo(model, example, path: Path, opset: int, names: list[str]) -> None:
     batch = torch.export.Dim(BATCH_DIM, min=1)
     program = torch.onnx.export(
         model,
         (example,),
         dynamo=True,
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
+        output_names=names,
         opset_version=opset,
         dynamic_shapes=({0: batch},),
         optimize=True,
         verbose=False,
     )
+    _check_batch_range(program.exported_program)
     program.save(str(path), external_data=False)  # one self-contained file
 
 
-def _export_torchscript(model, example, path: Path, opset: int) -> None:
+class BatchRangeNarrowed(Exception):
+    """torch.export kept the batch symbolic but proved the program only for some sizes."""
+
+
+def _check_batch_range(exported) -> None:
+    """A branch on the batch size (``if x.shape[0] > 4``) does not fail torch.onnx's export:
+    the guard narrows the batch symbol's range and the file is silently wrong outside it.
+    Anything narrower than 1..infinity is refused here, so the tracer (and its own refusal)
+    is what the user hears about next."""
+    name = exported.graph_signature.user_inputs[0]
+    node = next(n for n in exported.graph.nodes if n.op == "placeholder" and n.name == name)
+    size = node.meta["val"].shape[0]
+    if not isinstance(size, torch.SymInt):
+        return  # a static batch: check_exported reports it
+    span = exported.range_constraints.get(size.node.expr)
+    if span is not None and (float(span.upper) != float("inf") or int(span.lower) > 1):
+        raise BatchRangeNarrowed(
+            f"the exported program holds only for batch sizes {span.lower}-{span.upper} "
+            "(the model branches on its batch size)"
+        )
+
+
+def _export_torchscript(model, example, path: Path, opset: int, names: list[str]) -> None:
     torch.onnx.export(
         model,
         (example,),
         str(path),
         dynamo=False,
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
+        output_names=names,
         opset_version=opset,
-        dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
+        dynamic_axes={name: {0: BATCH_DIM} for name in (INPUT_NAME, *names)},
         do_constant_folding=True,
     )
 

@@ -1,14 +1,32 @@
 """The parity gate: the exported model must compute what the PyTorch model computes.
 
-Both run on the same seeded random inputs at several batch sizes (1, 2, an odd
-size and the max batch: dynamic-shape bugs hide at sizes other than the export
-example's).  An element passes when ``|out - ref| <= atol + rtol * |ref|`` (numpy's
-``allclose`` rule), so large logits are judged relatively and near-zero ones
-absolutely.  Reduced precision (FP16) is judged by top-1 agreement instead, since
-elementwise tolerances tight enough to mean anything would reject correct models.
+Both run on the same inputs, each a *case* of the gate:
 
-Backends plug in as plain callables ``torch.Tensor -> np.ndarray``, so ONNX
-Runtime and TensorRT share the arithmetic and the report format.
+- seeded ``randn`` batches at several batch sizes (1, 2, an odd size and the max
+  batch: dynamic-shape bugs hide at sizes other than the export example's);
+- the max batch scaled by each of ``ExportConfig.parity_scales``: a value-dependent branch frozen into the
+  file by an exporter shows up when inputs leave the example's range (raw 0-255
+  pixels are ~100x normalised ones);
+- real images from the run's dataset, when there is one (``exporters.gate_images``).
+
+On the unscaled cases an element passes when ``|out - ref| <= atol + rtol * |ref|``
+(numpy's ``allclose`` rule), so large logits are judged relatively and near-zero
+ones absolutely.  Far outside its input range a network can be numerically chaotic:
+at 10x inputs a random-init EfficientNet's fp32 output moves by 10 % of its largest
+logit when its input moves by one part in 10^4, and a correct ONNX file (other
+kernels, other rounding) lands 18 % away, so no elementwise rule can hold there.  A
+scaled case is judged against that measured sensitivity instead: the largest
+difference, relative to the output's largest magnitude, may be ``rtol`` or ten times
+how far PyTorch's own output moves under that tiny input change, whichever is larger.
+A frozen branch in a model that is stable there is off by the output's whole magnitude
+and fails; where the model is chaotic the case can only catch that much, and its
+allowance is in the manifest.  Every output tensor is compared (tuples and dicts are flattened as the
+exporters flatten them, ``exporters.outputs``).  Reduced precision (FP16) is judged
+by top-1 agreement instead, since elementwise tolerances tight enough to mean
+anything would reject correct models.
+
+Backends plug in as plain callables ``torch.Tensor -> list[np.ndarray]`` (one array
+per output), so ONNX Runtime and TensorRT share the arithmetic and the report format.
 """
 from __future__ import annotations
 
@@ -23,22 +41,32 @@ from torch import nn
 from compressor.errors import CompressorError
 from exporters.messages import one_line
 
-Runner = Callable[[torch.Tensor], np.ndarray]
+Runner = Callable[[torch.Tensor], list[np.ndarray]]
 ORT_CPU = "CPUExecutionProvider"
 # Relative errors are taken against |ref| floored at this fraction of the batch's largest
 # |ref|: a logit that happens to be ~0 would otherwise turn a 1e-7 difference into a
 # "relative error" of 0.5 that says nothing about the model.
 REL_FLOOR = 1e-3
+# A scaled case may differ from PyTorch by this many times how far PyTorch's output moves
+# when the input moves by SENSITIVITY_STEP (relative, random sign per element): a correct
+# file's kernels perturb the computation less than that step; a frozen branch is off by
+# the output's whole magnitude.
+NOISE_FACTOR = 10.0
+SENSITIVITY_STEP = 1e-4
 
 
 @dataclass(frozen=True)
 class BatchParity:
+    inputs: str  # which case: "randn", "randn x100", "dataset images"
     batch_size: int
     max_abs_err: float
     max_rel_err: float
     top1_agreement: float
     worst_ratio: float  # max |out - ref| / (atol + rtol |ref|): <= 1 passes
     passed: bool
+    worst_output: int = 0  # index of the output with the largest worst_ratio
+    scale: float = 1.0  # the inputs' scale; scaled cases are judged by ``compare_scaled``
+    sensitivity: float | None = None  # scaled cases: PyTorch's output change under SENSITIVITY_STEP, normalised
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -46,7 +74,7 @@ class BatchParity:
 
 @dataclass(frozen=True)
 class ParityReport:
-    """fp32 parity of one exported file against PyTorch, batch by batch."""
+    """fp32 parity of one exported file against PyTorch, case by case."""
 
     backend: str
     provider: str
@@ -55,6 +83,7 @@ class ParityReport:
     atol: float
     rtol: float
     batches: tuple[BatchParity, ...]
+    outputs: int = 1
 
     @property
     def passed(self) -> bool:
@@ -62,7 +91,9 @@ class ParityReport:
 
     @property
     def max_abs_err(self) -> float:
-        return max(b.max_abs_err for b in self.batches)
+        """Over the unscaled cases: a x100 input's absolute error is on another scale
+        (its own figure is in ``per_batch``; the relative error compares across scales)."""
+        return max((b.max_abs_err for b in self.batches if b.scale == 1.0), default=0.0)
 
     @property
     def max_rel_err(self) -> float:
@@ -74,7 +105,12 @@ class ParityReport:
 
     @property
     def batch_sizes(self) -> list[int]:
-        return [b.batch_size for b in self.batches]
+        """The batch sizes of the plain ``randn`` cases (the dynamic-batch check)."""
+        return [b.batch_size for b in self.batches if b.inputs == RANDN]
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(dict.fromkeys(b.inputs for b in self.batches))
 
     def to_dict(self) -> dict:
         return {
@@ -85,22 +121,29 @@ class ParityReport:
             "reference": self.reference,
             "model_file": self.model_file,
             "batch_sizes": self.batch_sizes,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
             "max_abs_err": self.max_abs_err,
+            "max_abs_err_of": "the unscaled inputs (per_batch has every case's own)",
             "max_rel_err": self.max_rel_err,
             "top1_agreement": self.top1_agreement,
             "atol": self.atol,
             "rtol": self.rtol,
-            "rule": "abs_err <= atol + rtol * |ref|",
+            "rule": ("unscaled inputs: abs_err <= atol + rtol * |ref| per element; scaled inputs: "
+                     f"max abs_err / max|ref| <= max(rtol, {NOISE_FACTOR:g} x how far PyTorch's output moves, "
+                     f"relative to max|ref|, when the input moves by {SENSITIVITY_STEP:g}); for every output"),
             "rel_err": f"|out - ref| / max(|ref|, {REL_FLOOR:g} * max|ref| of the batch)",
             "per_batch": [b.to_dict() for b in self.batches],
         }
 
     def failure(self) -> str:
         worst = max(self.batches, key=lambda b: b.worst_ratio)
+        output = f" (output {worst.worst_output} of {self.outputs})" if self.outputs > 1 else ""
         return (
-            f"{self.model_file} on {self.provider} differs from PyTorch beyond tolerance at batch "
-            f"{worst.batch_size}: max abs err {worst.max_abs_err:.3g}, max rel err {worst.max_rel_err:.3g} "
-            f"(allowed: atol {self.atol:g} + rtol {self.rtol:g} x |ref|), top-1 agreement {worst.top1_agreement:.1%}"
+            f"{self.model_file} on {self.provider} differs from PyTorch beyond tolerance on {worst.inputs} "
+            f"inputs at batch {worst.batch_size}{output}: max abs err {worst.max_abs_err:.3g}, max rel err "
+            f"{worst.max_rel_err:.3g} (allowed: atol {self.atol:g} + rtol {self.rtol:g} x |ref|), "
+            f"top-1 agreement {worst.top1_agreement:.1%}"
         )
 
 
@@ -130,55 +173,159 @@ class Top1Report:
         )
 
 
+RANDN = "randn"
+IMAGES = "dataset images"
+
+
+@dataclass(frozen=True)
+class GateCase:
+    """One batch the gate feeds both models: what it is, and how much its outputs may grow."""
+
+    inputs: str
+    x: torch.Tensor
+    scale: float = 1.0  # the absolute tolerance is multiplied by max(1, scale)
+
+
 def random_inputs(batch: int, input_size, seed: int) -> torch.Tensor:
     """Seeded per batch size, so a rerun checks exactly the same inputs."""
     generator = torch.Generator().manual_seed(seed * 1000 + batch)
     return torch.randn(batch, *input_size, generator=generator)
 
 
-def compare_batch(reference: np.ndarray, result: np.ndarray, atol: float, rtol: float) -> BatchParity:
-    if reference.shape != result.shape:
-        raise CompressorError(f"exported model returned shape {result.shape}, PyTorch {reference.shape}")
-    reference, result = reference.astype(np.float64), result.astype(np.float64)
-    diff = np.abs(result - reference)
-    allowed = atol + rtol * np.abs(reference)
-    scale = max(float(np.abs(reference).max()) * REL_FLOOR, np.finfo(np.float64).tiny)
-    finite = bool(np.isfinite(result).all())
-    ratio = float(np.max(diff / np.maximum(allowed, np.finfo(np.float64).tiny))) if finite else float("inf")
+def gate_cases(input_size, batch_sizes, seed: int, scales=(), images: torch.Tensor | None = None) -> list[GateCase]:
+    """``randn`` at every batch size, the largest batch at every scale, and ``images`` if given."""
+    cases = [GateCase(RANDN, random_inputs(batch, input_size, seed)) for batch in batch_sizes]
+    largest = random_inputs(max(batch_sizes), input_size, seed)
+    cases += [GateCase(f"randn x{scale:g}", largest * scale, scale) for scale in scales]
+    if images is not None and len(images):
+        cases.append(GateCase(IMAGES, images))
+    return cases
+
+
+def compare_batch(reference: list[np.ndarray], result: list[np.ndarray], atol: float, rtol: float,
+                  inputs: str = RANDN) -> BatchParity:
+    """Every output of one batch against the reference's, element by element; the batch is
+    as good as its worst output."""
+    _same_count(reference, result)
+    per_output = [_compare_output(ref, out, atol, rtol) for ref, out in zip(reference, result)]
+    return _batch(per_output, reference, result, inputs)
+
+
+def compare_scaled(reference: list[np.ndarray], nudged: list[np.ndarray], result: list[np.ndarray],
+                   rtol: float, inputs: str, scale: float) -> BatchParity:
+    """A scaled case: the largest difference relative to the output's largest magnitude, against
+    ``max(rtol, NOISE_FACTOR x`` how far PyTorch's output moved on the ``nudged`` input``)``."""
+    _same_count(reference, result)
+    per_output = [_compare_scaled_output(ref, near, out, rtol) for ref, near, out in zip(reference, nudged, result)]
+    batch = _batch(per_output, reference, result, inputs)
+    sensitivity = max(o["noise"] for o in per_output)
+    return BatchParity(**{**vars(batch), "scale": scale, "sensitivity": sensitivity})
+
+
+def _same_count(reference: list, result: list) -> None:
+    if len(reference) != len(result):
+        raise CompressorError(f"exported model returned {len(result)} outputs, PyTorch {len(reference)}")
+
+
+def _batch(per_output: list[dict], reference: list[np.ndarray], result: list[np.ndarray], inputs: str) -> BatchParity:
+    worst = max(range(len(per_output)), key=lambda i: per_output[i]["ratio"])
     return BatchParity(
-        batch_size=int(reference.shape[0]),
-        max_abs_err=float(diff.max()) if finite else float("inf"),
-        max_rel_err=float(np.max(diff / np.maximum(np.abs(reference), scale))) if finite else float("inf"),
+        inputs=inputs,
+        batch_size=int(reference[0].shape[0]) if reference[0].ndim else 1,
+        max_abs_err=max(o["abs"] for o in per_output),
+        max_rel_err=max(o["rel"] for o in per_output),
         top1_agreement=_top1(reference, result),
-        worst_ratio=ratio,
-        passed=finite and bool(np.all(diff <= allowed)),
+        worst_ratio=per_output[worst]["ratio"],
+        passed=all(o["passed"] for o in per_output),
+        worst_output=worst,
     )
 
 
-def _top1(reference: np.ndarray, result: np.ndarray) -> float:
-    if reference.ndim < 2:
-        return 1.0 if np.array_equal(np.sign(reference), np.sign(result)) else 0.0
-    return float(np.mean(reference.argmax(-1) == result.argmax(-1)))
+def _compare_scaled_output(reference: np.ndarray, nudged: np.ndarray, result: np.ndarray, rtol: float) -> dict:
+    if reference.shape != result.shape:
+        raise CompressorError(f"exported model returned shape {result.shape}, PyTorch {reference.shape}")
+    reference, nudged, result = (a.astype(np.float64) for a in (reference, nudged, result))
+    if not (np.isfinite(reference).all() and np.isfinite(result).all() and np.isfinite(nudged).all()):
+        same = bool(np.array_equal(reference, result, equal_nan=True))
+        return {"abs": 0.0 if same else float("inf"), "rel": 0.0 if same else float("inf"),
+                "ratio": 0.0 if same else float("inf"), "passed": same, "noise": 0.0}
+    magnitude = max(float(np.abs(reference).max(initial=0.0)), np.finfo(np.float64).tiny)
+    noise = float(np.abs(nudged - reference).max(initial=0.0)) / magnitude
+    diff = float(np.abs(result - reference).max(initial=0.0))
+    allowed = max(rtol, NOISE_FACTOR * noise)
+    ratio = diff / magnitude / max(allowed, np.finfo(np.float64).tiny)
+    return {"abs": diff, "rel": diff / magnitude, "ratio": ratio, "passed": ratio <= 1.0, "noise": noise}
+
+
+def _compare_output(reference: np.ndarray, result: np.ndarray, atol: float, rtol: float) -> dict:
+    if reference.shape != result.shape:
+        raise CompressorError(f"exported model returned shape {result.shape}, PyTorch {reference.shape}")
+    reference, result = reference.astype(np.float64), result.astype(np.float64)
+    # inf/nan where PyTorch has the same inf/nan agree; any other non-finite value fails
+    same = (reference == result) | (np.isnan(reference) & np.isnan(result))
+    odd = ~(np.isfinite(reference) & np.isfinite(result))
+    if np.any(odd & ~same):
+        return {"abs": float("inf"), "rel": float("inf"), "ratio": float("inf"), "passed": False}
+    with np.errstate(invalid="ignore"):  # inf - inf where both agree: masked just below
+        diff = np.where(odd, 0.0, np.abs(result - reference))
+    magnitude = np.where(odd, 0.0, np.abs(reference))
+    allowed = atol + rtol * magnitude
+    tiny = np.finfo(np.float64).tiny
+    floor = max(float(magnitude.max(initial=0.0)) * REL_FLOOR, tiny)
+    return {
+        "abs": float(diff.max(initial=0.0)),
+        "rel": float(np.max(diff / np.maximum(magnitude, floor), initial=0.0)),
+        "ratio": float(np.max(diff / np.maximum(allowed, tiny), initial=0.0)),
+        "passed": bool(np.all(diff <= allowed)),
+    }
+
+
+def _top1(reference: list[np.ndarray], result: list[np.ndarray]) -> float:
+    """The lowest top-1 agreement over the outputs that have a class axis (2-D and up);
+    with none, 1.0 when every output's signs agree, else 0.0."""
+    ranked = [(ref, out) for ref, out in zip(reference, result) if ref.ndim >= 2 and ref.shape[-1] > 0]
+    if not ranked:
+        same = all(np.array_equal(np.sign(ref), np.sign(out)) for ref, out in zip(reference, result))
+        return 1.0 if same else 0.0
+    return min(float(np.mean(ref.argmax(-1) == out.argmax(-1))) for ref, out in ranked)
 
 
 def check_parity(
     reference: Runner,
     candidate: Runner,
-    input_size,
-    batch_sizes,
+    cases: list[GateCase],
     atol: float,
     rtol: float,
-    seed: int,
     labels: dict,
+    chunk: int | None = None,
 ) -> ParityReport:
-    """fp32 gate: every batch size must pass the allclose rule.
+    """fp32 gate: every case must pass its rule on every output (see the module docstring).
 
-    ``labels`` holds backend, provider, reference and model_file for the report."""
-    batches = []
-    for batch in batch_sizes:
-        x = random_inputs(batch, input_size, seed)
-        batches.append(compare_batch(reference(x), candidate(x), atol, rtol))
-    return ParityReport(atol=atol, rtol=rtol, batches=tuple(batches), **labels)
+    ``labels`` holds backend, provider, reference and model_file for the report;
+    ``chunk`` caps the batch a runner is fed (a TensorRT profile's max)."""
+    batches, outputs = [], 1
+    for case in cases:
+        ref, out = _run_chunked(reference, case.x, chunk), _run_chunked(candidate, case.x, chunk)
+        outputs = len(ref)
+        if case.scale == 1.0:
+            batches.append(compare_batch(ref, out, atol, rtol, case.inputs))
+        else:
+            nudged = _run_chunked(reference, nudge(case.x), chunk)
+            batches.append(compare_scaled(ref, nudged, out, rtol, case.inputs, case.scale))
+    return ParityReport(atol=atol, rtol=rtol, batches=tuple(batches), outputs=outputs, **labels)
+
+
+def nudge(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with every element moved by SENSITIVITY_STEP of itself, up or down (seeded)."""
+    signs = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(7)).to(x.dtype) * 2 - 1
+    return x * (1 + SENSITIVITY_STEP * signs)
+
+
+def _run_chunked(runner: Runner, x: torch.Tensor, chunk: int | None) -> list[np.ndarray]:
+    if chunk is None or len(x) <= chunk:
+        return runner(x)
+    parts = [runner(part) for part in torch.split(x, chunk)]
+    return [np.concatenate(pieces) for pieces in zip(*parts)]
 
 
 def check_top1(
@@ -187,27 +334,25 @@ def check_top1(
     """Top-1 agreement on one random batch, fed in chunks of at most ``chunk``
     (a TensorRT engine's profile caps the batch)."""
     x = random_inputs(batch, input_size, seed + 1)
-    ref, out = [], []
-    for part in torch.split(x, chunk):
-        ref.append(reference(part))
-        out.append(candidate(part))
-    ref_all, out_all = np.concatenate(ref), np.concatenate(out)
+    ref_all, out_all = _run_chunked(reference, x, chunk), _run_chunked(candidate, x, chunk)
     return Top1Report(
         batch_size=batch,
         top1_agreement=_top1(ref_all, out_all),
         min_top1=min_top1,
-        max_abs_err=float(np.abs(out_all.astype(np.float64) - ref_all).max()),
+        max_abs_err=max(float(np.abs(o.astype(np.float64) - r).max(initial=0.0)) for r, o in zip(ref_all, out_all)),
         **labels,
     )
 
 
 def torch_runner(model: nn.Module, device: str = "cpu") -> Runner:
-    """The fp32 PyTorch reference, in eval mode, on ``device``."""
+    """The fp32 PyTorch reference, in eval mode, on ``device``; outputs flattened as exported."""
+    from exporters.outputs import flatten_outputs
+
     model = model.eval().float().to(device)
 
-    def run(x: torch.Tensor) -> np.ndarray:
+    def run(x: torch.Tensor) -> list[np.ndarray]:
         with torch.no_grad():
-            return model(x.to(device)).float().cpu().numpy()
+            return [t.float().cpu().numpy() for t in flatten_outputs(model(x.to(device)))]
 
     return run
 
@@ -234,8 +379,8 @@ def ort_session(path: Path, provider: str = ORT_CPU, name: str | None = None):
 def ort_runner(session) -> Runner:
     name = session.get_inputs()[0].name
 
-    def run(x: torch.Tensor) -> np.ndarray:
-        return np.asarray(session.run(None, {name: x.numpy()})[0])
+    def run(x: torch.Tensor) -> list[np.ndarray]:
+        return [np.asarray(y) for y in session.run(None, {name: x.numpy()})]
 
     return run
 
@@ -246,11 +391,12 @@ def ort_labels(session, model_file: str, reference: str = "pytorch-fp32-cpu") ->
 
 
 def check_onnx(model: nn.Module, path: Path, input_size, batch_sizes, atol: float, rtol: float, seed: int,
-               name: str | None = None) -> ParityReport:
-    """The fp32 gate for an ONNX file on ONNX Runtime's CPU provider."""
+               name: str | None = None, scales=(), images: torch.Tensor | None = None) -> ParityReport:
+    """The fp32 gate for an ONNX file on ONNX Runtime's CPU provider (cases: ``gate_cases``)."""
     session = ort_session(path, name=name)
     labels = ort_labels(session, name or path.name)
-    return check_parity(torch_runner(model), ort_runner(session), input_size, batch_sizes, atol, rtol, seed, labels)
+    cases = gate_cases(input_size, batch_sizes, seed, scales, images)
+    return check_parity(torch_runner(model), ort_runner(session), cases, atol, rtol, labels)
 
 
 def check_onnx_top1(model: nn.Module, path: Path, input_size, batch: int, min_top1: float, seed: int,

@@ -25,6 +25,7 @@ from exporters.fp16 import convert_to_fp16
 from exporters.manifest import files_section, tool_versions, write_manifest
 from exporters.onnx_export import OnnxExport, export_onnx, io_signature
 from exporters.opsets import check_opset
+from exporters.outputs import flatten_outputs
 from exporters.parity import ParityReport, check_onnx, check_onnx_top1
 from exporters.simplify import Simplified, simplify_onnx
 from exporters.sources import ExportSource, resolve_source
@@ -108,16 +109,11 @@ def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
         raise
 
 
-def _check_single_tensor_output(model, example: torch.Tensor) -> None:
-    """The parity gate compares one output tensor; a model returning a tuple or dict would
-    crash it mid-export (or pass on one output only), so it is refused up front."""
+def _check_outputs(model, example: torch.Tensor) -> None:
+    """Every output must be a tensor (a tuple/dict of them is fine: the gate compares each);
+    a None or a number in the output is refused before anything is exported."""
     with torch.no_grad():
-        output = model(example)
-    if not isinstance(output, torch.Tensor):
-        raise CompressorError(
-            f"the model returns a {type(output).__name__}, not one tensor; export (and its parity gate) supports "
-            "models with a single tensor output: wrap it in a module that returns the output to deploy"
-        )
+        flatten_outputs(model(example))
 
 
 class _Job:
@@ -130,12 +126,15 @@ class _Job:
         self.exported: OnnxExport | None = None
         self.timings: dict[str, float] = {}
         self.sections: dict = {"parity": {"checked": False, "reason": "--no-verify"}, "fp16": None, "tensorrt": None}
+        self.images: torch.Tensor | None = None  # real images for the gate, when the source has a dataset
 
     def run(self) -> ExportResult:
         with self._timed("count_s"):
             example = torch.zeros(1, *self.input_size)
-            _check_single_tensor_output(self.model, example)
+            _check_outputs(self.model, example)
             self.sections.update(macs=count_macs(self.model, example), params=count_params(self.model))
+        if self.config.verify:
+            self._load_gate_images()
         onnx_path = self._export()
         self._simplify_and_verify(onnx_path)
         if self.config.fp16:
@@ -146,10 +145,20 @@ class _Job:
 
     # -- steps ---------------------------------------------------------------------------
 
+    def _load_gate_images(self) -> None:
+        from exporters.gate_images import run_images
+
+        path = self.source.path
+        run_dir = path if self.source.kind == "run" else None
+        if self.source.kind == "file" and path.name == "model.pt" and (path.parent / "summary.json").is_file():
+            run_dir = path.parent  # RUN/model.pt given as a file: still the run's data
+        with self._timed("gate_images_s"):
+            self.images, self.sections["gate_images"] = run_images(run_dir, self.config.parity_images, self.input_size)
+
     def _export(self) -> Path:
         path = self.artifacts.stage(ONNX_FILE)
         with self._timed("export_s"):
-            self.exported = export_onnx(self.model, self.input_size, path, self.opset)
+            self.exported = export_onnx(self.model, self.input_size, path, self.opset, self.config.allow_trace)
         inputs, outputs = io_signature(onnx.load(str(path), load_external_data=False))
         self.sections.update(inputs=inputs, outputs=outputs)
         return path
@@ -197,10 +206,9 @@ class _Job:
     def _gate_onnx(self, path: Path) -> ParityReport:
         c = self.config
         with self._timed("verify_s"):
-            report = check_onnx(
-                self.model, path, self.input_size, c.parity_batch_sizes, c.atol, c.rtol, c.seed, ONNX_FILE
-            )
-        self.sections["parity"] = report.to_dict()
+            report = check_onnx(self.model, path, self.input_size, c.parity_batch_sizes, c.atol, c.rtol, c.seed,
+                                ONNX_FILE, c.parity_scales, self.images)
+        self.sections["parity"] = {**report.to_dict(), "dataset_images": self.sections.get("gate_images")}
         return report
 
     def _fp16(self, onnx_path: Path) -> None:
@@ -255,13 +263,17 @@ class _Job:
         with self._timed(f"{name}_verify_s"):
             if fp16:
                 report = trt_export.check_engine_top1(self.model, spec.plan_path, self.input_size, c.fp16_check_batch,
-                                                     c.max_batch, c.fp16_min_top1, c.seed, name)
+                                                     c.max_batch, c.fp16_min_top1, c.seed, name, self._output_names())
             else:
                 report = trt_export.check_engine(self.model, spec.plan_path, self.input_size, c.parity_batch_sizes,
-                                                 c.atol, c.rtol, c.seed, name)
+                                                 c.atol, c.rtol, c.seed, name, c.parity_scales, self.images,
+                                                 self._output_names())
         section["fp16_parity" if fp16 else "parity"] = report.to_dict()
         if not report.passed:
             self._refuse(report.failure(), FP16_REMEDY if fp16 else "loosen --atol/--rtol")
+
+    def _output_names(self) -> list[str]:
+        return [output["name"] for output in self.sections.get("outputs") or []]
 
     # -- endings -------------------------------------------------------------------------
 
@@ -293,6 +305,8 @@ class _Job:
             "opset": exported.opset if exported else self.opset,
             "exporter": exported.exporter if exported else None,
             "exporter_fallback_reason": exported.fallback_reason if exported else None,
+            "allow_trace": self.config.allow_trace,
+            "trace_warnings": list(exported.trace_warnings) if exported else [],
             "inputs": self.sections.get("inputs"),
             "outputs": self.sections.get("outputs"),
             "macs": self.sections.get("macs"),

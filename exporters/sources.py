@@ -54,6 +54,10 @@ def resolve_source(text: str, input_size=None, trust_code: bool = False) -> Expo
     ``trust_code`` lets a file's ``module.path:factory`` model be imported (a name typed
     as SOURCE needs no such permission: the user chose it)."""
     path = Path(text)
+    if input_size is not None and path.exists():
+        raise CompressorError(
+            f"--input-size applies to a model-name SOURCE; {path} is exported at the input size it was pruned at"
+        )
     if path.is_dir():
         if (path / RUN_MODEL_FILE).is_file():
             return _from_run(path, trust_code)

@@ -34,7 +34,7 @@ from compressor.atomic import atomic_write
 from compressor.errors import CompressorError
 from exporters.artifacts import make_readable
 from exporters.messages import one_line
-from exporters.parity import ParityReport, Top1Report, check_parity, check_top1, torch_runner
+from exporters.parity import ParityReport, Top1Report, check_parity, check_top1, gate_cases, torch_runner
 
 INSTALL_HINT = "install it on a machine with an NVIDIA GPU and driver: pip install tensorrt"
 
@@ -201,7 +201,7 @@ def _save_timing_cache(cache, path: Path) -> None:
 class EngineRunner:
     """Runs a serialized engine on torch CUDA tensors (``execute_async_v3``)."""
 
-    def __init__(self, plan_path: Path) -> None:
+    def __init__(self, plan_path: Path, output_order: list[str] | None = None) -> None:
         import tensorrt as trt
 
         self.trt = trt
@@ -213,7 +213,9 @@ class EngineRunner:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         modes = {name: self.engine.get_tensor_mode(name) for name in names}
         self.input = next(n for n in names if modes[n] == trt.TensorIOMode.INPUT)
-        self.output = next(n for n in names if modes[n] == trt.TensorIOMode.OUTPUT)
+        self.outputs = [n for n in names if modes[n] == trt.TensorIOMode.OUTPUT]
+        if output_order is not None and sorted(output_order) == sorted(self.outputs):
+            self.outputs = list(output_order)  # the ONNX graph's order, which the parity gate compares in
         self.stream = torch.cuda.Stream()
 
     def _torch_dtype(self, name: str) -> torch.dtype:
@@ -223,18 +225,21 @@ class EngineRunner:
             table[trt.bfloat16] = torch.bfloat16
         return table[self.engine.get_tensor_dtype(name)]
 
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
+    def __call__(self, x: torch.Tensor) -> list[np.ndarray]:
         x = x.to("cuda", self._torch_dtype(self.input)).contiguous()
-        self.context.set_input_shape(self.input, tuple(x.shape))
-        shape = tuple(self.context.get_tensor_shape(self.output))
-        y = torch.empty(shape, dtype=self._torch_dtype(self.output), device="cuda")
+        if not self.context.set_input_shape(self.input, tuple(x.shape)):
+            raise CompressorError(f"the engine's optimisation profile does not accept input shape {tuple(x.shape)}")
         self.context.set_tensor_address(self.input, x.data_ptr())
-        self.context.set_tensor_address(self.output, y.data_ptr())
+        ys = []
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            ys.append(torch.empty(shape, dtype=self._torch_dtype(name), device="cuda"))
+            self.context.set_tensor_address(name, ys[-1].data_ptr())
         torch.cuda.current_stream().synchronize()  # x was written on torch's stream
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise CompressorError("TensorRT failed to execute the engine")
         self.stream.synchronize()
-        return y.float().cpu().numpy()
+        return [y.float().cpu().numpy() for y in ys]
 
 
 @contextlib.contextmanager
@@ -262,18 +267,22 @@ def _labels(name: str) -> dict:
 
 
 def check_engine(model: nn.Module, plan_path: Path, input_size, batch_sizes, atol: float, rtol: float,
-                 seed: int, name: str | None = None) -> ParityReport:
-    """The fp32 gate for an engine against PyTorch fp32 on the same GPU (TF32 off)."""
+                 seed: int, name: str | None = None, scales=(), images=None,
+                 output_order: list[str] | None = None) -> ParityReport:
+    """The fp32 gate for an engine against PyTorch fp32 on the same GPU (TF32 off), on the
+    ONNX gate's cases (``parity.gate_cases``), fed in chunks the profile accepts."""
     reference = torch_runner(copy.deepcopy(model), "cuda")
     labels = {**_labels(name or plan_path.name), "reference": "pytorch-fp32-cuda (TF32 off)"}
+    cases = gate_cases(input_size, batch_sizes, seed, scales, images)
     with strict_fp32():
-        return check_parity(reference, EngineRunner(plan_path), input_size, batch_sizes, atol, rtol, seed, labels)
+        engine = EngineRunner(plan_path, output_order)
+        return check_parity(reference, engine, cases, atol, rtol, labels, chunk=max(batch_sizes))
 
 
 def check_engine_top1(model: nn.Module, plan_path: Path, input_size, batch: int, max_batch: int, min_top1: float,
-                      seed: int, name: str | None = None) -> Top1Report:
+                      seed: int, name: str | None = None, output_order: list[str] | None = None) -> Top1Report:
     """The FP16 engine's top-1 agreement with PyTorch fp32, fed in chunks of the max batch."""
     reference = torch_runner(copy.deepcopy(model), "cuda")
     with strict_fp32():
-        return check_top1(reference, EngineRunner(plan_path), input_size, batch, max_batch, min_top1, seed,
-                          _labels(name or plan_path.name))
+        return check_top1(reference, EngineRunner(plan_path, output_order), input_size, batch, max_batch, min_top1,
+                          seed, _labels(name or plan_path.name))

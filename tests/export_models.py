@@ -14,12 +14,8 @@ INPUT_SIZE = (3, 8, 8)
 BIG_BATCH = 4  # DoublesPastFour's output changes above this batch size
 
 
-class DoublesPastFour(nn.Module):
-    """Doubles its logits when the batch holds more than four images.
-
-    The exporters trace it at a small example batch and bake the branch in, so its
-    ONNX file agrees with PyTorch exactly up to batch 4 and is off by the factor 2 from
-    batch 5 on: a parity gate passes only if it never checks a batch above 4."""
+class SmallCnn(nn.Module):
+    """Conv-BN-ReLU, pooled, one linear layer: both exporters write it exactly."""
 
     def __init__(self, num_classes: int = 4) -> None:
         super().__init__()
@@ -29,15 +25,63 @@ class DoublesPastFour(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class DoublesPastFour(SmallCnn):
+    """Doubles its logits when the batch holds more than four images.
+
+    torch.export refuses the branch on a symbolic batch, so only the TorchScript tracer
+    can export it; the trace bakes in the example's branch, so its ONNX file agrees with
+    PyTorch exactly up to batch 4 and is off by the factor 2 from batch 5 on: a parity
+    gate passes only if it never checks a batch above 4.  The tracer warns about the
+    branch, so the export is refused unless the trace is allowed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.net(x)
         if x.shape[0] > BIG_BATCH:
             logits = logits * 2
         return logits
 
 
-def doubles_past_four(num_classes: int = 4) -> nn.Module:
+class FlipsOnBrightInputs(SmallCnn):
+    """Negates its logits when any input value exceeds 10: a data-dependent branch that
+    randn inputs (and normalised images) never take and raw 0-255 pixels always do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        if x.abs().max() > 10:
+            logits = -logits
+        return logits
+
+
+class TwoHeads(SmallCnn):
+    """Returns a dict of two outputs: logits and the pooled features."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.net[:-1](x)
+        return {"logits": self.net[-1](features), "features": features}
+
+
+def _informative(cls, num_classes: int) -> nn.Module:
     torch.manual_seed(5)
-    return make_informative(DoublesPastFour(num_classes).eval())
+    return make_informative(cls(num_classes).eval())
+
+
+def small_cnn(num_classes: int = 4) -> nn.Module:
+    return _informative(SmallCnn, num_classes)
+
+
+def doubles_past_four(num_classes: int = 4) -> nn.Module:
+    return _informative(DoublesPastFour, num_classes)
+
+
+def flips_on_bright_inputs(num_classes: int = 4) -> nn.Module:
+    return _informative(FlipsOnBrightInputs, num_classes)
+
+
+def two_heads(num_classes: int = 4) -> nn.Module:
+    return _informative(TwoHeads, num_classes)
 
 
 def tiny_mlp(num_classes: int = 4) -> nn.Module:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import onnx
 import pytest
+import torch
 from click.testing import CliRunner, Result
 
 from compressor.cli import main
@@ -16,7 +18,7 @@ from exporters.tensorrt import tensorrt_available
 from tests.cli_runs import compress
 
 EXPORT_OPTIONS = ["--format", "--out", "--opset", "--max-batch", "--fp16", "--simplify", "--no-simplify",
-                  "--atol", "--rtol", "--no-verify"]
+                  "--atol", "--rtol", "--allow-trace", "--no-verify", "--overwrite"]
 MANIFEST_KEYS = ["format", "opset", "inputs", "outputs", "macs", "params", "parity", "status", "files", "versions",
                  "exporter", "source"]
 PARITY_KEYS = ["max_abs_err", "max_rel_err", "top1_agreement", "batch_sizes", "backend", "provider"]
@@ -105,6 +107,35 @@ def test_export_a_prune_run_directory(prune_run):
     summary = json.loads((prune_run / "summary.json").read_text())
     assert manifest["source"]["kind"] == "run" and manifest["source"]["path"] == str(prune_run)
     assert manifest["params"] == summary["pruned_params"] and manifest["macs"] == summary["pruned_macs"]
+    # the gate also ran on the run's own validation images, and says which
+    parity = manifest["parity"]
+    assert parity["dataset_images"] == {"used": 32, "dataset": "synthetic", "split": "val", "data_dir": None}
+    assert parity["inputs"] == ["randn", "randn x0.01", "randn x100", "dataset images"]
+    assert "32 dataset images" in result.output
+
+
+def test_the_gate_images_are_the_runs_first_validation_images(prune_run):
+    """Read back from summary.json, rebuilt with the run's own preprocessing: the same tensors
+    the run validated on (synthetic is normalised with the training set's statistics)."""
+    from compressor.data import DataConfig, load_data
+    from exporters.gate_images import run_images
+
+    summary = json.loads((prune_run / "summary.json").read_text())
+    images, note = run_images(prune_run, 40, (3, 32, 32))
+    expected = next(iter(load_data(DataConfig(**summary["data"])).val_batches()))[0][:40]
+    assert note["used"] == 40 and torch.equal(images, expected)
+
+
+def test_a_run_whose_dataset_is_gone_is_gated_without_images_and_says_why(prune_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(prune_run, run, ignore=shutil.ignore_patterns("export"))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["data"].update(dataset="imagefolder", data_dir=str(tmp_path / "gone"))
+    (run / "summary.json").write_text(json.dumps(summary))
+    result = invoke(str(run), "--opset", "17", "--out", str(tmp_path / "x"))
+    assert result.exit_code == 0, result.output
+    note = read_manifest(tmp_path / "x")["parity"]["dataset_images"]
+    assert note["used"] == 0 and "gone" in note["reason"]
 
 
 def test_tensorrt_without_tensorrt_writes_the_onnx_then_fails_with_one_line(tmp_path):

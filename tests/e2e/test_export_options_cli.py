@@ -24,6 +24,8 @@ from compressor.zoo import build
 from tests.export_models import BIG_BATCH, INPUT_SIZE
 
 DOUBLES = "tests.export_models:doubles_past_four"
+SMALL = "tests.export_models:small_cnn"
+TRACE = "--allow-trace"  # DOUBLES branches on the batch size: only a trace can export it
 MLP = "tests.export_models:tiny_mlp"
 FAST_EXPORT = ["--opset", "17"]  # the TorchScript exporter: seconds faster where the exporter does not matter
 FAST_BENCH = ["--warmup-s", "0", "--min-time-s", "0", "--threads", "1", "--device", "cpu"]
@@ -55,13 +57,13 @@ def batch(n: int, seed: int = 3) -> np.ndarray:
     return torch.randn(n, *INPUT_SIZE, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
-# -- export --max-batch and --fp16 (one export: the default dynamo path, simplified) ----------------
+# -- export --max-batch and --fp16 (one export: the default opset, simplified) -----------------------
 
 
 @pytest.fixture(scope="module")
 def export_4(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "max4"
-    result = invoke("export", DOUBLES, "--max-batch", str(BIG_BATCH), "--fp16", "--out", str(out))
+    result = invoke("export", DOUBLES, TRACE, "--max-batch", str(BIG_BATCH), "--fp16", "--out", str(out))
     assert result.exit_code == 0, result.output
     return out
 
@@ -83,7 +85,7 @@ def test_the_default_max_batch_checks_batch_8_and_refuses(tmp_path):
     """The same model at the default --max-batch 8: the gate runs batch 8, where the ONNX
     file is wrong, so --max-batch really decides which batches are checked."""
     out = tmp_path / "max8"
-    result = invoke("export", DOUBLES, *FAST_EXPORT, "--no-simplify", "--out", str(out))
+    result = invoke("export", DOUBLES, TRACE, *FAST_EXPORT, "--no-simplify", "--out", str(out))
     assert result.exit_code == 1, result.output
     assert "parity gate refused" in result.output and "at batch 8" in result.output
     data = manifest(out)
@@ -109,27 +111,39 @@ def test_fp16_writes_a_half_precision_model_that_agrees_with_fp32(export_4):
 
 def test_without_fp16_no_half_precision_file(tmp_path):
     out = tmp_path / "fp32"
-    assert invoke("export", DOUBLES, *FAST_EXPORT, "--max-batch", "4", "--out", str(out)).exit_code == 0
+    assert invoke("export", SMALL, *FAST_EXPORT, "--max-batch", "4", "--out", str(out)).exit_code == 0
     assert not (out / "model_fp16.onnx").exists() and manifest(out)["fp16"] is None
 
 
 # -- export --atol / --rtol / --no-verify / --input-size reach the gate ------------------------------
 
 
-@pytest.mark.parametrize("tolerance", [["--atol", "0", "--rtol", "0.6"], ["--atol", "100", "--rtol", "0"]])
-def test_atol_or_rtol_alone_can_pass_the_wrong_batch(tmp_path, tolerance):
-    """At batch 8 the ONNX output is half of PyTorch's: |err| = |y| <= 0.6 * |2y|, and <= 100."""
+@pytest.mark.parametrize("tolerance, refused", [(["--atol", "0", "--rtol", "0.6"], "--rtol"),
+                                                (["--atol", "100", "--rtol", "0"], "--atol"),
+                                                (["--atol", "inf"], "--atol"), (["--rtol", "nan"], "--rtol")])
+def test_a_tolerance_loose_enough_to_pass_the_wrong_batch_is_refused(tmp_path, tolerance, refused):
+    """At batch 8 the ONNX output is half of PyTorch's: |err| = |y| <= 0.6 * |2y|, and <= 100.
+    Tolerances that loose pass a wrong file, so they are refused before anything is written
+    (the gate's arithmetic at any tolerance is tested in tests/unit/test_export_options.py)."""
     out = tmp_path / "tol"
-    result = invoke("export", DOUBLES, *FAST_EXPORT, "--no-simplify", *tolerance, "--out", str(out))
+    result = invoke("export", DOUBLES, TRACE, *FAST_EXPORT, "--no-simplify", *tolerance, "--out", str(out))
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert f"{refused} must be between 0 and" in result.output and not out.exists()
+
+
+def test_atol_and_rtol_reach_the_gate_and_the_manifest(tmp_path):
+    out = tmp_path / "tol"
+    result = invoke("export", SMALL, *FAST_EXPORT, "--no-simplify", "--atol", "0.5", "--rtol", "0.05", "--out", str(out))
     assert result.exit_code == 0, result.output
     parity = manifest(out)["parity"]
-    assert parity["passed"] and parity["max_rel_err"] == pytest.approx(0.5, abs=1e-5)
-    assert (parity["atol"], parity["rtol"]) == (float(tolerance[1]), float(tolerance[3]))
+    assert parity["passed"] and (parity["atol"], parity["rtol"]) == (0.5, 0.05)
+    assert all(b["worst_ratio"] <= 1 for b in parity["per_batch"])
 
 
 def test_no_verify_writes_the_model_the_gate_would_refuse(tmp_path):
     out = tmp_path / "unverified"
-    result = invoke("export", DOUBLES, *FAST_EXPORT, "--no-verify", "--input-size", "3,12,12", "--out", str(out))
+    result = invoke("export", DOUBLES, TRACE, *FAST_EXPORT, "--no-verify", "--input-size", "3,12,12",
+                    "--out", str(out))
     assert result.exit_code == 0, result.output
     data = manifest(out)
     assert data["status"] == "unverified" and data["parity"] == {"checked": False, "reason": "--no-verify"}

@@ -150,6 +150,11 @@ CASES = [
     ("export-input-size-huge", _args("export", "resnet20", "--input-size", "3,100000,100000", "--out", "OUT"), 1,
      "needs about"),
     ("export-max-batch-100000", _export_model_file("--max-batch", "100000"), 1, "needs about"),
+    ("export-atol-inf", _export_model_file("--atol", "inf"), 1, "--atol must be between 0 and"),
+    ("export-rtol-0.5", _export_model_file("--rtol", "0.5"), 1, "--rtol must be between 0 and"),
+    ("export-file-input-size", _export_model_file("--input-size", "3,16,16"), 1, "--input-size applies to a model-name"),
+    ("export-trace-with-a-branch", _args("export", "tests.export_models:doubles_past_four", "--input-size", "3,8,8",
+                                         "--out", "OUT"), 1, "--allow-trace"),
     ("config-epochs-1.7", _config_file("epochs: 1.7\n"), 2, "epochs must be an integer, got 1.7"),
     ("config-epochs-true", _config_file("epochs: true\n"), 2, "epochs must be an integer, got True"),
     ("config-lr-string", _config_file("lr: '0.1'\n"), 2, "lr must be a number"),
@@ -281,24 +286,41 @@ def test_disk_full_at_model_pt_says_the_checkpoint_is_intact(tmp_path):
 
 
 
-# -- a model returning a tuple at export ----------------------------------------------------------------
-def test_export_of_a_tuple_model_is_refused_in_one_line(tmp_path, monkeypatch):
-    (tmp_path / "tuplemod.py").write_text(
-        "from torch import nn\n"
-        "class Two(nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__(); self.conv = nn.Conv2d(3, 8, 3); self.fc = nn.Linear(8, 10)\n"
-        "    def forward(self, x):\n"
-        "        f = self.conv(x).mean((2, 3)); return self.fc(f), f\n"
-        "def make(num_classes=10):\n"
-        "    return Two()\n"
-    )
+# -- a model returning a tuple at export: every output exported and gated; a None refused -----------
+TUPLE_MODULE = (
+    "from torch import nn\n"
+    "class Two(nn.Module):\n"
+    "    def __init__(self, last=None):\n"
+    "        super().__init__(); self.conv = nn.Conv2d(3, 8, 3); self.fc = nn.Linear(8, 10); self.last = last\n"
+    "    def forward(self, x):\n"
+    "        f = self.conv(x).mean((2, 3)); return self.fc(f), (f if self.last is None else None)\n"
+    "def make(num_classes=10):\n"
+    "    return Two()\n"
+    "def make_none(num_classes=10):\n"
+    "    return Two(last='none')\n"
+)
+
+
+def test_export_of_a_tuple_model_gates_both_outputs(tmp_path, monkeypatch):
+    (tmp_path / "tuplemod.py").write_text(TUPLE_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["export", "tuplemod:make", "--input-size", "3,16,16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [o["name"] for o in manifest["outputs"]] == ["output_0", "output_1"]
+    assert manifest["parity"]["passed"] and manifest["parity"]["outputs"] == 2
+
+
+def test_export_of_a_model_returning_none_is_refused_in_one_line(tmp_path, monkeypatch):
+    (tmp_path / "tuplemod.py").write_text(TUPLE_MODULE)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "out"
     before = snapshot(tmp_path, skip=out)
-    result = CliRunner().invoke(main, ["export", "tuplemod:make", "--input-size", "3,16,16", "--out", str(out)])
-    assert_one_line(result.output, 1, result.exit_code, "the model returns a tuple, not one tensor")
+    result = CliRunner().invoke(main, ["export", "tuplemod:make_none", "--input-size", "3,16,16", "--out", str(out)])
+    assert_one_line(result.output, 1, result.exit_code, "the model's output[1] is a NoneType, not a tensor")
     assert snapshot(tmp_path, skip=out) == before
     assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
 

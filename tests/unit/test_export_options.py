@@ -20,7 +20,7 @@ from exporters.config import ExportConfig
 from exporters.parity import check_onnx
 from exporters.pipeline import export_source
 from exporters.sources import from_module
-from tests.export_models import BIG_BATCH, INPUT_SIZE, doubles_past_four
+from tests.export_models import BIG_BATCH, INPUT_SIZE, doubles_past_four, small_cnn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FAST_OPSET = 17  # TorchScript exporter
@@ -47,18 +47,18 @@ def assert_file_matches_torch(path, model, batch: int = 3) -> None:
 def test_a_raising_dynamo_exporter_falls_back_to_torchscript(tmp_path, monkeypatch):
     calls = []
 
-    def dynamo_fails(model, example, path, opset):
+    def dynamo_fails(model, example, path, opset, names):
         calls.append(opset)
         raise RuntimeError("injected: torch.export cannot trace this model")
 
     monkeypatch.setattr(onnx_export, "_export_dynamo", dynamo_fails)
-    model = doubles_past_four()
+    model = small_cnn()
     result = export(tmp_path, model)  # the default opset: dynamo is tried first
     manifest = result.manifest
     assert calls == [manifest["opset"]], "the dynamo exporter was never tried"
     assert manifest["status"] == "ok" and manifest["exporter"] == "torchscript"
     assert manifest["exporter_fallback_reason"] == "dynamo: RuntimeError: injected: torch.export cannot trace this model"
-    assert manifest["parity"]["passed"]
+    assert manifest["parity"]["passed"] and manifest["trace_warnings"] == [] and manifest["allow_trace"] is False
     written = onnx.load(str(result.path("model.onnx")))
     assert onnx_export.model_opset(written) == manifest["opset"] and onnx_export.batch_dim_is_symbolic(written)
     assert_file_matches_torch(result.path("model.onnx"), model)
@@ -66,14 +66,14 @@ def test_a_raising_dynamo_exporter_falls_back_to_torchscript(tmp_path, monkeypat
 
 def test_both_exporters_failing_is_one_error_naming_both(tmp_path, monkeypatch):
     def fails(name):
-        def write(model, example, path, opset):
+        def write(model, example, path, opset, names):
             raise RuntimeError(f"injected {name} failure")
         return write
 
     monkeypatch.setattr(onnx_export, "_export_dynamo", fails("dynamo"))
     monkeypatch.setattr(onnx_export, "_export_torchscript", fails("torchscript"))
     with pytest.raises(pipeline.CompressorError, match="dynamo: .*injected dynamo.*torchscript: .*injected torchscript"):
-        export(tmp_path, doubles_past_four())
+        export(tmp_path, small_cnn())
     assert not list((tmp_path / "export").glob("*.onnx*")), "a failed export left a model file"
 
 
@@ -93,7 +93,7 @@ def test_a_simplified_model_that_fails_the_gate_is_not_kept(tmp_path, monkeypatc
 
     real = pipeline.simplify_onnx
     monkeypatch.setattr(pipeline, "simplify_onnx", wrong_simplification)
-    model = doubles_past_four()
+    model = small_cnn()
     result = export(tmp_path, model, opset=FAST_OPSET)
     manifest = result.manifest
     simplify = manifest["simplify"]
@@ -115,7 +115,7 @@ def test_a_simplified_model_onnx_runtime_cannot_load_is_not_kept(tmp_path, monke
 
     real = pipeline.simplify_onnx
     monkeypatch.setattr(pipeline, "simplify_onnx", unloadable)
-    model = doubles_past_four()
+    model = small_cnn()
     result = export(tmp_path, model, opset=FAST_OPSET)
     simplify = result.manifest["simplify"]
     assert result.status == "ok" and simplify["applied"] is False
@@ -125,7 +125,7 @@ def test_a_simplified_model_onnx_runtime_cannot_load_is_not_kept(tmp_path, monke
 
 def test_simplify_applies_when_the_simplified_model_passes(tmp_path):
     """The other side of the two tests above: untouched, onnxsim's output is what gets written."""
-    result = export(tmp_path, doubles_past_four(), opset=FAST_OPSET)
+    result = export(tmp_path, small_cnn(), opset=FAST_OPSET)
     simplify = result.manifest["simplify"]
     assert simplify["applied"] is True and simplify["reason"] is None
     assert len(onnx.load(str(result.path("model.onnx"))).graph.node) == simplify["nodes_after"]
@@ -139,7 +139,8 @@ def wrong_past_four(tmp_path_factory):
     """An unverified export whose output is exactly half of PyTorch's at batch 8."""
     out = tmp_path_factory.mktemp("tolerance") / "export"
     model = doubles_past_four()
-    config = ExportConfig(out=out, input_size=INPUT_SIZE, opset=FAST_OPSET, verify=False, simplify=False)
+    config = ExportConfig(out=out, input_size=INPUT_SIZE, opset=FAST_OPSET, verify=False, simplify=False,
+                          allow_trace=True)
     result = export_source(from_module(model, "doubles", INPUT_SIZE, False), config)
     return model, result.path("model.onnx")
 

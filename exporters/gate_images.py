@@ -1,0 +1,67 @@
+"""Real images for the parity gate: the start of the validation split a run was trained on.
+
+Random inputs exercise every op but not the input distribution the model will see;
+a branch or a numerical edge that only real images reach would pass a ``randn``
+gate.  A run directory's ``summary.json`` records its data settings, and they are
+read as data: a dataset is opened only from the directory recorded there, never
+downloaded, with the run's own evaluation preprocessing.  When the images cannot be
+had (an older run, a dataset that has moved), the gate runs without them and the
+manifest says why.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from compressor.errors import CompressorError
+
+log = logging.getLogger(__name__)
+SUMMARY_FILE = "summary.json"
+
+
+def run_images(run_dir: Path | None, count: int, input_size) -> tuple[torch.Tensor | None, dict]:
+    """Up to ``count`` validation images of the run in ``run_dir`` and a note for the manifest."""
+    if run_dir is None or count == 0:
+        return None, {"used": 0, "reason": "the source is not a run directory" if count else "disabled"}
+    try:
+        config = _data_config(run_dir / SUMMARY_FILE)
+        images = _first_val_images(config, count)
+    except CompressorError as error:
+        log.warning("parity gate without dataset images: %s", error)
+        return None, {"used": 0, "reason": str(error)}
+    if tuple(images.shape[1:]) != tuple(input_size):
+        reason = f"the run's images are {tuple(images.shape[1:])}, the export's input {tuple(input_size)}"
+        return None, {"used": 0, "reason": reason}
+    return images, {"used": len(images), "dataset": config.dataset, "split": "val", "data_dir": config.data_dir}
+
+
+def _data_config(path: Path):
+    from compressor.run import configs_from_dict
+
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CompressorError(f"cannot read {path}: {error}") from error
+    data = summary.get("data") if isinstance(summary, dict) else None
+    if not isinstance(data, dict):
+        raise CompressorError(f"{path} does not record the run's dataset (a run made before exports read it)")
+    settings = {**data, "download": False, "workers": 0}  # never fetch anything, never fork for 32 images
+    return configs_from_dict(settings, where=f"{path} data")[0]
+
+
+def _first_val_images(config, count: int) -> torch.Tensor:
+    from compressor.data import load_data
+
+    bundle = load_data(config)
+    taken, size = [], 0
+    for images, _ in bundle.val_batches():
+        taken.append(images[: count - size])
+        size += len(taken[-1])
+        if size >= count:
+            break
+    if not taken:
+        raise CompressorError("the run's validation split is empty")
+    return torch.cat(taken).float()

@@ -1,0 +1,187 @@
+"""A sound gate: what a trace froze, what only scaled inputs reveal, every output, sane tolerances.
+
+The models in ``tests.export_models`` carry the faults (a branch on the batch size, a
+branch on the input's values, a dict of outputs); the exporters and ONNX Runtime run
+unmodified and every verdict is checked against what the written file computes.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from compressor.errors import CompressorError
+from exporters.config import MAX_ATOL, MAX_RTOL, ExportConfig
+from exporters.onnx_export import TraceRefused
+from exporters.outputs import flatten_outputs, output_names
+from exporters.parity import NOISE_FACTOR, compare_batch, compare_scaled, gate_cases
+from exporters.pipeline import ExportRefused, export_source
+from exporters.sources import from_module
+from tests.export_models import BIG_BATCH, INPUT_SIZE, doubles_past_four, flips_on_bright_inputs, two_heads
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+FAST_OPSET = 17  # TorchScript exporter: these tests are about what a trace does
+
+
+def export(tmp_path, model, name="model", **options):
+    options = {"input_size": INPUT_SIZE, "max_batch": BIG_BATCH, **options}
+    return export_source(from_module(model, name, INPUT_SIZE, False), ExportConfig(out=tmp_path / "export", **options))
+
+
+def onnx_outputs(path, x: torch.Tensor) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})
+
+
+# -- a trace that saw data-dependent control flow -------------------------------------------------
+
+
+@pytest.mark.parametrize("opset", [None, FAST_OPSET], ids=["dynamo-first", "torchscript-only"])
+def test_a_trace_that_saw_a_branch_is_refused_and_nothing_is_left(tmp_path, opset):
+    """torch.export refuses the batch-size branch (default opset), so only the tracer can
+    write the file, and the tracer warned: refused even though the gate would pass (it never
+    checks a batch above 4 here)."""
+    with pytest.raises(TraceRefused, match="--allow-trace") as refused:
+        export(tmp_path, doubles_past_four(), opset=opset)
+    message = str(refused.value)
+    assert "\n" not in message and "export_models.py" in message and "Python boolean" in message
+    assert not list((tmp_path / "export").iterdir()), "a refused trace left files behind"
+
+
+def test_allow_trace_keeps_the_trace_and_the_manifest_records_why(tmp_path):
+    result = export(tmp_path, doubles_past_four(), opset=FAST_OPSET, allow_trace=True)
+    manifest = json.loads((result.out / "manifest.json").read_text())
+    assert manifest["status"] == "ok" and manifest["exporter"] == "torchscript"
+    assert manifest["allow_trace"] is True and manifest["options"]["allow_trace"] is True
+    assert any("export_models.py" in w and "Python boolean" in w for w in manifest["trace_warnings"])
+
+
+def test_the_gate_still_catches_a_trace_it_was_allowed_to_keep(tmp_path):
+    """--allow-trace keeps the file only if the gate passes: past batch 4 the trace is wrong."""
+    with pytest.raises(ExportRefused, match="at batch 8"):
+        export(tmp_path, doubles_past_four(), opset=FAST_OPSET, allow_trace=True, max_batch=8)
+
+
+# -- inputs at several scales ---------------------------------------------------------------------
+
+
+def test_scaled_inputs_catch_a_branch_randn_never_takes(tmp_path):
+    """The frozen branch (negate when any |x| > 10) is invisible to randn batches and
+    caught at 100x; without the scaled cases the same export is marked ok, yet wrong."""
+    model = flips_on_bright_inputs()
+    blind = export(tmp_path / "blind", model, opset=FAST_OPSET, allow_trace=True, parity_scales=())
+    assert blind.status == "ok"
+    bright = 100 * torch.randn(BIG_BATCH, *INPUT_SIZE, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model(bright).numpy()
+    wrong = onnx_outputs(blind.path("model.onnx"), bright)[0]
+    assert np.mean(wrong.argmax(1) == expected.argmax(1)) == 0.0, "the trace was not wrong: nothing to catch"
+
+    with pytest.raises(ExportRefused, match="randn x100") as refused:
+        export(tmp_path / "gated", model, opset=FAST_OPSET, allow_trace=True)
+    manifest = refused.value.result.manifest
+    failing = [b for b in manifest["parity"]["per_batch"] if not b["passed"]]
+    assert [b["inputs"] for b in failing] == ["randn x100"] and failing[0]["top1_agreement"] == 0.0
+
+
+def test_a_scaled_case_allows_what_a_tiny_input_change_moves_and_no_more():
+    """Far outside its range a network can be chaotic (a 1e-4 input change moves its output
+    by 10 %): a file as far off passes; a frozen branch (the output negated) fails."""
+    reference = [np.linspace(-100.0, 100.0, 20).reshape(2, 10)]
+    chaotic = [reference[0] * 1.1]  # PyTorch on the nudged input: 10 % of the largest magnitude away
+    assert compare_scaled(reference, chaotic, [reference[0] * 1.3], 1e-3, "randn x100", 100.0).passed
+    assert not compare_scaled(reference, chaotic, [-reference[0]], 1e-3, "randn x100", 100.0).passed
+    stable = [reference[0] * (1 + 1e-7)]  # a well-behaved network barely moves
+    batch = compare_scaled(reference, stable, [reference[0] * (1 + 5e-4)], 1e-3, "randn x100", 100.0)
+    assert batch.passed and batch.sensitivity == pytest.approx(1e-7) and batch.scale == 100.0
+    assert not compare_scaled(reference, stable, [reference[0] * 1.002], 1e-3, "randn x100", 100.0).passed
+    # the allowance is rtol or NOISE_FACTOR x the sensitivity, whichever is larger
+    edge = 0.1 * NOISE_FACTOR
+    assert compare_scaled(reference, chaotic, [reference[0] * (1 + 0.99 * edge)], 1e-3, "x", 100.0).passed
+    assert not compare_scaled(reference, chaotic, [reference[0] * (1 + 1.01 * edge)], 1e-3, "x", 100.0).passed
+
+
+def test_gate_cases_scale_the_largest_batch_and_add_images():
+    images = torch.rand(5, *INPUT_SIZE)
+    cases = gate_cases(INPUT_SIZE, (1, 2, 4), seed=0, scales=(0.01, 100.0), images=images)
+    assert [(c.inputs, len(c.x), c.scale) for c in cases] == [
+        ("randn", 1, 1.0), ("randn", 2, 1.0), ("randn", 4, 1.0),
+        ("randn x0.01", 4, 0.01), ("randn x100", 4, 100.0), ("dataset images", 5, 1.0),
+    ]
+    torch.testing.assert_close(cases[4].x, 100 * cases[2].x)
+    assert cases[-1].x is images
+
+
+# -- every output of a tuple/dict model -----------------------------------------------------------
+
+
+def test_a_dict_model_exports_every_output_under_its_key(tmp_path):
+    model = two_heads()
+    result = export(tmp_path, model)
+    assert result.status == "ok" and result.manifest["parity"]["outputs"] == 2
+    assert [o["name"] for o in result.manifest["outputs"]] == ["logits", "features"]
+    x = torch.randn(3, *INPUT_SIZE)
+    with torch.no_grad():
+        expected = model(x)
+    got = onnx_outputs(result.path("model.onnx"), x)
+    np.testing.assert_allclose(got[0], expected["logits"].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[1], expected["features"].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_wrong_second_output_fails_the_batch_and_is_named():
+    reference = [np.ones((2, 3)), np.ones((2, 5))]
+    result = [np.ones((2, 3)), np.full((2, 5), 1.5)]
+    batch = compare_batch(reference, result, atol=1e-4, rtol=1e-3)
+    assert not batch.passed and batch.worst_output == 1 and batch.max_abs_err == pytest.approx(0.5)
+    assert compare_batch(reference, [np.ones((2, 3)), np.ones((2, 5))], 1e-4, 1e-3).passed
+    with pytest.raises(CompressorError, match="returned 1 outputs, PyTorch 2"):
+        compare_batch(reference, result[:1], 1e-4, 1e-3)
+
+
+def test_matching_infinities_agree_and_any_other_non_finite_value_fails():
+    reference = [np.array([[1.0, np.inf, np.nan]])]
+    assert compare_batch(reference, [np.array([[1.0, np.inf, np.nan]])], 1e-4, 1e-3).passed
+    assert not compare_batch(reference, [np.array([[1.0, -np.inf, np.nan]])], 1e-4, 1e-3).passed
+    assert not compare_batch([np.ones((1, 3))], [np.array([[1.0, 1.0, np.nan]])], 1e-4, 1e-3).passed
+
+
+def test_output_names_follow_the_structure_and_stay_unique():
+    t = torch.zeros(1)
+    assert output_names(t) == ["logits"]
+    assert output_names((t, t)) == ["output_0", "output_1"]
+    assert output_names({"boxes": t, "aux": (t, t)}) == ["boxes", "aux.0", "aux.1"]
+    assert output_names({"a b": t, "a_b": t}) == ["a_b", "a_b_1"]
+    assert len(flatten_outputs({"boxes": t, "aux": (t, t)})) == 3
+
+
+class ReturnsNone(nn.Module):
+    def forward(self, x):
+        return x.flatten(1), None
+
+
+def test_an_output_that_is_not_a_tensor_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(CompressorError, match=r"output\[1\] is a NoneType"):
+        export(tmp_path, ReturnsNone())
+    assert not (tmp_path / "export").exists() or not list((tmp_path / "export").iterdir())
+
+
+# -- tolerances a gate can still refuse with -------------------------------------------------------
+
+
+@pytest.mark.parametrize("option, value", [
+    ("atol", math.inf), ("atol", math.nan), ("atol", 2 * MAX_ATOL), ("rtol", math.inf), ("rtol", 2 * MAX_RTOL),
+    ("atol", -1e-3),
+])
+def test_a_tolerance_that_would_pass_anything_is_refused(tmp_path, option, value):
+    with pytest.raises(CompressorError, match=f"--{option} must be between 0 and"):
+        ExportConfig(out=tmp_path, **{option: value})
+
+
+def test_the_largest_allowed_tolerances_are_accepted(tmp_path):
+    config = ExportConfig(out=tmp_path, atol=MAX_ATOL, rtol=MAX_RTOL)
+    assert (config.atol, config.rtol) == (MAX_ATOL, MAX_RTOL)

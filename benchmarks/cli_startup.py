@@ -28,12 +28,12 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks.latency.environment import _cpu_model, usable_cores
+from compressor.bench.environment import _cpu_model, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("", "models", "info", "prune", "export", "bench")
 HEAVY = ("torch", "torchvision", "numpy", "onnx", "onnxruntime", "onnxscript", "onnxsim", "tensorrt", "timm",
-         "matplotlib", "lightning", "compressor.analysis", "exporters.pipeline", "benchmarks.latency.backends")
+         "matplotlib", "lightning", "compressor.engine.analysis", "compressor.export.pipeline", "compressor.bench.backends")
 # Runs the CLI in-process the way `python -m compressor` does, then reports what got imported.
 PROBE = """
 import json, runpy, sys

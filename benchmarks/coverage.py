@@ -18,16 +18,16 @@ from dataclasses import asdict, dataclass
 import torch
 import torchvision
 
-from compressor.analysis.graph import analyse
-from compressor.apply import apply_plan
-from compressor.cost import CostModel
-from compressor.flops import count_macs
-from compressor.importance import group_l2
-from compressor.masking import masked_copy
-from compressor.plan import kept_class_mask
-from compressor.selection import SelectionConfig, select_plan
-from compressor.verify import compare, make_informative
-from models import build_model, get_entry, list_models
+from compressor.engine.analysis.graph import analyse
+from compressor.engine.apply import apply_plan
+from compressor.engine.cost import CostModel
+from compressor.engine.flops import count_macs
+from compressor.engine.importance import group_l2
+from compressor.engine.masking import masked_copy
+from compressor.engine.plan import kept_class_mask
+from compressor.engine.selection import SelectionConfig, select_plan
+from compressor.engine.verify import compare, make_informative
+from compressor.models import build_model, get_entry, list_models
 
 
 @dataclass

@@ -24,13 +24,13 @@ import torch
 from torch import nn
 
 from compressor import CostModel, SelectionConfig, analyse, apply_plan, count_params, group_l2, select_plan
-from compressor.verify import make_informative
-from exporters.config import ExportConfig
-from exporters.manifest import tool_versions
-from exporters.pipeline import export_source
-from exporters.sources import from_module
-from models import build_model
-from models.registry import get_entry
+from compressor.engine.verify import make_informative
+from compressor.export.config import ExportConfig
+from compressor.export.manifest import tool_versions
+from compressor.export.pipeline import export_source
+from compressor.export.sources import from_module
+from compressor.models import build_model
+from compressor.models.registry import get_entry
 
 
 def realistic(name: str, input_size) -> nn.Module:

@@ -1,6 +1,6 @@
 """Time of one LAASP selection step: in-place masking vs a deep copy per candidate.
 
-Ours (``compressor.laasp``): every (group, criterion) candidate is evaluated on the
+Ours (``compressor.schedules.laasp``): every (group, criterion) candidate is evaluated on the
 live model: its channels' parameter slices are zeroed in place, the selection
 subset runs in eval mode, the slices are copied back.  Naive (what the authors'
 code does): per candidate, deep-copy the model, slice the copy, run the subset.
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from compressor import CostModel, GroupPlan, PruningPlan, analyse, apply_plan
-from compressor.data import DataConfig, load_data
-from compressor.laasp import LAASP_CRITERIA, GroupLimits, MaskedEvaluator, Selector, StepSettings
-from compressor.verify import make_informative
-from models import build_model
+from compressor.training.data import DataConfig, load_data
+from compressor.schedules.laasp import LAASP_CRITERIA, GroupLimits, MaskedEvaluator, Selector, StepSettings
+from compressor.engine.verify import make_informative
+from compressor.models import build_model
 
 
 def naive_loss(model, graph, candidate, batches) -> float:

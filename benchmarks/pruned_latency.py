@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.latency.bench import BenchConfig, run_bench
-from benchmarks.latency.rounding import SweepConfig, auto_round_to
-from benchmarks.latency.stats import relative_difference
-from benchmarks.latency.subjects import model_pair
-from benchmarks.latency.timing import TimingConfig
+from compressor.bench.bench import BenchConfig, run_bench
+from compressor.bench.rounding import SweepConfig, auto_round_to
+from compressor.bench.stats import relative_difference
+from compressor.bench.subjects import model_pair
+from compressor.bench.timing import TimingConfig
 from compressor import CostModel, SelectionConfig, analyse, apply_plan, group_l2, select_plan
 from compressor.atomic import atomic_write_text
-from models import build_model, get_entry
+from compressor.models import build_model, get_entry
 
 MODELS = ("resnet56", "mobilenetv2_cifar", "resnet50")
 

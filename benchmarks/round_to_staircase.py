@@ -20,15 +20,15 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.latency.bench import BenchConfig, run_bench
-from benchmarks.latency.environment import describe
-from benchmarks.latency.rounding import SweepConfig, choose, efficiency, sweep
-from benchmarks.latency.subjects import Group, Subject
-from benchmarks.latency.timing import TimingConfig
+from compressor.bench.bench import BenchConfig, run_bench
+from compressor.bench.environment import describe
+from compressor.bench.rounding import SweepConfig, choose, efficiency, sweep
+from compressor.bench.subjects import Group, Subject
+from compressor.bench.timing import TimingConfig
 from benchmarks.pruned_latency import pruned_copy
 from compressor.atomic import atomic_write_text
 from compressor.errors import CompressorError
-from compressor.flops import count_macs, count_params
+from compressor.engine.flops import count_macs, count_params
 
 ROUNDINGS = (1, 4, 8, 16, 32)
 

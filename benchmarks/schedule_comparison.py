@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from compressor.onecycle import SCHEDULES
+from compressor.schedules.onecycle import SCHEDULES
 
 
 def run(model: str, schedule: str, seed: int, args, workdir: Path) -> dict:

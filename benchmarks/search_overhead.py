@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from compressor import CostModel, GroupPlan, PruningPlan, analyse, apply_plan, count_macs
-from compressor.data import DataConfig, load_data
-from compressor.importance import score_channels
-from compressor.selection import SelectionConfig, select_plan
-from compressor.stability import JaccardIndicator
-from models import build_model
+from compressor.training.data import DataConfig, load_data
+from compressor.engine.importance import score_channels
+from compressor.engine.selection import SelectionConfig, select_plan
+from compressor.schedules.stability import JaccardIndicator
+from compressor.models import build_model
 
 
 def time_epoch(model, data, steps: int) -> float:

@@ -9,7 +9,7 @@ The public API.  Pruning inside your own training loop::
             pruner.after_step()                  # shrink the channels selected for removal
         event = pruner.epoch_end(epoch)          # search, stability; prunes in place when stable
 
-(``compressor.lightning.PruningCallback`` does the same inside Lightning's ``Trainer.fit``.)
+(``compressor.integrations.lightning.PruningCallback`` does the same inside Lightning's ``Trainer.fit``.)
 The engine underneath::
 
     graph = analyse(model, example_input)            # channel groups
@@ -23,28 +23,28 @@ __version__ = "0.1.0"
 # (PEP 562), so that ``import compressor`` -- which every ``compress`` command,
 # ``compress --help`` included, does -- costs nothing until torch is really needed.
 _EXPORTS = {
-    "ChannelGraph": "compressor.analysis.graph",
-    "ChannelGroup": "compressor.analysis.graph",
-    "analyse": "compressor.analysis.graph",
-    "apply_plan": "compressor.apply",
-    "CostModel": "compressor.cost",
+    "ChannelGraph": "compressor.engine.analysis.graph",
+    "ChannelGroup": "compressor.engine.analysis.graph",
+    "analyse": "compressor.engine.analysis.graph",
+    "apply_plan": "compressor.engine.apply",
+    "CostModel": "compressor.engine.cost",
     "CompressorError": "compressor.errors",
-    "count_macs": "compressor.flops",
-    "count_params": "compressor.flops",
-    "group_l2": "compressor.importance",
-    "masked_copy": "compressor.masking",
-    "EpochEvent": "compressor.onecycle",
-    "OneCyclePruner": "compressor.onecycle",
-    "PruneConfig": "compressor.onecycle",
-    "GroupPlan": "compressor.plan",
-    "PruningPlan": "compressor.plan",
-    "SelectionConfig": "compressor.selection",
-    "UnreachableTargetError": "compressor.selection",
-    "select_plan": "compressor.selection",
-    "ModelSpec": "compressor.serialization",
-    "load_pruned": "compressor.serialization",
-    "save_pruned": "compressor.serialization",
-    "PruningCallback": "compressor.lightning",  # imports Lightning
+    "count_macs": "compressor.engine.flops",
+    "count_params": "compressor.engine.flops",
+    "group_l2": "compressor.engine.importance",
+    "masked_copy": "compressor.engine.masking",
+    "EpochEvent": "compressor.schedules.onecycle",
+    "OneCyclePruner": "compressor.schedules.onecycle",
+    "PruneConfig": "compressor.schedules.onecycle",
+    "GroupPlan": "compressor.engine.plan",
+    "PruningPlan": "compressor.engine.plan",
+    "SelectionConfig": "compressor.engine.selection",
+    "UnreachableTargetError": "compressor.engine.selection",
+    "select_plan": "compressor.engine.selection",
+    "ModelSpec": "compressor.training.serialization",
+    "load_pruned": "compressor.training.serialization",
+    "save_pruned": "compressor.training.serialization",
+    "PruningCallback": "compressor.integrations.lightning",  # imports Lightning
 }
 
 __all__ = sorted(_EXPORTS)

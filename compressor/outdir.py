@@ -27,7 +27,7 @@ from compressor.errors import CompressorError
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"  # compressor.checkpoint.LATEST, without importing torch
+CHECKPOINT = "checkpoint.pt"  # compressor.training.checkpoint.LATEST, without importing torch
 # compressor.atomic's temp files are ".NAME.<random>.tmp"; exporters' staging files ".NAME.staging"
 # and their scratch files ".NAME.scratch".  Only dot-files of these shapes are ever removed.
 STALE_SUFFIXES = (".tmp", ".staging", ".scratch")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from compressor.errors import CompressorError
 
-TIMM_PREFIX = "timm:"  # models.timm_models.PREFIX, repeated here to keep torch out of the CLI's import
+TIMM_PREFIX = "timm:"  # compressor.models.timm_models.PREFIX, repeated here to keep torch out of the CLI's import
 
 TRUST_CODE_HELP = (
     "Let a model file or checkpoint whose model is a module.path:factory import that module and run its "

@@ -1,7 +1,7 @@
 """PyTorch -> ONNX (symbolic batch, onnxsim, FP16 variant) -> TensorRT, behind parity gates.
 
 One module per step; ``pipeline.export`` / ``pipeline.export_source`` run them in order
-and ``compress export`` (``compressor/cli_export.py``) drives that from the command line:
+and ``compress export`` (``compressor/cli/export.py``) drives that from the command line:
 
 * ``config``      the frozen ``ExportConfig`` every step reads
 * ``sources``     SOURCE -> model: a prune run directory, a pruned model file, a model name

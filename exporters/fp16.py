@@ -12,8 +12,8 @@ from pathlib import Path
 import onnx
 
 from compressor.errors import CompressorError
-from exporters.messages import one_line, quiet
-from exporters.onnx_export import io_signature
+from compressor.export.messages import one_line, quiet
+from compressor.export.onnx_export import io_signature
 
 
 def convert_to_fp16(source: Path, target: Path) -> Path:

@@ -39,7 +39,7 @@ def run_images(run_dir: Path | None, count: int, input_size) -> tuple[torch.Tens
 
 
 def _data_config(path: Path):
-    from compressor.run import configs_from_dict
+    from compressor.training.run import configs_from_dict
 
     try:
         summary = json.loads(path.read_text())
@@ -53,7 +53,7 @@ def _data_config(path: Path):
 
 
 def _first_val_images(config, count: int) -> torch.Tensor:
-    from compressor.data import load_data
+    from compressor.training.data import load_data
 
     bundle = load_data(config)
     taken, size = [], 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from compressor import __version__ as compressor_version
 from compressor.atomic import atomic_write_text
-from exporters.artifacts import FAILED_SUFFIX, file_record, make_readable
+from compressor.export.artifacts import FAILED_SUFFIX, file_record, make_readable
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = "compressor.export-manifest/1"
@@ -40,7 +40,7 @@ def tool_versions() -> dict:
     import onnxruntime
     import torch
 
-    from exporters.tensorrt import tensorrt_version
+    from compressor.export.tensorrt import tensorrt_version
 
     return {
         "compressor": compressor_version,

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from compressor.errors import CompressorError
-from exporters.messages import one_line, quiet
-from exporters.opsets import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, within
-from exporters.outputs import flatten_outputs, output_names
+from compressor.export.messages import one_line, quiet
+from compressor.export.opsets import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, within
+from compressor.export.outputs import flatten_outputs, output_names
 
 INPUT_NAME = "input"
 BATCH_DIM = "batch"

@@ -7,7 +7,7 @@ Both run on the same inputs, each a *case* of the gate:
 - the max batch scaled by each of ``ExportConfig.parity_scales``: a value-dependent branch frozen into the
   file by an exporter shows up when inputs leave the example's range (raw 0-255
   pixels are ~100x normalised ones);
-- real images from the run's dataset, when there is one (``exporters.gate_images``).
+- real images from the run's dataset, when there is one (``compressor.export.gate_images``).
 
 On the unscaled cases an element passes when ``|out - ref| <= atol + rtol * |ref|``
 (numpy's ``allclose`` rule), so large logits are judged relatively and near-zero
@@ -21,7 +21,7 @@ how far PyTorch's own output moves under that tiny input change, whichever is la
 A frozen branch in a model that is stable there is off by the output's whole magnitude
 and fails; where the model is chaotic the case can only catch that much, and its
 allowance is in the manifest.  Every output tensor is compared (tuples and dicts are flattened as the
-exporters flatten them, ``exporters.outputs``).  Reduced precision (FP16) is judged
+exporters flatten them, ``compressor.export.outputs``).  Reduced precision (FP16) is judged
 by top-1 agreement instead, since elementwise tolerances tight enough to mean
 anything would reject correct models.
 
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from compressor.errors import CompressorError
-from exporters.messages import one_line
+from compressor.export.messages import one_line
 
 Runner = Callable[[torch.Tensor], list[np.ndarray]]
 ORT_CPU = "CPUExecutionProvider"
@@ -346,7 +346,7 @@ def check_top1(
 
 def torch_runner(model: nn.Module, device: str = "cpu") -> Runner:
     """The fp32 PyTorch reference, in eval mode, on ``device``; outputs flattened as exported."""
-    from exporters.outputs import flatten_outputs
+    from compressor.export.outputs import flatten_outputs
 
     model = model.eval().float().to(device)
 

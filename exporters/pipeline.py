@@ -18,17 +18,17 @@ import onnx
 import torch
 
 from compressor.errors import CompressorError
-from compressor.flops import count_macs, count_params
-from exporters.artifacts import Artifacts, prepare_out_dir
-from exporters.config import ExportConfig
-from exporters.fp16 import convert_to_fp16
-from exporters.manifest import files_section, tool_versions, write_manifest
-from exporters.onnx_export import OnnxExport, export_onnx, io_signature
-from exporters.opsets import check_opset
-from exporters.outputs import flatten_outputs
-from exporters.parity import ParityReport, check_onnx, check_onnx_top1
-from exporters.simplify import Simplified, simplify_onnx
-from exporters.sources import ExportSource, resolve_source
+from compressor.engine.flops import count_macs, count_params
+from compressor.export.artifacts import Artifacts, prepare_out_dir
+from compressor.export.config import ExportConfig
+from compressor.export.fp16 import convert_to_fp16
+from compressor.export.manifest import files_section, tool_versions, write_manifest
+from compressor.export.onnx_export import OnnxExport, export_onnx, io_signature
+from compressor.export.opsets import check_opset
+from compressor.export.outputs import flatten_outputs
+from compressor.export.parity import ParityReport, check_onnx, check_onnx_top1
+from compressor.export.simplify import Simplified, simplify_onnx
+from compressor.export.sources import ExportSource, resolve_source
 
 ONNX_FILE = "model.onnx"
 FP16_FILE = "model_fp16.onnx"
@@ -79,7 +79,7 @@ def _claim_out_dir(config: ExportConfig) -> Path:
     """Writable, holding no file of someone else's that this export would replace (unless
     ``overwrite``), and cleared of what a killed export left: before any exporting."""
     from compressor.outdir import OutputDirError, remove_stale_temps
-    from exporters.manifest import foreign_files
+    from compressor.export.manifest import foreign_files
 
     out = config.out
     theirs = [] if config.overwrite else foreign_files(out, ARTIFACT_NAMES)  # read-only: first
@@ -146,7 +146,7 @@ class _Job:
     # -- steps ---------------------------------------------------------------------------
 
     def _load_gate_images(self) -> None:
-        from exporters.gate_images import run_images
+        from compressor.export.gate_images import run_images
 
         path = self.source.path
         run_dir = path if self.source.kind == "run" else None
@@ -229,7 +229,7 @@ class _Job:
             self._refuse(top1.failure(), FP16_REMEDY)
 
     def _tensorrt(self, onnx_path: Path) -> None:
-        from exporters import tensorrt as trt_export
+        from compressor.export import tensorrt as trt_export
 
         available, found = trt_export.tensorrt_available()
         if not available:

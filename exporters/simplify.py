@@ -13,8 +13,8 @@ from pathlib import Path
 
 import onnx
 
-from exporters.messages import one_line, quiet
-from exporters.onnx_export import batch_dim_is_symbolic
+from compressor.export.messages import one_line, quiet
+from compressor.export.onnx_export import batch_dim_is_symbolic
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 from torch import nn
 
 from compressor.errors import CompressorError
-from compressor.serialization import load_pruned
-from compressor.zoo import build, entry
+from compressor.training.serialization import load_pruned
+from compressor.models.zoo import build, entry
 
 RUN_MODEL_FILE = "model.pt"
 MODEL_FILE_SUFFIXES = (".pt", ".pth")

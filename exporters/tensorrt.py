@@ -32,9 +32,9 @@ from torch import nn
 
 from compressor.atomic import atomic_write
 from compressor.errors import CompressorError
-from exporters.artifacts import make_readable
-from exporters.messages import one_line
-from exporters.parity import ParityReport, Top1Report, check_parity, check_top1, gate_cases, torch_runner
+from compressor.export.artifacts import make_readable
+from compressor.export.messages import one_line
+from compressor.export.parity import ParityReport, Top1Report, check_parity, check_top1, gate_cases, torch_runner
 
 INSTALL_HINT = "install it on a machine with an NVIDIA GPU and driver: pip install tensorrt"
 

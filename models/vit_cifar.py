@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from compressor.engine.analysis.attention import SeparateQKVAttentionHandler
+from compressor.engine.analysis.registry import register_handler
+
 LAYER_NORM_EPS = 1e-6
 INIT_STD = 0.02
 
@@ -46,6 +49,10 @@ class Attention(nn.Module):
         """(B, N, heads*head_dim) -> (B, heads, N, head_dim)."""
         return x.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
 
+
+
+# The engine prunes this attention by heads; it learns the class from here (it never imports the zoo).
+register_handler(SeparateQKVAttentionHandler(Attention))
 
 class Mlp(nn.Module):
     """fc1 -> GELU -> fc2; fc1's output width is what MLP pruning shrinks."""

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from compressor.checkpoint import LATEST, load_checkpoint
+from compressor.training.checkpoint import LATEST, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # PYTHONPATH first: ``-m compressor`` then imports this tree whatever the working
@@ -81,7 +81,7 @@ def kill_at_checkpoint(args: list[str], out: Path, epoch: int, when: str) -> Non
 def die_at_checkpoint(epoch: int, when: str, args: list[str]) -> None:
     """In the driver process: run ``compress ARGS`` here, SIGKILL-ing this process
     around the write of epoch ``epoch``'s checkpoint.pt."""
-    import compressor.training as training
+    import compressor.training.loop as training
     from compressor.cli import main
 
     real_save = training.save_checkpoint

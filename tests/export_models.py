@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compressor.verify import make_informative
+from compressor.engine.verify import make_informative
 
 INPUT_SIZE = (3, 8, 8)
 BIG_BATCH = 4  # DoublesPastFour's output changes above this batch size

@@ -20,9 +20,9 @@ from compressor import (
     save_pruned,
     select_plan,
 )
-from compressor.masking import masked_copy
-from compressor.plan import kept_class_mask
-from compressor.verify import Equivalence, calibrate_batch_norm, compare, make_informative
+from compressor.engine.masking import masked_copy
+from compressor.engine.plan import kept_class_mask
+from compressor.engine.verify import Equivalence, calibrate_batch_norm, compare, make_informative
 
 # The equivalence check runs in float64 after calibrating BN statistics (outputs of
 # scale 0.2..2e3 over the zoo), where rounding leaves at most ~5e-12 (measured); a

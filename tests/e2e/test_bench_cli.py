@@ -13,11 +13,11 @@ import torch
 from click.testing import CliRunner, Result
 from onnx import TensorProto, helper
 
-from benchmarks.latency.rounding import SweepConfig, auto_round_to, choose
-from benchmarks.latency.timing import TimingConfig
+from compressor.bench.rounding import SweepConfig, auto_round_to, choose
+from compressor.bench.timing import TimingConfig
 from compressor import CostModel, ModelSpec, SelectionConfig, analyse, apply_plan, group_l2, save_pruned, select_plan
 from compressor.cli import main
-from compressor.zoo import build
+from compressor.models.zoo import build
 
 # One thread: two OpenMP threads per test worker on a 2-core CI machine spin against each other.
 FAST = ["--warmup-s", "0", "--warmup-runs", "1", "--min-runs", "3", "--min-time-s", "0", "--rounds", "1", "--threads", "1"]
@@ -123,10 +123,10 @@ def test_onnx_files_compare_with_the_first(pruned_file, tmp_path):
 def test_a_bare_onnx_file_reports_the_macs_its_manifest_would(pruned_file, tmp_path):
     """The same exported file, benched with its manifest.json and then without it: the
     MACs reported from the graph alone equal the manifest's (the PyTorch count)."""
-    from compressor.serialization import load_pruned
-    from exporters.config import ExportConfig
-    from exporters.pipeline import export_source
-    from exporters.sources import from_module
+    from compressor.training.serialization import load_pruned
+    from compressor.export.config import ExportConfig
+    from compressor.export.pipeline import export_source
+    from compressor.export.sources import from_module
 
     model, spec, _ = load_pruned(pruned_file)
     exported = export_source(from_module(model, "resnet20", spec.input_size, True),

@@ -24,7 +24,7 @@ from compressor import (
     select_plan,
 )
 from compressor.cli import main
-from compressor.zoo import build
+from compressor.models.zoo import build
 from tests.cli_runs import ENV
 
 INFO_OPTIONS = [

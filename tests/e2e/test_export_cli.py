@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner, Result
 
 from compressor.cli import main
-from exporters.tensorrt import tensorrt_available
+from compressor.export.tensorrt import tensorrt_available
 from tests.cli_runs import compress
 
 EXPORT_OPTIONS = ["--format", "--out", "--opset", "--max-batch", "--fp16", "--simplify", "--no-simplify",
@@ -117,8 +117,8 @@ def test_export_a_prune_run_directory(prune_run):
 def test_the_gate_images_are_the_runs_first_validation_images(prune_run):
     """Read back from summary.json, rebuilt with the run's own preprocessing: the same tensors
     the run validated on (synthetic is normalised with the training set's statistics)."""
-    from compressor.data import DataConfig, load_data
-    from exporters.gate_images import run_images
+    from compressor.training.data import DataConfig, load_data
+    from compressor.export.gate_images import run_images
 
     summary = json.loads((prune_run / "summary.json").read_text())
     images, note = run_images(prune_run, 40, (3, 32, 32))

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 
 from compressor import CostModel, ModelSpec, SelectionConfig, analyse, apply_plan, group_l2, save_pruned, select_plan
 from compressor.cli import main
-from compressor.zoo import build
+from compressor.models.zoo import build
 from tests.export_models import BIG_BATCH, INPUT_SIZE
 
 DOUBLES = "tests.export_models:doubles_past_four"

@@ -225,7 +225,7 @@ def test_nan_only_in_validation_stops_the_run(tmp_path, monkeypatch):
     """README: "NaN loss stops the run", validation included (training.Trainer.run)."""
     import dataclasses
 
-    import compressor.run as run
+    import compressor.training.run as run
 
     real = run.load_data
 
@@ -250,7 +250,7 @@ _NO_TIMM = "import sys; sys.modules['timm'] = None\nfrom compressor.cli import m
 # would; set only at that write so the checkpoints before it are real.
 _FULL_AT_MODEL = """
 import resource, signal, sys
-import compressor.run as run
+import compressor.training.run as run
 real = run.save_pruned
 def limited(*args, **kwargs):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -334,7 +334,7 @@ FAST = ["--backend", "onnxruntime", "--batch-size", "1", "--warmup-s", "0", "--w
 def planted_bench(base_run, tmp_path_factory):
     """Bench a copy of the run whose cache holds a planted pruned ONNX (the dense one,
     renamed: a valid file that would fake a speed-up of 1x and a wrong graph)."""
-    from benchmarks.latency.subjects import _digest
+    from compressor.bench.subjects import _digest
 
     run = tmp_path_factory.mktemp("bench") / "run"
     shutil.copytree(base_run, run)
@@ -349,7 +349,7 @@ def planted_bench(base_run, tmp_path_factory):
 def test_bench_rebuilds_a_planted_cache_file(planted_bench):
     run, cache, planted, result = planted_bench
     assert result.exit_code == 0, result.output
-    from benchmarks.latency.provenance import file_sha256
+    from compressor.bench.provenance import file_sha256
 
     rebuilt = cache / "resnet20-pruned.onnx"
     assert rebuilt.read_bytes() != planted  # (the CLI also logs "... rebuilding it" on stderr)
@@ -360,7 +360,7 @@ def test_bench_rebuilds_a_planted_cache_file(planted_bench):
 
 
 def test_bench_refuses_a_manifest_whose_macs_do_not_match_the_graph(planted_bench, tmp_path):
-    from benchmarks.latency.provenance import onnx_macs
+    from compressor.bench.provenance import onnx_macs
 
     _, cache, _, _ = planted_bench
     shutil.copy(cache / "resnet20-pruned.onnx", tmp_path / "model.onnx")
@@ -378,7 +378,7 @@ def test_bench_refuses_a_manifest_whose_macs_do_not_match_the_graph(planted_benc
 
 @pytest.mark.parametrize("multiple", ["abc", 1.5, None, 0, True, 3])
 def test_a_cached_round_to_that_is_not_a_multiple_is_measured_again(tmp_path, multiple):
-    from benchmarks.latency.rounding import _read_cached
+    from compressor.bench.rounding import _read_cached
 
     entry = {"multiple": multiple, "scores": {"8": 0.9}, "latency_ms": {"64": 1.0}, "config": {}, "environment": {}}
     (tmp_path / "entry.json").write_text(json.dumps(entry))

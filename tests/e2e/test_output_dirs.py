@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from compressor.plan import PruningPlan
-from compressor.serialization import ModelSpec, save_pruned
-from compressor.zoo import build
-from exporters.manifest import foreign_files
-from exporters.pipeline import ARTIFACT_NAMES
+from compressor.engine.plan import PruningPlan
+from compressor.training.serialization import ModelSpec, save_pruned
+from compressor.models.zoo import build
+from compressor.export.manifest import foreign_files
+from compressor.export.pipeline import ARTIFACT_NAMES
 from tests.hostile import TINY, invoke, one_line_error, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -99,7 +99,7 @@ def test_bench_never_writes_through_a_planted_link(tmp_path, model_file):
     """Links to a file outside at every report name, at the names the old code staged
     to (bench.png.partial.png, X.raw.onnx, X.onnx.partial) and at the cached exports:
     each is replaced by bench's own file, the file outside is never written."""
-    from benchmarks.latency.subjects import _digest
+    from compressor.bench.subjects import _digest
 
     model = _model_in(tmp_path / "src", model_file)
     victim = tmp_path / "victim"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from compressor.checkpoint import LATEST, load_checkpoint
-from compressor.serialization import load_pruned
+from compressor.training.checkpoint import LATEST, load_checkpoint
+from compressor.training.serialization import load_pruned
 from tests.cli_runs import (
     AFTER_CHECKPOINT,
     BEFORE_CHECKPOINT,
@@ -154,7 +154,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
     script = f"""
 import resource, signal, torch
 from pathlib import Path
-from compressor.checkpoint import save_checkpoint, CheckpointError
+from compressor.training.checkpoint import save_checkpoint, CheckpointError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 path = Path({str(path)!r})
 save_checkpoint(path, {{"epoch": 1, "model": {{"w": torch.ones(10)}}}})

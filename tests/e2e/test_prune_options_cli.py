@@ -14,11 +14,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from compressor.analysis.graph import analyse
-from compressor.checkpoint import LATEST, load_checkpoint
+from compressor.engine.analysis.graph import analyse
+from compressor.training.checkpoint import LATEST, load_checkpoint
 from compressor.cli import main
-from compressor.serialization import load_pruned
-from models import build_model
+from compressor.training.serialization import load_pruned
+from compressor.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -21,9 +21,9 @@ import pytest
 import torch
 from torch import nn
 
-from compressor.checkpoint import LATEST, load_checkpoint, save_checkpoint
-from compressor.plan import PruningPlan
-from compressor.serialization import ModelSpec, save_pruned
+from compressor.training.checkpoint import LATEST, load_checkpoint, save_checkpoint
+from compressor.engine.plan import PruningPlan
+from compressor.training.serialization import ModelSpec, save_pruned
 from tests.hostile import invoke, one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -99,7 +99,7 @@ PROBE = r'''
 import json, os, sys
 from click.testing import CliRunner
 from compressor.cli import main
-from compressor.serialization import load_pruned
+from compressor.training.serialization import load_pruned
 from compressor.trust import UntrustedCodeError
 
 names, files = json.loads(sys.argv[1]), json.loads(sys.argv[2])
@@ -188,8 +188,8 @@ def test_every_loading_command_refuses_before_importing(inside, command, name):
 
 
 def test_export_and_bench_sources_load_a_trusted_local_factory(inside):
-    from benchmarks.latency.subjects import resolve
-    from exporters.sources import resolve_source
+    from compressor.bench.subjects import resolve
+    from compressor.export.sources import resolve_source
 
     good = (inside / "good_module.txt").read_text()
     source = resolve_source("good.pt", trust_code=True)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from benchmarks.latency.backends import BACKENDS, Workload
-from benchmarks.latency.timing import CUDA_EVENTS, TimingConfig, measure
+from compressor.bench.backends import BACKENDS, Workload
+from compressor.bench.timing import CUDA_EVENTS, TimingConfig, measure
 from compressor import CostModel, ModelSpec, SelectionConfig, analyse, apply_plan, group_l2, save_pruned, select_plan
 from compressor.cli import main
-from models import build_model
+from compressor.models import build_model
 
 pytestmark = pytest.mark.gpu
 FAST = ["--warmup-s", "0.1", "--warmup-runs", "3", "--min-runs", "10", "--min-time-s", "0.1", "--rounds", "2"]

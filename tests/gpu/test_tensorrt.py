@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from compressor.verify import make_informative
-from exporters.config import ExportConfig
-from exporters.pipeline import export_source
-from exporters.sources import from_module
-from models import build_model
+from compressor.engine.verify import make_informative
+from compressor.export.config import ExportConfig
+from compressor.export.pipeline import export_source
+from compressor.export.sources import from_module
+from compressor.models import build_model
 
 pytestmark = pytest.mark.gpu
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install tensorrt)")
@@ -29,7 +29,7 @@ CIFAR = (3, 32, 32)
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """One fp32 + fp16 TensorRT export of ResNet-20, shared by the checks below."""
-    from exporters.tensorrt import tensorrt_available
+    from compressor.export.tensorrt import tensorrt_available
 
     available, found = tensorrt_available()
     if not available:
@@ -83,7 +83,7 @@ def test_manifest_lists_the_engines_with_hashes_and_the_timing_cache_is_reusable
 
 
 def test_engine_runs_at_every_batch_size_up_to_the_profile_max(exported):
-    from exporters.tensorrt import EngineRunner
+    from compressor.export.tensorrt import EngineRunner
 
     result, model = exported
     runner = EngineRunner(result.out / "model.plan")

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compressor import analyse
-from compressor.analysis.errors import UnsupportedOperationError
+from compressor.engine.analysis.errors import UnsupportedOperationError
 from compressor.errors import CompressorError
 from tests.helpers import assert_invariants, prune_and_check
 

@@ -17,7 +17,7 @@ from torch import nn
 
 import compressor
 from compressor import EpochEvent, OneCyclePruner, PruneConfig
-from compressor.apply import slice_indices
+from compressor.engine.apply import slice_indices
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

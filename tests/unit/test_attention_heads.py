@@ -8,10 +8,10 @@ from torchvision.models import swin_t, swin_v2_t
 from torchvision.models.vision_transformer import VisionTransformer
 
 from compressor import CostModel, GroupPlan, PruningPlan, analyse, apply_plan, count_macs
-from compressor.masking import masked_copy
-from compressor.plan import kept_class_mask
-from compressor.verify import compare, make_informative
-from models import build_model
+from compressor.engine.masking import masked_copy
+from compressor.engine.plan import kept_class_mask
+from compressor.engine.verify import compare, make_informative
+from compressor.models import build_model
 
 
 def small_vit():

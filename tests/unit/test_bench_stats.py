@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.latency.rounding import MULTIPLES, choose, efficiency, score
-from benchmarks.latency.stats import compare, relative_difference, summarise
-from benchmarks.latency.timing import PERF_COUNTER, TimingConfig, measure, planned_runs
+from compressor.bench.rounding import MULTIPLES, choose, efficiency, score
+from compressor.bench.stats import compare, relative_difference, summarise
+from compressor.bench.timing import PERF_COUNTER, TimingConfig, measure, planned_runs
 
 
 def test_summary_of_known_samples():

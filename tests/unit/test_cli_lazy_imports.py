@@ -21,7 +21,7 @@ from compressor.cli import main
 REPO = Path(__file__).resolve().parents[2]
 # torch and the ONNX stack cost seconds; the engine, exporters and benchmark backends import them.
 MUST_NOT_IMPORT = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "onnxsim", "tensorrt", "timm",
-                   "compressor.analysis", "exporters.pipeline", "exporters.onnx_export", "benchmarks.latency.backends")
+                   "compressor.engine.analysis", "compressor.export.pipeline", "compressor.export.onnx_export", "compressor.bench.backends")
 PROBE = """
 import json, runpy, sys
 sys.argv = ["compress", *sys.argv[1:]]
@@ -81,7 +81,7 @@ def test_the_help_shows_the_opsets_torch_itself_defines():
 
     import torch  # noqa: F401 - the comparison needs the real values
 
-    from exporters import opsets
+    from compressor.export import opsets
 
     def real(module: str, name: str) -> int:
         return int(getattr(importlib.import_module(module), name))
@@ -97,9 +97,9 @@ def test_the_help_shows_the_opsets_torch_itself_defines():
 
 def test_the_choice_lists_are_the_registries():
     """The CLI's torch-free names and the implementations are one list."""
-    from benchmarks.latency.backends import BACKENDS
+    from compressor.bench.backends import BACKENDS
     from compressor import choices
-    from compressor.importance import CRITERIA
+    from compressor.engine.importance import CRITERIA
 
     assert tuple(CRITERIA) == choices.CRITERIA
     assert tuple(BACKENDS) == choices.BENCH_BACKENDS

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from compressor import data
-from compressor.data import DataConfig, load_data
+from compressor.training import data
+from compressor.training.data import DataConfig, load_data
 from compressor.errors import CompressorError
 
 SMALL = dict(synthetic_train=200, synthetic_val=100, batch_size=32)

@@ -3,7 +3,7 @@ sliced == masked original, MACs/params predicted == counted, reduction on target
 import pytest
 
 from compressor import ModelSpec
-from models import build_model, get_entry
+from compressor.models import build_model, get_entry
 from tests.helpers import assert_invariants, assert_round_trip, prune_and_check
 
 ZOO = ["resnet20", "resnet32", "resnet56", "resnet110", "vgg16_cifar", "vgg19_cifar", "mobilenetv2_cifar", "vit_tiny_cifar"]

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from compressor import CostModel, SelectionConfig, analyse, apply_plan, group_l2, select_plan
-from compressor.apply import slice_indices
-from compressor.masking import masked_copy
-from compressor.verify import calibrate_batch_norm, compare, make_informative
-from models import build_model
+from compressor.engine.apply import slice_indices
+from compressor.engine.masking import masked_copy
+from compressor.engine.verify import calibrate_batch_norm, compare, make_informative
+from compressor.models import build_model
 from tests.helpers import CALIBRATION_BATCH, EQUIVALENCE_ATOL, EQUIVALENCE_DTYPE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -29,13 +29,13 @@ from compressor import (
     group_l2,
     select_plan,
 )
-from compressor.verify import make_informative
-from exporters.config import ExportConfig
-from exporters.onnx_export import check_exported
-from exporters.opsets import check_opset
-from exporters.pipeline import ExportRefused, export_source
-from exporters.sources import from_module
-from models import build_model
+from compressor.engine.verify import make_informative
+from compressor.export.config import ExportConfig
+from compressor.export.onnx_export import check_exported
+from compressor.export.opsets import check_opset
+from compressor.export.pipeline import ExportRefused, export_source
+from compressor.export.sources import from_module
+from compressor.models import build_model
 
 ZOO = ["resnet20", "vgg16_cifar", "mobilenetv2_cifar", "vit_tiny_cifar"]
 TORCHVISION = [

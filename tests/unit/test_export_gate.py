@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from compressor.errors import CompressorError
-from exporters.config import MAX_ATOL, MAX_RTOL, ExportConfig
-from exporters.onnx_export import TraceRefused
-from exporters.outputs import flatten_outputs, output_names
-from exporters.parity import NOISE_FACTOR, compare_batch, compare_scaled, gate_cases
-from exporters.pipeline import ExportRefused, export_source
-from exporters.sources import from_module
+from compressor.export.config import MAX_ATOL, MAX_RTOL, ExportConfig
+from compressor.export.onnx_export import TraceRefused
+from compressor.export.outputs import flatten_outputs, output_names
+from compressor.export.parity import NOISE_FACTOR, compare_batch, compare_scaled, gate_cases
+from compressor.export.pipeline import ExportRefused, export_source
+from compressor.export.sources import from_module
 from tests.export_models import BIG_BATCH, INPUT_SIZE, doubles_past_four, flips_on_bright_inputs, two_heads
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

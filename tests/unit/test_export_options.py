@@ -15,11 +15,11 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from exporters import onnx_export, pipeline
-from exporters.config import ExportConfig
-from exporters.parity import check_onnx
-from exporters.pipeline import export_source
-from exporters.sources import from_module
+from compressor.export import onnx_export, pipeline
+from compressor.export.config import ExportConfig
+from compressor.export.parity import check_onnx
+from compressor.export.pipeline import export_source
+from compressor.export.sources import from_module
 from tests.export_models import BIG_BATCH, INPUT_SIZE, doubles_past_four, small_cnn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

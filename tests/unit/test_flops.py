@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from compressor.flops import (
+from compressor.engine.flops import (
     COMPOSITE_SDPA_OPS,
     NON_COMPUTE_SDPA_OPS,
     SDPA_OPS,
@@ -16,7 +16,7 @@ from compressor.flops import (
     count_macs,
     macs_counter,
 )
-from models import build_model
+from compressor.models import build_model
 
 # (q, k, v) shapes and their MACs worked out by hand: batch·heads·Lq·Lk·(E + Ev).
 CASES = {
@@ -121,7 +121,7 @@ def test_default_cpu_dispatch_uses_a_fused_kernel_and_counts_it():
 
 
 def _attention_without_sdpa(self, x):
-    """models.vit_cifar.Attention.forward with the attention itself cut out (v passes through)."""
+    """compressor.models.vit_cifar.Attention.forward with the attention itself cut out (v passes through)."""
     B, N, _ = x.shape
     self.q(x), self.k(x)
     v = self._split_heads(self.v(x), B, N)

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compressor.analysis.graph import analyse
-from compressor.apply import apply_plan
-from compressor.cost import CostModel
+from compressor.engine.analysis.graph import analyse
+from compressor.engine.apply import apply_plan
+from compressor.engine.cost import CostModel
 from compressor.errors import CompressorError
-from compressor.laasp import (
+from compressor.schedules.laasp import (
     TOLERANCE,
     GroupLimits,
     MaskedEvaluator,
@@ -23,12 +23,12 @@ from compressor.laasp import (
     prune_chunk,
     removal_order,
 )
-from compressor.masking import masked_copy
-from compressor.onecycle import OneCyclePruner, PruneConfig
-from compressor.plan import GroupPlan, PruningPlan, kept_class_mask
-from compressor.serialization import ModelSpec, rebuild
-from compressor.verify import make_informative
-from models import build_model
+from compressor.engine.masking import masked_copy
+from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
+from compressor.engine.plan import GroupPlan, PruningPlan, kept_class_mask
+from compressor.training.serialization import ModelSpec, rebuild
+from compressor.engine.verify import make_informative
+from compressor.models import build_model
 
 POOL = ("l1", "l2", "euclidean", "cosine")
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 pl = pytest.importorskip("lightning.pytorch")
 
 from compressor import PruneConfig  # noqa: E402
-from compressor.lightning import PruningCallback  # noqa: E402
+from compressor.integrations.lightning import PruningCallback  # noqa: E402
 
 
 class TinyNet(pl.LightningModule):

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from models import ModelEntry, UnknownModelError, build_model, get_entry, list_models
+from compressor.models import ModelEntry, UnknownModelError, build_model, get_entry, list_models
 
 ZOO = ["resnet20", "resnet32", "resnet56", "resnet110",
        "vgg16_cifar", "vgg19_cifar", "mobilenetv2_cifar", "vit_tiny_cifar"]

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from compressor.errors import CompressorError
-from compressor.onecycle import OneCyclePruner, PruneConfig
-from compressor.selection import UnreachableTargetError
-from models import build_model
+from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
+from compressor.engine.selection import UnreachableTargetError
+from compressor.models import build_model
 
 
 def train(schedule: str, epochs: int = 4, **overrides):

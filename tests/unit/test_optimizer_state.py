@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from compressor import CostModel, SelectionConfig, analyse, apply_plan, group_l2, select_plan
-from compressor.apply import slice_indices
-from compressor.masking import apply_mask
-from models import build_model
+from compressor.engine.apply import slice_indices
+from compressor.engine.masking import apply_mask
+from compressor.models import build_model
 
 OPTIMIZERS = {
     "sgd-nesterov": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),

@@ -21,18 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compressor.analysis.graph import analyse
-from compressor.cost import CostModel
-from compressor.data import DataBundle, DataConfig, load_data
+from compressor.engine.analysis.graph import analyse
+from compressor.engine.cost import CostModel
+from compressor.training.data import DataBundle, DataConfig, load_data
 from compressor.errors import CompressorError
-from compressor.importance import score_channels
-from compressor.onecycle import OneCyclePruner, PruneConfig
-from compressor.plan import GroupPlan, PruningPlan
-from compressor.run import RunSpec, run_prune
-from compressor.serialization import load_pruned
-from compressor.stability import EpiIndicator, JaccardIndicator
-from compressor.training import RunContext, TrainConfig, Trainer, make_optimizer, resolve_device
-from models import build_model
+from compressor.engine.importance import score_channels
+from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
+from compressor.engine.plan import GroupPlan, PruningPlan
+from compressor.training.run import RunSpec, run_prune
+from compressor.training.serialization import load_pruned
+from compressor.schedules.stability import EpiIndicator, JaccardIndicator
+from compressor.training.loop import RunContext, TrainConfig, Trainer, make_optimizer, resolve_device
+from compressor.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -4,10 +4,10 @@ import copy
 import torch
 
 from compressor import CostModel, SelectionConfig, analyse, select_plan
-from compressor.importance import score_channels
-from compressor.masking import masked_copy
-from compressor.regularization import Shrinker
-from models import build_model
+from compressor.engine.importance import score_channels
+from compressor.engine.masking import masked_copy
+from compressor.schedules.regularization import Shrinker
+from compressor.models import build_model
 
 
 def test_shrink_scales_only_what_the_plan_removes():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from compressor.errors import CompressorError
-from compressor.report import EpochRecord, MetricsLog, format_epoch_line, plot_run, write_summary
+from compressor.training.report import EpochRecord, MetricsLog, format_epoch_line, plot_run, write_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,8 +5,8 @@ import torch
 
 from compressor import CostModel, SelectionConfig, UnreachableTargetError, analyse, group_l2, select_plan
 from compressor.errors import CompressorError
-from compressor.plan import kept_class_mask
-from models import build_model
+from compressor.engine.plan import kept_class_mask
+from compressor.models import build_model
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,9 @@ from compressor import (
     save_pruned,
     select_plan,
 )
-from compressor.plan import GroupPlan
-from compressor.serialization import FORMAT, read_pruned
-from compressor.zoo import build
+from compressor.engine.plan import GroupPlan
+from compressor.training.serialization import FORMAT, read_pruned
+from compressor.models.zoo import build
 
 SPEC = ModelSpec("resnet20", 10, (3, 32, 32))
 

@@ -1,8 +1,8 @@
 """Jaccard and EPI arithmetic on hand-made plans."""
 import pytest
 
-from compressor.plan import GroupPlan, PruningPlan
-from compressor.stability import EpiIndicator, JaccardIndicator, count_similarity, jaccard
+from compressor.engine.plan import GroupPlan, PruningPlan
+from compressor.schedules.stability import EpiIndicator, JaccardIndicator, count_similarity, jaccard
 
 
 def plan(**groups) -> PruningPlan:

@@ -10,11 +10,11 @@ import torch
 pytest.importorskip("timm")
 
 from compressor import CompressorError, CostModel, ModelSpec, analyse, apply_plan, count_macs  # noqa: E402
-from compressor.masking import masked_copy  # noqa: E402
-from compressor.plan import kept_class_mask  # noqa: E402
-from compressor.verify import compare, make_informative  # noqa: E402
-from compressor.zoo import build, entry  # noqa: E402
-from models import build_model, get_entry  # noqa: E402
+from compressor.engine.masking import masked_copy  # noqa: E402
+from compressor.engine.plan import kept_class_mask  # noqa: E402
+from compressor.engine.verify import compare, make_informative  # noqa: E402
+from compressor.models.zoo import build, entry  # noqa: E402
+from compressor.models import build_model, get_entry  # noqa: E402
 from tests.helpers import assert_invariants, assert_round_trip, prune_and_check  # noqa: E402
 from tests.unit.test_attention_heads import drop_heads  # noqa: E402
 

@@ -1,0 +1,75 @@
+"""The TensorRT backend: a serialized engine run with ``execute_async_v3``.
+
+Input and output buffers are torch CUDA tensors allocated once; the call enqueues
+the engine on its own stream and CUDA events around it time the GPU work, with no
+host synchronisation inside the timed loop.  The engine's optimisation profile
+decides which batch sizes it accepts; any other is refused before timing.
+"""
+from __future__ import annotations
+
+import torch
+
+from compressor.bench.backends.base import BackendError, Workload, gpu_missing
+from compressor.bench.timing import CUDA_EVENTS
+from compressor.errors import CompressorError
+from compressor.export.tensorrt import tensorrt_available, tensorrt_version
+
+
+class EngineRunnable:
+    timer = CUDA_EVENTS
+
+    def __init__(self, plan_path, workload: Workload):
+        import tensorrt as trt
+
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
+        if self.engine is None:
+            raise BackendError(f"TensorRT could not deserialize {plan_path.name} (built for another GPU or version?)")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        check_profile(self.engine, inputs[0], workload.batch_size, plan_path.name)
+        self.context.set_input_shape(inputs[0], workload.shape)
+        self.stream = torch.cuda.Stream()
+        self.buffers = {}
+        for name in inputs + outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = torch.float16 if self.engine.get_tensor_dtype(name) == trt.float16 else torch.float32
+            self.buffers[name] = torch.randn(shape, device="cuda").to(dtype)
+            self.context.set_tensor_address(name, self.buffers[name].data_ptr())
+        torch.cuda.synchronize()
+        self.provider = f"TensorRT {tensorrt_version()} on {torch.cuda.get_device_name(0)}"
+
+    def __call__(self) -> None:
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise BackendError("TensorRT failed to execute the engine")
+
+    def close(self) -> None:
+        self.context = None
+        self.engine = None
+        self.buffers = {}
+
+
+def check_profile(engine, input_name: str, batch_size: int, label: str) -> None:
+    """A batch outside the engine's profile is the user's mistake, not a skip."""
+    low, _, high = engine.get_tensor_profile_shape(input_name, 0)
+    if not low[0] <= batch_size <= high[0]:
+        raise CompressorError(
+            f"{label} was built for batch sizes {low[0]}..{high[0]}; --batch-size {batch_size} is outside its profile "
+            f"(rebuild it with compress export --format tensorrt --max-batch {batch_size})"
+        )
+
+
+class TensorRT:
+    name = "tensorrt"
+    description = "TensorRT engine (execute_async_v3)"
+
+    def unavailable(self, device: str, precision: str) -> str | None:
+        if device != "cuda":
+            return gpu_missing("TensorRT")
+        ok, reason = tensorrt_available()
+        return None if ok else reason
+
+    def prepare(self, artifacts, workload: Workload) -> EngineRunnable:
+        return EngineRunnable(artifacts.engine(workload), workload)

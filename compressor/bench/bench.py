@@ -1,0 +1,154 @@
+"""One benchmark: every (group, backend, precision, batch size) cell, timed.
+
+Within a cell the group's subjects (dense and pruned) are prepared together and
+timed interleaved; a backend that cannot run on this machine, or a subject it
+cannot prepare, becomes a *skipped* record with the reason.  Nothing is replaced
+silently: an ``onnxruntime-cuda`` cell never quietly times the CPU.
+"""
+from __future__ import annotations
+
+import gc
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from compressor.bench.backends import BACKENDS, BackendError, Workload
+from compressor.bench.environment import describe, usable_cores
+from compressor.bench.stats import LatencyStats, compare, summarise
+from compressor.bench.subjects import Group, Subject, check_batch_sizes
+from compressor.bench.timing import TimingConfig, measure
+from compressor.errors import CompressorError
+
+FORMAT = "compressor.bench/1"
+DEFAULT_BACKENDS = ("torch", "onnxruntime")
+MODULE_BACKENDS = ("torch", "torch-compile")  # time the PyTorch module itself; the others need exported files
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
+    device: str = "auto"
+    batch_sizes: tuple[int, ...] = (1, 32)
+    precisions: tuple[str, ...] = ("fp32",)
+    threads: int | None = None  # None: every core this process may use
+    timing: TimingConfig = field(default_factory=TimingConfig)
+
+    def __post_init__(self) -> None:
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown:
+            raise CompressorError(f"unknown backend '{unknown[0]}'; choose from {', '.join(BACKENDS)}")
+        if not self.backends or not self.batch_sizes or not self.precisions:
+            raise CompressorError("give at least one backend, batch size and precision")
+        if any(b < 1 for b in self.batch_sizes):
+            raise CompressorError("batch sizes must be at least 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise CompressorError(f"--device must be auto, cpu or cuda, got '{self.device}'")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise CompressorError("--device cuda was asked for, but PyTorch sees no CUDA device on this machine")
+
+    @property
+    def resolved_device(self) -> str:
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or usable_cores()
+
+
+@dataclass
+class BenchResult:
+    environment: dict
+    config: dict
+    records: list[dict]
+    skipped: list[dict]
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, **asdict(self)}
+
+
+def exports_files(config: BenchConfig) -> bool:
+    """Whether some cell will export an ONNX file or build an engine: a backend that can run
+    here and does not time the PyTorch module itself."""
+    device = config.resolved_device
+    return any(BACKENDS[name].unavailable(device, precision) is None
+               for name in config.backends if name not in MODULE_BACKENDS for precision in config.precisions)
+
+
+def cells(groups: list[Group], config: BenchConfig):
+    for group in groups:
+        for backend in config.backends:
+            for precision in config.precisions:
+                for batch in config.batch_sizes:
+                    yield group, backend, precision, batch
+
+
+def run_bench(groups: list[Group], config: BenchConfig, on_cell: Callable[[str], None] | None = None) -> BenchResult:
+    check_batch_sizes(groups, config.batch_sizes)
+    device, threads = config.resolved_device, config.resolved_threads
+    records, skipped = [], []
+    for group, backend_name, precision, batch in cells(groups, config):
+        if on_cell is not None:
+            on_cell(f"{group.label}: {backend_name} {precision} batch {batch}")
+        backend = BACKENDS[backend_name]
+        base = {"backend": backend_name, "device": device, "precision": precision, "batch_size": batch}
+        reason = backend.unavailable(device, precision)
+        if reason is not None:
+            skipped.append({**base, "model": group.label, "reason": reason})
+            continue
+        workload = Workload(batch, precision, device, threads, group.baseline.input_size)
+        cell_records, cell_skipped = _run_cell(group, backend, workload, config.timing, base)
+        records.extend(cell_records)
+        skipped.extend(cell_skipped)
+    config_dict = {**asdict(config), "device": device, "threads": threads}
+    return BenchResult(describe(threads), config_dict, records, skipped)
+
+
+def _run_cell(group: Group, backend, workload: Workload, timing: TimingConfig, base: dict):
+    prepared, subjects, skipped = [], [], []
+    try:
+        for subject in group.subjects:
+            try:
+                prepared.append(backend.prepare(subject, workload))
+                subjects.append(subject)
+            except BackendError as error:
+                skipped.append({**base, "model": subject.name, "reason": str(error)})
+        if not prepared:
+            return [], skipped
+        measurement = measure(prepared, timing)
+        stats = [summarise(samples, workload.batch_size) for samples in measurement.samples_ms]
+        records = [
+            _record(subject, runnable, workload, stats[index], measurement, index, base)
+            for index, (subject, runnable) in enumerate(zip(subjects, prepared))
+        ]
+        if subjects[0] is group.baseline:  # no baseline timed, nothing to compare with
+            for record, subject, subject_stats in zip(records[1:], subjects[1:], stats[1:]):
+                comparison = compare(stats[0], subject_stats, subjects[0].macs, subject.macs)
+                record.update(comparison.to_dict(), baseline=records[0]["model"])
+        return records, skipped
+    finally:
+        for runnable in prepared:
+            runnable.close()
+        gc.collect()
+        if workload.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _record(subject: Subject, runnable, workload: Workload, stats: LatencyStats, measurement, index: int,
+            base: dict) -> dict:
+    return {
+        "model": subject.name,
+        "variant": subject.variant,
+        **base,
+        "provider": runnable.provider,
+        "threads": workload.threads if workload.device == "cpu" else None,
+        "timer": runnable.timer,
+        "macs": subject.macs,
+        "macs_source": subject.macs_source if subject.macs is not None else None,
+        "params": subject.params,
+        **stats.to_dict(),
+        "warmup_runs": measurement.warmup_runs[index],
+        "warmup_s": round(measurement.warmup_s[index], 3),
+    }

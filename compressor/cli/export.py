@@ -1,0 +1,194 @@
+"""``compress export``: ONNX (and TensorRT) files that are proven to compute what PyTorch computes.
+
+The heavy imports (onnx, onnxruntime, onnxsim, tensorrt) happen inside the command,
+so ``compress --help`` and the other subcommands stay fast.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from compressor.cli.common import parse_input_size, trust_code_flag
+from compressor.errors import CompressorError
+from compressor.export.config import DEFAULT_ATOL, DEFAULT_MAX_BATCH, DEFAULT_RTOL, FORMATS, MAX_ATOL, MAX_RTOL, ExportConfig
+from compressor.export.opsets import DEFAULT_OPSET, check_opset, supported_range_text
+
+
+
+OPTIONS = [
+    click.option(
+        "--format", "format_", type=click.Choice(FORMATS), default="onnx", show_default=True,
+        help="onnx: model.onnx. tensorrt: also model.plan, a TensorRT engine for this machine's GPU "
+        "(needs an NVIDIA GPU and `pip install tensorrt`; without them the ONNX is still written, "
+        "then the command fails).",
+    ),
+    click.option(
+        "--out", type=click.Path(),
+        help="Output directory [default: RUN/export for a run directory, FILE-export next to a model file, "
+        "exports/NAME for a model name]. Files of an earlier export there are replaced.",
+    ),
+    click.option(
+        "--input-size", callback=parse_input_size, metavar="C,H,W",
+        help="Input size for a model-name SOURCE [default: its native size; a user's factory: its input_size "
+        "attribute or 3,224,224]. Refused for runs and model files: they are exported at the size they were "
+        "pruned at.",
+    ),
+    click.option(
+        "--opset", type=int,
+        help=f"ONNX opset [default: {DEFAULT_OPSET}, the dynamo exporter's own]; {supported_range_text()}.",
+    ),
+    click.option(
+        "--max-batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
+        help="Largest batch the parity gate checks (with 1, 2 and 3) and the TensorRT profile's max. "
+        "The ONNX batch dimension itself is symbolic (any size).",
+    ),
+    click.option(
+        "--fp16", is_flag=True,
+        help="Also write model_fp16.onnx (FP16 weights and math, float32 inputs/outputs; the way to FP16 on "
+        "TensorRT 11) and, with --format tensorrt, model_fp16.plan; checked for >= 99% top-1 agreement.",
+    ),
+    click.option(
+        "--simplify/--no-simplify", default=True, show_default=True,
+        help="Simplify the graph with onnxsim; the simplified model must pass the gate too, else the "
+        "unsimplified one is kept (the manifest says why).",
+    ),
+    click.option(
+        "--atol", type=click.FloatRange(min=0), default=DEFAULT_ATOL, show_default=True,
+        help="Parity gate: absolute tolerance; every element of every output must satisfy |onnx - torch| <= "
+        f"atol + rtol * |torch| (atol grows with the input on the scaled inputs). At most {MAX_ATOL:g}.",
+    ),
+    click.option(
+        "--rtol", type=click.FloatRange(min=0), default=DEFAULT_RTOL, show_default=True,
+        help=f"Parity gate: relative tolerance (see --atol). At most {MAX_RTOL:g}.",
+    ),
+    click.option(
+        "--allow-trace", is_flag=True,
+        help="Keep a TorchScript trace even though the tracer warned of data-dependent Python control flow "
+        "(an `if` on a tensor's value or the batch size: the trace keeps one branch). Without it such an "
+        "export is refused; with it the manifest records the flag and the tracer's warnings.",
+    ),
+    click.option(
+        "--no-verify", is_flag=True,
+        help="Skip the parity gates (PyTorch vs ONNX Runtime / TensorRT); the manifest then says 'unverified'.",
+    ),
+    click.option(
+        "--overwrite", is_flag=True,
+        help="Replace model.onnx, manifest.json ... in --out even if no earlier export there wrote them "
+        "(without it, files an export's manifest does not vouch for are refused).",
+    ),
+    trust_code_flag(),
+]
+
+
+def export_options(command):
+    for option in reversed(OPTIONS):
+        command = option(command)
+    return command
+
+
+@click.command("export", context_settings={"max_content_width": 110})
+@click.argument("source")
+@export_options
+def export_command(
+    source: str, format_: str, out, input_size, opset, max_batch, fp16, simplify, atol, rtol, allow_trace, no_verify,
+    overwrite, trust_code,
+) -> None:
+    """Export SOURCE to ONNX (and TensorRT) behind a parity gate.
+
+    SOURCE is a `compress prune` run directory (its model.pt), a pruned model file, or a
+    model name: zoo/torchvision, timm:NAME or module.path:factory (dense, random init: the
+    baseline). The exported model runs in ONNX Runtime next to PyTorch on the same inputs:
+    random ones at batch sizes 1, 2, 3 and --max-batch, the max batch scaled far below and
+    far above its range, and, for a run directory, images from the run's validation set.
+    Every output is compared; beyond --atol/--rtol the export is refused (exit 1, files
+    renamed *.failed).
+    Writes model.onnx (symbolic batch dimension) and manifest.json (shapes, MACs, params,
+    parity numbers, sha256 of every file, tool versions)."""
+    from compressor.export.pipeline import ExportRefused, TensorRTUnavailable, export_source
+    from compressor.export.sources import resolve_source
+
+    try:
+        check_opset(opset)
+        resolved = resolve_source(source, input_size, trust_code)
+        config = ExportConfig(
+            out=Path(out) if out else resolved.default_out, format=format_, opset=opset, max_batch=max_batch,
+            fp16=fp16, simplify=simplify, atol=atol, rtol=rtol, verify=not no_verify, overwrite=overwrite,
+            allow_trace=allow_trace,
+        )
+        result = export_source(resolved, config)
+    except (TensorRTUnavailable, ExportRefused) as error:
+        _print_summary(error.result.manifest, error.result.out)
+        raise click.ClickException(str(error)) from error
+    except CompressorError as error:
+        raise click.ClickException(str(error)) from error
+    _print_summary(result.manifest, result.out)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def _print_summary(manifest: dict, out: Path) -> None:
+    source = manifest["source"]
+    kind = "pruned" if source["pruned"] else "dense"
+    click.echo(
+        f"{manifest['model']} ({source['kind']}, {kind}): {manifest['exporter']} exporter, "
+        f"opset {manifest['opset']}, "
+        f"input {_shape(manifest['inputs'])} -> {_shape(manifest['outputs'])}, "
+        f"{manifest['macs'] / 1e6:.1f} M MACs, {manifest['params'] / 1e6:.3f} M params"
+    )
+    for name, record in manifest["files"].items():
+        click.echo(f"  {name:<22} {_size(record['size']):>10}  sha256 {record['sha256'][:12]}")
+    _print_checks(manifest)
+    click.echo(f"status {manifest['status']}; manifest.json in {out}")
+
+
+def _shape(values) -> str:
+    return ", ".join(f"{v['name']} [{','.join(str(d) for d in v['shape'])}]" for v in values or [])
+
+
+def _print_checks(manifest: dict) -> None:
+    parity = manifest["parity"]
+    if parity.get("checked"):
+        click.echo(f"  parity {_parity_line(parity)}")
+    simplify = manifest.get("simplify") or {}
+    if not simplify.get("applied") and simplify.get("reason"):
+        click.echo(f"  onnxsim not applied: {simplify['reason']}")
+    check = (manifest.get("fp16") or {}).get("check") or {}
+    if check.get("checked"):
+        click.echo(f"  fp16   {_top1_line(check)}")
+    trt = manifest.get("tensorrt") or {}
+    if trt.get("parity"):
+        click.echo(f"  tensorrt parity {_parity_line(trt['parity'])}")
+    if trt.get("fp16_parity"):
+        click.echo(f"  tensorrt fp16   {_top1_line(trt['fp16_parity'])}")
+
+
+def _parity_line(parity: dict) -> str:
+    verdict = "passed" if parity["passed"] else "FAILED"
+    return (
+        f"{parity['backend']} {parity['provider']} vs PyTorch fp32 on {_gate_inputs(parity)}: "
+        f"max abs err {parity['max_abs_err']:.2e}, max rel err {parity['max_rel_err']:.2e}, "
+        f"top-1 {parity['top1_agreement']:.1%} (atol {parity['atol']:g}, rtol {parity['rtol']:g}: {verdict})"
+    )
+
+
+def _gate_inputs(parity: dict) -> str:
+    """'randn batches 1,2,3,8, scaled x0.01/x100, 32 dataset images'"""
+    parts = ["randn batches " + ",".join(str(b) for b in parity["batch_sizes"])]
+    scaled = [label.split()[-1] for label in parity.get("inputs", []) if label.startswith("randn x")]
+    if scaled:
+        parts.append("scaled " + "/".join(scaled))
+    images = (parity.get("dataset_images") or {}).get("used")
+    if images:
+        parts.append(f"{images} dataset images")
+    return ", ".join(parts)
+
+
+def _top1_line(check: dict) -> str:
+    verdict = "passed" if check["passed"] else "FAILED"
+    return (
+        f"{check['backend']} {check['provider']}: top-1 agreement {check['top1_agreement']:.1%} of "
+        f"{check['batch_size']} (needs {check['min_top1']:.0%}: {verdict}), max abs err {check['max_abs_err']:.2e}"
+    )

@@ -1,0 +1,205 @@
+"""``compress info``: a model's channel groups, MACs and parameters, and what a given
+MACs reduction would keep -- checked by slicing and comparing with the masked model."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from compressor.cli.common import parse_input_size, trust_code_flag, user_errors
+from compressor.errors import CompressorError
+
+if TYPE_CHECKING:
+    from compressor.engine.analysis.graph import ChannelGraph
+
+
+@click.command("info")
+@click.argument("model")
+@click.option(
+    "--input-size",
+    callback=parse_input_size,
+    metavar="C,H,W",
+    help="Input size to analyse and count at (default: the model's native size).",
+)
+@click.option("--num-classes", type=click.IntRange(min=1), help="Classifier outputs (default: the model's).")
+@click.option(
+    "--flops-reduction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Also plan, apply and count a pruned model with this fraction of MACs removed (e.g. 0.5).",
+)
+@click.option(
+    "--round-to",
+    type=click.IntRange(min=1),
+    help="Keep channel counts at multiples of N (default: 8 for groups of >= 16 channels, else 1).",
+)
+@click.option(
+    "--max-prune-fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.75,
+    show_default=True,
+    help="Never remove more than this fraction of a group's channels.",
+)
+@click.option("--min-width", type=click.IntRange(min=1), default=1, show_default=True, help="Keep at least N channels per group.")
+@click.option("--ignore", multiple=True, metavar="MODULE", help="Keep this module's channels fixed (repeatable).")
+@click.option("--groups", "show_groups", is_flag=True, help="List every channel group (and the plan, with --flops-reduction).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (params, macs, groups, pruned_params, pruned_macs ...).")
+@trust_code_flag()
+@user_errors
+def info_command(
+    model: str,
+    input_size,
+    num_classes,
+    flops_reduction,
+    round_to,
+    max_prune_fraction,
+    min_width,
+    ignore,
+    show_groups,
+    as_json,
+    trust_code,
+) -> None:
+    """Print params, MACs and channel groups of MODEL (a zoo/torchvision name, timm:NAME,
+    module.path:factory or a pruned model file); with --flops-reduction, really prune a copy
+    and count it."""
+    import torch
+
+    from compressor.engine.analysis.errors import ModelRunError
+    from compressor.engine.analysis.graph import analyse
+    from compressor.engine.flops import count_params
+    from compressor.engine.selection import SelectionConfig
+
+    from compressor.memory import check_fits
+
+    network, name, size, classes = _load_for_info(model, input_size, num_classes, trust_code)
+    check_fits(network, size, 2, "--input-size")  # before randn: the analysis runs batches of 1 and 2
+    example = torch.randn(1, *size)
+    started = time.perf_counter()
+    try:
+        graph = analyse(network, example, ignore=ignore)
+    except ModelRunError as error:
+        raise CompressorError(f"{error} (check --input-size)") from error
+    timings = {"analyse_s": time.perf_counter() - started}
+    report = {
+        "model": name,
+        "input_size": list(size),
+        "num_classes": classes,
+        "params": count_params(network),
+        "macs": graph.dense_macs,
+        "groups": len(graph.groups),
+        "prunable_channels": graph.prunable_channels,
+        "fixed": graph.frozen_reasons,
+    }
+    plan = None
+    if flops_reduction is not None:
+        config = SelectionConfig(flops_reduction, round_to, max_prune_fraction, min_width)
+        plan, pruned_report = _prune_and_count(network, graph, config, example, timings)
+        report.update(pruned_report)
+    report["timings"] = {k: round(v, 4) for k, v in timings.items()}
+    if show_groups:
+        report["group_list"] = [
+            {"name": g.name, "size": g.size, "kept": len(plan.groups[g.name].kept) if plan else g.size}
+            for g in graph.groups
+        ]
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+    else:
+        _print_info(report, graph)
+
+
+def _load_for_info(model: str, input_size, num_classes, trust_code: bool):
+    from compressor.memory import check_fits
+    from compressor.training.serialization import load_pruned
+    from compressor.models.zoo import build, entry
+
+    path = Path(model)
+    if path.suffix in (".pt", ".pth") or path.is_file():
+        network, spec, _ = load_pruned(path, trust_code)
+        return network, f"{spec.name} (pruned, {path})", input_size or spec.input_size, spec.num_classes
+    info = entry(model)
+    size = input_size or info.input_size
+    network = build(model, num_classes or info.num_classes, input_size=size)
+    check_fits(network, size, 2, "--input-size")  # _output_width runs a forward pass next
+    classes = num_classes or info.num_classes or _output_width(network, size)
+    return network, model, size, classes
+
+
+def _output_width(network, size) -> int | None:
+    """Classifier outputs of a user's factory model that does not say (one forward pass)."""
+    import torch
+
+    was_training = network.training
+    try:
+        with torch.no_grad():
+            out = network.eval()(torch.zeros(1, *size))
+    except Exception as error:  # noqa: BLE001 - the analysis below reports it with context
+        raise CompressorError(f"the model cannot run on an input of shape (1, {', '.join(map(str, size))}): "
+                              f"{' '.join(str(error).split())[:200]} (check --input-size)") from error
+    finally:
+        network.train(was_training)
+    return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.dim() >= 1 else None
+
+
+def _prune_and_count(network, graph: ChannelGraph, config, example, timings) -> tuple:
+    from compressor.engine.apply import apply_plan
+    from compressor.engine.cost import CostModel
+    from compressor.engine.flops import count_macs, count_params
+    from compressor.engine.importance import group_l2
+    from compressor.engine.masking import masked_copy
+    from compressor.engine.plan import kept_class_mask
+    from compressor.engine.selection import select_plan
+    from compressor.engine.verify import compare
+
+    started = time.perf_counter()
+    cost = CostModel(graph, network)
+    plan = select_plan(graph, cost, group_l2(graph, network), config)
+    predicted = cost.macs(kept_class_mask(graph, plan))
+    timings["plan_s"] = time.perf_counter() - started
+    masked = masked_copy(network, graph, plan)
+    started = time.perf_counter()
+    pruned = apply_plan(network, graph, plan)
+    timings["apply_s"] = time.perf_counter() - started
+    macs = count_macs(pruned, example)
+    equivalence = compare(masked, masked, pruned, (example.repeat(2, 1, 1, 1),))
+    return plan, {
+        "flops_reduction_target": config.macs_reduction,
+        "pruned_params": count_params(pruned),
+        "pruned_macs": macs,
+        "predicted_macs": predicted,
+        "macs_reduction": 1 - macs / graph.dense_macs,
+        "kept_channels": plan.kept_channels(),
+        "max_abs_diff": equivalence.max_abs_diff,
+    }
+
+
+def _millions(value: int) -> str:
+    return f"{value / 1e9:.3f} G" if value >= 1e9 else f"{value / 1e6:.2f} M"
+
+
+def _print_info(report: dict, graph: ChannelGraph) -> None:
+    size = "x".join(str(v) for v in report["input_size"])
+    click.echo(f"model              {report['model']}  (input {size}, {report['num_classes']} classes)")
+    click.echo(f"params             {report['params']:,} ({_millions(report['params'])})")
+    click.echo(f"MACs               {report['macs']:,} ({_millions(report['macs'])})")
+    click.echo(f"channel groups     {report['groups']} prunable, {report['prunable_channels']:,} prunable channels")
+    for name, reason in list(report["fixed"].items())[:5]:
+        click.echo(f"  fixed            {name}: {reason}")
+    if len(report["fixed"]) > 5:
+        click.echo(f"  fixed            ... and {len(report['fixed']) - 5} more (see --json)")
+    if "pruned_macs" in report:
+        click.echo(f"pruned at {report['flops_reduction_target']:.0%} MACs reduction:")
+        kept = report["kept_channels"]
+        click.echo(f"  channels kept    {kept:,} / {report['prunable_channels']:,}")
+        drop = 1 - report["pruned_params"] / report["params"]
+        click.echo(f"  params           {report['pruned_params']:,} ({_millions(report['pruned_params'])}, -{drop:.1%})")
+        click.echo(
+            f"  MACs             {report['pruned_macs']:,} ({_millions(report['pruned_macs'])}, "
+            f"-{report['macs_reduction']:.1%}; predicted {report['predicted_macs']:,})"
+        )
+        click.echo(f"  sliced vs masked max abs diff {report['max_abs_diff']:.2e}")
+    for group in report.get("group_list", []):
+        click.echo(f"  group {group['name']:<40} {group['kept']:>5} / {group['size']}")
+    timings = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in report["timings"].items())
+    click.echo(f"time               {timings}")

@@ -1,0 +1,36 @@
+"""The ``compress`` command line: the group, and one module per command beside it
+(``info``, ``models``, ``prune``, ``export``, ``bench``).
+
+User mistakes (unknown model, bad sizes, unreachable targets, unreadable files)
+end with one line on stderr and exit code 1 (2 for malformed options), never a
+traceback.
+
+torch, the engine, the exporters and the benchmarks are imported inside the command
+bodies: ``compress --help`` and ``compress COMMAND --help`` then start in a fraction of
+a second instead of several (``benchmarks/cli_startup.py`` measures it,
+``tests/unit/test_cli_lazy_imports.py`` holds it).
+"""
+from __future__ import annotations
+
+import click
+
+from compressor import __version__
+from compressor.cli.bench import bench_command
+from compressor.cli.export import export_command
+from compressor.cli.info import info_command
+from compressor.cli.models import models_command
+from compressor.cli.prune import prune_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="compress")
+def main() -> None:
+    """One-cycle structured pruning: find the channels that do not pay for themselves,
+    remove them, and hand back a smaller dense network."""
+
+
+for _command in (models_command, info_command, prune_command, export_command, bench_command):
+    main.add_command(_command)
+
+if __name__ == "__main__":
+    main()

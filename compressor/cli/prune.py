@@ -1,0 +1,305 @@
+"""``compress prune``: one training run that ends with a smaller dense network.
+
+Every option maps onto a field of DataConfig, TrainConfig or PruneConfig.  A
+``--config`` file (YAML or TOML, keys spelled like the options) supplies defaults
+that command-line flags override.  ``--resume DIR`` continues a run from its last
+checkpoint and refuses flags that contradict it.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from compressor.choices import AMP_MODES, CRITERIA, DATASETS, DEPLOY_BACKENDS, LR_SCHEDULES, MAX_SEED, OPTIMIZERS, SCHEDULES
+from compressor.cli.common import trust_code_flag
+from compressor.errors import CompressorError
+
+DEFAULT_EPOCHS = 10
+
+
+def _load_config_file(ctx: click.Context, param, value: str | None):
+    """Eager: the file's settings become defaults for every other option."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise click.BadParameter(f"no such config file: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix in (".toml",):
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as error:  # noqa: BLE001 - any parse error is the file's fault
+        raise click.BadParameter(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {error}")
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} must hold a mapping of option names to values")
+    known = {p.name for p in ctx.command.params}
+    settings = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise click.BadParameter(f"{path} sets unknown options: {', '.join(unknown)}")
+    if "trust_code" in settings:  # a file must not be able to vouch for the code it names
+        raise click.BadParameter(f"{path} sets trust_code; only --trust-code on the command line can")
+    _check_file_types(ctx, path, settings)
+    ctx.meta["config_file"] = str(path)  # --resume refuses it: the run's own settings win
+    ctx.default_map = {**(ctx.default_map or {}), **settings}
+    return value
+
+
+def _check_file_types(ctx: click.Context, path: Path, settings: dict) -> None:
+    """A file's value must already have the option's type: click would turn ``epochs: 1.7``
+    into 1 and ``epochs: true`` into 1 without a word."""
+    for param in ctx.command.params:
+        if param.name not in settings or settings[param.name] is None:
+            continue
+        value, kind = settings[param.name], param.type
+        if isinstance(kind, click.types.BoolParamType):
+            wanted, ok = "true or false", isinstance(value, bool)
+        elif isinstance(kind, click.types.IntParamType):
+            wanted, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(kind, click.types.FloatParamType):
+            wanted, ok = "a number", isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            continue  # strings, choices and lists: the option's own parsing checks them
+        if not ok:
+            raise click.BadParameter(f"{path}: {param.name} must be {wanted}, got {value!r}; not converted")
+
+
+def _reg_start(ctx, param, value):
+    if value is None or str(value).lower() == "auto":
+        return None
+    try:
+        epoch = int(value)
+    except ValueError:
+        raise click.BadParameter("expected an epoch number or 'auto'")
+    if epoch < 0:
+        raise click.BadParameter("must be >= 0")
+    return epoch
+
+
+def _fractions(ctx, param, value):
+    if isinstance(value, (list, tuple)):
+        return tuple(float(v) for v in value)
+    try:
+        values = tuple(float(v) for v in str(value).split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter("expected comma-separated fractions such as 0.3,0.6,0.8,0.9")
+    if not all(0 < v < 1 for v in values):
+        raise click.BadParameter("each milestone must be a fraction of the run in (0, 1)")
+    return values
+
+
+def _names(ctx, param, value):
+    """A comma-separated list (or a config file's list); PruneConfig checks the names."""
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v).strip() for v in value)
+    return tuple(v.strip() for v in str(value).split(",") if v.strip())
+
+
+def _round_to(ctx, param, value):
+    if value is None or str(value).lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        multiple = int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a positive integer or 'auto', got '{value}'")
+    if multiple < 1:
+        raise click.BadParameter("must be >= 1")
+    return multiple
+
+
+OPTIONS = [
+    click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_load_config_file, help="YAML or TOML file of option values (flags override it)."),
+    click.option("--model", default="resnet20", show_default=True, help="Zoo or torchvision model name (see `compress models`)."),
+    click.option("--weights", type=click.Path(dir_okay=False), help="Start from a local state_dict file instead of random init."),
+    click.option("--out", type=click.Path(file_okay=False), help="Output directory [default: runs/MODEL-SCHEDULE]."),
+    click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory from its last checkpoint."),
+    click.option("--overwrite", is_flag=True, help="Allow a fresh run into a non-empty --out that holds no run (its files of the same names are replaced, the rest left alone). A directory holding a run is refused even so: --resume it or choose another --out."),
+    trust_code_flag(" Here: the checkpoint --resume continues, and a --model set by a --config file (a file's word too)."),
+    # data
+    click.option("--dataset", type=click.Choice(DATASETS), default="synthetic", show_default=True, help="Built-in synthetic set (offline), CIFAR via torchvision, or an ImageNet-style folder."),
+    click.option("--data-dir", type=click.Path(), help="Dataset root (cifar*: where it is/goes; imagefolder: holds train/ and val/)."),
+    click.option("--download", is_flag=True, help="Allow torchvision to download CIFAR into --data-dir."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Batch size per process."),
+    click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader workers (cifar*, imagefolder)."),
+    click.option("--image-size", type=click.IntRange(min=8), help="imagefolder crop size [default: 224]."),
+    click.option("--synthetic-train", type=click.IntRange(min=1), default=5000, show_default=True, help="Images in the synthetic training set."),
+    click.option("--synthetic-val", type=click.IntRange(min=1), default=1000, show_default=True, help="Images in the synthetic validation set."),
+    click.option("--augment/--no-augment", default=True, show_default=True, help="CIFAR-style crop+flip (imagefolder: random resized crop)."),
+    # pruning
+    click.option("--flops-reduction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True, help="Fraction of MACs to remove."),
+    click.option("--schedule", type=click.Choice(SCHEDULES), default="ocs", show_default=True, help="ocs: one-cycle with stability search; dense, oneshot, three-stage, epi, gradual, laasp for comparison."),
+    click.option("--criterion", type=click.Choice(list(CRITERIA)), default="ocs", show_default=True, help="Channel importance."),
+    click.option("--cost-weighting", is_flag=True, help="Weight importance down for channels that cost more MACs."),
+    click.option("--indicator", type=click.Choice(["jaccard", "epi"]), default="jaccard", show_default=True, help="Stability indicator of the ocs schedule."),
+    click.option("--monitor-start", type=click.IntRange(min=0), default=1, show_default=True, help="First epoch whose end runs the structure search."),
+    click.option("--reg-start", callback=_reg_start, default="auto", show_default=True, help="Epoch to start shrinking the selected channels, or 'auto': when stability plateaus, at the latest halfway from --monitor-start to the prune cap."),
+    click.option("--reg-lambda", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="Initial shrink strength λ."),
+    click.option("--reg-delta", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="λ grows by this ..."),
+    click.option("--reg-interval", type=click.IntRange(min=1), default=1, show_default=True, help="... every this many epochs."),
+    click.option("--stability-threshold", type=click.FloatRange(0, 1), default=0.999, show_default=True, help="Prune once the 3-epoch mean Jaccard reaches this."),
+    click.option("--epi-threshold", type=click.FloatRange(0, 1), default=0.983, show_default=True, help="Prune threshold of the EPI indicator."),
+    click.option("--epi-window", type=click.IntRange(min=1), default=5, show_default=True, help="Plans EPI compares with."),
+    click.option("--max-prune-epoch", type=click.IntRange(min=0), help="Prune at this epoch at the latest [default: 40% of --epochs; laasp: the last but one epoch]."),
+    click.option("--prune-epoch", type=click.IntRange(min=0), help="three-stage, laasp: the epoch after which to (start to) prune [default: a third of --epochs]."),
+    click.option("--criteria-pool", callback=_names, default="l1,l2,euclidean,cosine", show_default=True, help="laasp: criteria each step chooses from (l1, l2, euclidean, cosine)."),
+    click.option("--selection-samples", type=click.IntRange(min=1), default=256, show_default=True, help="laasp: training images (a fixed subset) each candidate's loss is measured on."),
+    click.option("--laasp-step", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01, show_default=True, help="laasp: fraction of the MACs one step removes."),
+    click.option("--laasp-group-fraction", type=click.FloatRange(0, 1, min_open=True), help="laasp: instead, remove this fraction of the group's channels per step."),
+    click.option("--recover-macs", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True, help="laasp: slice and recover after each this much more MACs reduction (0: after every step)."),
+    click.option("--recover-epochs", type=click.IntRange(min=0), default=1, show_default=True, help="laasp: training epochs between pruning chunks (0: prune to the target at once)."),
+    click.option("--max-prune-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.75, show_default=True, help="Per-group cap on the fraction of channels removed."),
+    click.option("--round-to", callback=_round_to, help="Keep channel counts at multiples of N, or 'auto': the multiple --deploy-backend rewards, measured on this machine (a conv width sweep, cached) [default: 8 for groups of >= 16 channels]."),
+    click.option("--deploy-backend", type=click.Choice(DEPLOY_BACKENDS), default="onnxruntime", show_default=True, help="--round-to auto: the runtime the model will ship on."),
+    click.option("--deploy-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="--round-to auto: where it will run (auto: cuda when there is a GPU)."),
+    click.option("--min-width", type=click.IntRange(min=1), default=1, show_default=True, help="Keep at least N channels per group."),
+    click.option("--ignore", multiple=True, metavar="MODULE", help="Keep this module's channels fixed (repeatable)."),
+    click.option("--reset-optimizer", is_flag=True, help="Drop optimizer state at the prune (as the method's authors' code does)."),
+    # training
+    click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_EPOCHS, show_default=True, help="Total epochs, pruning included."),
+    click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True, help="SGD (Nesterov) or AdamW."),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True, help="Peak learning rate."),
+    click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum."),
+    click.option("--nesterov/--no-nesterov", default=True, show_default=True, help="Nesterov momentum for SGD."),
+    click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True, help="Weight decay."),
+    click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="step", show_default=True, help="Per-step schedule over the whole run."),
+    click.option("--milestones", callback=_fractions, default="0.3,0.6,0.8,0.9", show_default=True, help="step: LR drops at these fractions of the run."),
+    click.option("--gamma", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True, help="step: LR factor at each milestone."),
+    click.option("--label-smoothing", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Label smoothing of the cross-entropy."),
+    click.option("--amp", type=click.Choice(AMP_MODES), default="none", show_default=True, help="Mixed precision on CUDA."),
+    click.option("--channels-last", is_flag=True, help="channels_last memory format on CUDA."),
+    click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (again after the prune)."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Seed for init, data order and augmentation."),
+    click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar per epoch."),
+]
+
+
+def prune_options(command):
+    for option in reversed(OPTIONS):
+        command = option(command)
+    return command
+
+
+@click.command("prune", context_settings={"max_content_width": 110})
+@prune_options
+@click.pass_context
+def prune_command(ctx: click.Context, **options) -> None:
+    """Train MODEL once and prune it during training to a MACs budget.
+
+    Writes summary.json, metrics.jsonl, plan.json, run.png, model.pt and checkpoints to
+    --out.  The default runs in a few minutes on a laptop CPU, offline."""
+    # Here, not at the top: `compress --help` must not import torch (seconds).
+    from compressor.training.run import run_prune
+
+    options["compile"] = options.pop("compile_")
+    resume, trust_code = options.pop("resume"), options.pop("trust_code")
+    overwrite = options.pop("overwrite")
+    try:
+        spec, payload = _plan_run(ctx, options, resume, trust_code, overwrite)
+        summary = run_prune(spec, payload)
+    except CompressorError as error:
+        raise click.ClickException(str(error)) from error
+    except KeyboardInterrupt:
+        click.echo("interrupted; continue with --resume", err=True)
+        sys.exit(130)
+    if summary:
+        _print_summary(summary, spec.out)
+
+
+def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code: bool, overwrite: bool):
+    from compressor.training.checkpoint import LATEST, load_checkpoint
+    from compressor.outdir import check_fresh_output, ensure_writable_dir
+    from compressor.training.run import RunSpec, configs_from_dict, conflicts
+    from compressor.trust import check_trusted
+
+    model, weights, out = options.pop("model"), options.pop("weights"), options.pop("out")
+    deploy = options.pop("deploy_backend"), options.pop("deploy_device")
+    options["ignore"] = tuple(options["ignore"])
+    if resume is None:
+        if ctx.get_parameter_source("model") is not click.core.ParameterSource.COMMANDLINE:
+            check_trusted(model, "the --config file", trust_code)  # only a typed --model is the user's word
+        out_dir = Path(out or f"runs/{model}-{options['schedule']}")
+        check_fresh_output(out_dir, overwrite)
+        ensure_writable_dir(out_dir, "--out", keep=False)  # now, not after the first epoch has trained
+        if options["round_to"] == "auto":
+            options["round_to"] = _measure_round_to(*deploy, out_dir)
+        data, train, prune = configs_from_dict(options)
+        return RunSpec(model, out_dir, data, train, prune, weights), None
+    out_dir = Path(resume)
+    _refuse_with_resume(ctx, weights)
+    payload = load_checkpoint(out_dir / LATEST)
+    check_trusted(str(payload.get("model_name")), str(out_dir / LATEST), trust_code)
+    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
+    if given.get("round_to") == "auto":
+        del given["round_to"]  # the run keeps the multiple it measured when it started
+    display = {k: given.pop(k) for k in DISPLAY_ONLY if k in given}  # may change between sessions
+    if ctx.get_parameter_source("model") is click.core.ParameterSource.COMMANDLINE and model != payload["model_name"]:
+        given["model"] = model
+    differences = conflicts({**payload["config"], "model": payload["model_name"]}, given)
+    if out is not None and Path(out) != out_dir:
+        differences.append(f"out: run is in {out_dir}, given {out}")
+    if differences:
+        raise CompressorError("--resume refuses settings that differ from the run: " + "; ".join(differences))
+    ensure_writable_dir(out_dir, "--resume directory")  # last: every refusal above leaves the run untouched
+    data, train, prune = configs_from_dict({**payload["config"], **display}, str(out_dir / LATEST))
+    return RunSpec(payload["model_name"], out_dir, data, train, prune, trust_code=trust_code), payload
+
+
+DISPLAY_ONLY = ("progress",)  # options that change what is shown, never what is computed
+
+
+def _refuse_with_resume(ctx: click.Context, weights: str | None) -> None:
+    """--config and --weights describe a fresh run; with --resume they would be ignored."""
+    if "config_file" in ctx.meta:
+        raise CompressorError(f"--resume continues the run with its own settings; --config {ctx.meta['config_file']} "
+                              "would be ignored, so it is refused (drop --config)")
+    if weights is not None:
+        raise CompressorError(f"--resume continues from the run's checkpoint; --weights {weights} would be ignored, "
+                              "so it is refused (drop --weights)")
+
+
+def _measure_round_to(backend: str, device: str, out_dir: Path) -> int:
+    """--round-to auto: measure (or read the cached measurement of) what the deployment
+    backend rewards, show the table, keep it with the run."""
+    import json
+
+    import torch
+
+    from compressor.bench.rounding import SweepConfig, auto_round_to
+    from compressor.atomic import atomic_write_text
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    click.echo(f"--round-to auto: measuring how {backend} on {device} steps with channel count ...", err=True)
+    choice, cached = auto_round_to(SweepConfig(backend=backend, device=device))
+    click.echo(choice.table() + ("\n(measured earlier on this machine; cached)" if cached else ""))
+    click.echo(f"--round-to auto -> {choice.multiple} for {backend} on {device}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "round_to.json", json.dumps({**choice.to_dict(), "cached": cached}, indent=1))
+    return choice.multiple
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    click.echo(
+        f"done: {summary['model']} {summary['dense_macs'] / 1e6:.1f}M -> {summary['pruned_macs'] / 1e6:.1f}M MACs "
+        f"(-{summary['macs_reduction']:.1%}), {summary['dense_params'] / 1e6:.3f}M -> "
+        f"{summary['pruned_params'] / 1e6:.3f}M params, top-1 {summary['top1']:.2f}% "
+        f"(best {summary['best_top1']:.2f}%), pruned after epoch {_one_based(summary['prune_epoch'])}, "
+        f"{summary['wall_time_s']:.0f} s"
+    )
+    click.echo(f"artifacts in {out}: summary.json metrics.jsonl plan.json run.png model.pt checkpoint.pt")
+
+
+def _one_based(epoch: int | None) -> str:
+    return "-" if epoch is None else str(epoch + 1)

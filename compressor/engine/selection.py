@@ -1,0 +1,155 @@
+"""Turn importance scores into a plan that meets a MACs-reduction target.
+
+One global threshold over the normalised scores decides how many channels each
+group keeps, subject to a per-group cap on the pruned fraction, a minimum width
+and rounding of the kept count to a multiple of ``round_to``.  The threshold is
+found by bisection with MACs predicted analytically; a final pass adds channel
+blocks back while the target still holds, so the result lands as close to the
+target as the rounding allows.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from compressor.engine.analysis.graph import ChannelGraph, ChannelGroup
+from compressor.engine.cost import CostModel
+from compressor.errors import CompressorError
+from compressor.engine.plan import GroupPlan, PruningPlan
+
+DEFAULT_ROUND_TO = 8
+ROUND_MIN_CHANNELS = 16
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    macs_reduction: float
+    round_to: int | None = None  # None: 8 for groups of >= 16 channels, else 1
+    max_prune_fraction: float = 0.75
+    min_width: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.macs_reduction < 1.0:
+            raise CompressorError(f"the MACs reduction must be in (0, 1), got {self.macs_reduction}")
+        if not 0.0 < self.max_prune_fraction <= 1.0:
+            raise CompressorError(f"the max prune fraction must be in (0, 1], got {self.max_prune_fraction}")
+        if self.round_to is not None and self.round_to < 1:
+            raise CompressorError(f"--round-to must be >= 1, got {self.round_to}")
+        if self.min_width < 1:
+            raise CompressorError(f"the minimum width must be >= 1, got {self.min_width}")
+
+
+class UnreachableTargetError(CompressorError):
+    def __init__(self, target: float, reachable: float):
+        super().__init__(
+            f"a {target:.1%} MACs reduction is unreachable with these limits; the maximum reachable is "
+            f"{reachable:.1%} (raise --max-prune-fraction, lower --round-to, or --ignore fewer layers)"
+        )
+        self.reachable = reachable
+
+
+@dataclass(frozen=True)
+class _GroupRanking:
+    group: ChannelGroup
+    order: np.ndarray  # positions within the group, most important first
+    sorted_scores: np.ndarray  # descending
+    floor: int
+    step: int
+
+    def keep_count(self, threshold: float) -> int:
+        above = int(np.searchsorted(-self.sorted_scores, -threshold, side="right"))
+        return self.round(max(self.floor, above))
+
+    def round(self, count: int) -> int:
+        return min(self.group.size, int(math.ceil(count / self.step) * self.step))
+
+
+def _rank(group: ChannelGroup, scores: np.ndarray, config: SelectionConfig) -> _GroupRanking:
+    values = scores[group.classes]
+    order = np.argsort(-values, kind="stable")
+    step = config.round_to if config.round_to is not None else DEFAULT_ROUND_TO
+    if group.size < ROUND_MIN_CHANNELS:
+        step = 1
+    elif step > group.size:
+        # A group narrower than the multiple keeps widths the hardware still likes
+        # (16 channels at --round-to 32: 16 or nothing), not arbitrary ones.
+        step = math.gcd(step, group.size)
+    floor = max(config.min_width, math.ceil(group.size * (1.0 - config.max_prune_fraction)))
+    return _GroupRanking(group, order, values[order], min(floor, group.size), step)
+
+
+class _Search:
+    def __init__(self, graph: ChannelGraph, cost: CostModel, rankings: list[_GroupRanking]):
+        self.graph, self.cost, self.rankings = graph, cost, rankings
+
+    def kept_mask(self, counts: list[int]) -> np.ndarray:
+        kept = np.ones(self.graph.labels.size, dtype=bool)
+        for ranking, count in zip(self.rankings, counts):
+            kept[ranking.group.classes[ranking.order[count:]]] = False
+        return kept
+
+    def reduction(self, counts: list[int]) -> float:
+        return 1.0 - self.cost.macs_estimate(self.kept_mask(counts)) / self.cost.dense_macs
+
+    def exact_reduction(self, counts: list[int]) -> float:
+        return 1.0 - self.cost.macs(self.kept_mask(counts)) / self.cost.dense_macs
+
+    def counts_at(self, threshold: float) -> list[int]:
+        return [r.keep_count(threshold) for r in self.rankings]
+
+
+def select_plan(graph: ChannelGraph, cost: CostModel, scores: np.ndarray, config: SelectionConfig) -> PruningPlan:
+    """The plan with the fewest removed channels whose MACs reduction reaches the target."""
+    rankings = [_rank(g, scores, config) for g in graph.groups]
+    search = _Search(graph, cost, rankings)
+    target = config.macs_reduction
+    floor_counts = [r.round(r.floor) for r in rankings]
+    reachable = search.reduction(floor_counts)
+    if reachable < target:
+        raise UnreachableTargetError(target, reachable)
+    thresholds = np.unique(np.concatenate([r.sorted_scores for r in rankings] + [np.array([np.inf])]))
+    low, high = 0, thresholds.size - 1  # reduction(thresholds[high]) >= target
+    while low < high:
+        mid = (low + high) // 2
+        if search.reduction(search.counts_at(thresholds[mid])) >= target:
+            high = mid
+        else:
+            low = mid + 1
+    counts = search.counts_at(thresholds[high])
+    while search.exact_reduction(counts) < target and high < thresholds.size - 1:
+        high += 1  # the float estimate sat on the boundary: step to the next threshold
+        counts = search.counts_at(thresholds[high])
+    counts = _refill(search, counts, target)
+    return PruningPlan(
+        {
+            r.group.name: GroupPlan(r.group.size, tuple(sorted(r.order[:c].tolist())))
+            for r, c in zip(rankings, counts)
+        }
+    )
+
+
+def _refill(search: _Search, counts: list[int], target: float) -> list[int]:
+    """Give back whole rounding blocks, most important first, while the target holds.
+
+    Giving a block back only raises MACs, so a block that does not fit now never
+    will: each group is dropped from the pass at its first misfit.
+    """
+    counts = list(counts)
+    candidates = []  # (-score of the group's next block, group index)
+    for index, (ranking, count) in enumerate(zip(search.rankings, counts)):
+        if ranking.round(count + 1) > count:
+            heapq.heappush(candidates, (-float(ranking.sorted_scores[count]), index))
+    while candidates:
+        _, index = heapq.heappop(candidates)
+        ranking = search.rankings[index]
+        trial = counts.copy()
+        trial[index] = ranking.round(counts[index] + 1)
+        if search.exact_reduction(trial) < target:
+            continue
+        counts = trial
+        if ranking.round(counts[index] + 1) > counts[index]:
+            heapq.heappush(candidates, (-float(ranking.sorted_scores[counts[index]]), index))
+    return counts

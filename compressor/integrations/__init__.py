@@ -1,0 +1,1 @@
+"""Pruning inside other training frameworks' loops (Lightning)."""

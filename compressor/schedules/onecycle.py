@@ -1,0 +1,600 @@
+"""The pruning controller: structure search, stability, regularisation, the prune.
+
+A training loop (ours or a user's) drives it through three hooks::
+
+    pruner = OneCyclePruner(model, example_input, PruneConfig(...), optimizer)
+    for epoch in range(epochs):
+        pruner.begin_epoch(epoch)            # one-shot schedules prune here
+        for batch in data:
+            ...; optimizer.step()
+            pruner.after_step(lr)            # shrink the channels selected for removal
+        event = pruner.end_epoch(epoch)      # search, stability; event.prune_due says when
+        if event.prune_due:
+            pruner.prune()                   # slices model + optimizer state in place
+
+The schedules (``ocs``, ``dense``, ``oneshot``, ``three-stage``, ``epi``, ``gradual``)
+are small classes that only decide *when* to search and prune; the controller does
+the work with the analyse -> plan -> apply engine.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from compressor.schedules import laasp
+from compressor.engine.analysis.graph import ChannelGraph, analyse
+from compressor.engine.apply import apply_plan
+from compressor.choices import SCHEDULES  # named there so that the CLI lists them without torch
+from compressor.engine.cost import CostModel
+from compressor.errors import CompressorError
+from compressor.engine.flops import count_params
+from compressor.engine.importance import CRITERIA, score_channels
+from compressor.engine.plan import PruningPlan, kept_class_mask
+from compressor.schedules.regularization import Shrinker
+from compressor.engine.selection import SelectionConfig, select_plan
+from compressor.schedules.stability import EpiIndicator, JaccardIndicator
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    flops_reduction: float = 0.5
+    epochs: int = 10
+    schedule: str = "ocs"
+    criterion: str = "ocs"
+    cost_weighting: bool = False
+    indicator: str = "jaccard"  # jaccard | epi (for the ocs schedule)
+    monitor_start: int = 1
+    reg_start: int | None = None  # None: when stability plateaus, at the latest halfway to the prune cap
+    reg_lambda: float = 1e-4
+    reg_delta: float = 1e-4
+    reg_interval: int = 1
+    stability_threshold: float = 0.999
+    epi_threshold: float = 0.983
+    epi_window: int = 5
+    max_prune_epoch: int | None = None  # None: 40 % of the epochs (the authors' caps: 110-130 of 300, 50 of 130)
+    prune_epoch: int | None = None  # three-stage: None means a third of the epochs
+    max_prune_fraction: float = 0.75
+    round_to: int | None = None
+    min_width: int = 1
+    reset_optimizer: bool = False
+    ignore: tuple[str, ...] = ()
+    gradual_alpha: float = 14.0
+    gradual_beta: float = 5.0
+    # laasp: loss-aware choice of (group, criterion) per step on a fixed training subset
+    criteria_pool: tuple[str, ...] = ("l1", "l2", "euclidean", "cosine")
+    selection_samples: int = 256
+    laasp_step: float = 0.01  # MACs one step removes, as a fraction of the original MACs
+    laasp_group_fraction: float | None = None  # instead: this fraction of the group's channels per step
+    recover_macs: float = 0.1  # slice and recover after each this much more MACs reduction
+    recover_epochs: int = 1  # epochs of recovery between chunks (0: all steps at the prune epoch)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise CompressorError(f"unknown schedule '{self.schedule}'; choose from {', '.join(SCHEDULES)}")
+        if self.criterion not in CRITERIA:
+            raise CompressorError(f"unknown criterion '{self.criterion}'; choose from {', '.join(CRITERIA)}")
+        if self.indicator not in ("jaccard", "epi"):
+            raise CompressorError(f"unknown indicator '{self.indicator}'; choose jaccard or epi")
+        if self.epochs < 1:
+            raise CompressorError("--epochs must be at least 1")
+        for name in ("max_prune_epoch", "prune_epoch", "reg_start"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.epochs:
+                flag = "--" + name.replace("_", "-")
+                raise CompressorError(f"{flag} {value} is outside the run's epochs 0..{self.epochs - 1}")
+        SelectionConfig(self.flops_reduction, self.round_to, self.max_prune_fraction, self.min_width)
+        self._check_laasp()
+
+    def _check_laasp(self) -> None:
+        laasp.check_pool(self.criteria_pool)
+        if self.selection_samples < 1:
+            raise CompressorError("--selection-samples must be at least 1")
+        if not 0.0 < self.laasp_step < 1.0:
+            raise CompressorError(f"--laasp-step must be in (0, 1), got {self.laasp_step}")
+        if self.laasp_group_fraction is not None and not 0.0 < self.laasp_group_fraction <= 1.0:
+            raise CompressorError(f"--laasp-group-fraction must be in (0, 1], got {self.laasp_group_fraction}")
+        if not 0.0 <= self.recover_macs < 1.0:
+            raise CompressorError(f"--recover-macs must be in [0, 1), got {self.recover_macs}")
+        if self.recover_epochs < 0:
+            raise CompressorError("--recover-epochs must be >= 0")
+        if self.schedule == "laasp" and self.max_prune_epoch is not None and self.max_prune_epoch < self.laasp_first_epoch:
+            raise CompressorError(
+                f"--max-prune-epoch {self.max_prune_epoch} is before the laasp --prune-epoch {self.laasp_first_epoch}"
+            )
+
+    @property
+    def laasp_first_epoch(self) -> int:
+        """laasp trains dense to here (default: a third of the run, as three-stage)."""
+        return self.prune_epoch if self.prune_epoch is not None else self.epochs // 3
+
+    @property
+    def laasp_last_epoch(self) -> int:
+        """laasp's last chunk comes at the latest here (default: one epoch before the end)."""
+        if self.max_prune_epoch is not None:
+            return self.max_prune_epoch
+        return max(self.laasp_first_epoch, self.epochs - 2)
+
+    @property
+    def last_prune_epoch(self) -> int:
+        if self.max_prune_epoch is not None:
+            return self.max_prune_epoch
+        return max(0, min(self.epochs - 1, int(0.4 * self.epochs)))
+
+    def selection(self, reduction: float) -> SelectionConfig:
+        return SelectionConfig(reduction, self.round_to, self.max_prune_fraction, self.min_width)
+
+
+@dataclass
+class EpochEvent:
+    epoch: int
+    searched: bool = False
+    stability: float | None = None
+    reg_lambda: float = 0.0
+    plan_macs: int | None = None
+    prune_due: bool = False
+    pruned: bool = False
+    search_time_s: float = 0.0
+
+
+@dataclass
+class _State:
+    reg_on_epoch: int | None = None
+    reg_lambda: float = 0.0
+    applied: list[dict] = field(default_factory=list)  # plans applied so far, in order
+    prune_epochs: list[int] = field(default_factory=list)
+    candidate: dict | None = None
+    reached: float = 0.0  # MACs reduction reached so far (gradual)
+
+
+class OneCyclePruner:
+    def __init__(
+        self,
+        model: nn.Module,
+        example_input,
+        config: PruneConfig,
+        optimizer=None,
+        *,
+        lr_scheduler=None,
+        selection_data=None,
+        loss_fn=None,
+        state: dict | None = None,
+    ):
+        """``lr_scheduler`` is the user's scheduler, kept valid across the prune.
+        ``selection_data`` (a list of (inputs, targets) batches) and ``loss_fn``
+        (default cross-entropy) are what loss-aware schedules evaluate candidates on.
+        ``state`` (a ``state_dict()``) resumes a run: ``model`` must then be the
+        architecture rebuilt with the saved plans applied, with its saved weights."""
+        self.config = config
+        self.model = model
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.selection_data = selection_data
+        self.loss_fn = loss_fn
+        self.example_input = example_input
+        self.graph, self.cost = self._analyse()
+        self.dense_macs = self.graph.dense_macs
+        self.dense_params = self.graph.dense_params
+        indicator_kind = "epi" if config.schedule == "epi" else config.indicator
+        self.indicator = (
+            EpiIndicator(config.epi_threshold, config.epi_window)
+            if indicator_kind == "epi"
+            else JaccardIndicator(config.stability_threshold)
+        )
+        self.schedule = _make_schedule(config)
+        self.state = _State()
+        self._shrinker: Shrinker | None = None
+        self._history: list[dict] = []  # one record per end_epoch (see ``history``)
+        if state is not None:
+            self.load_state_dict(state)
+        if config.schedule != "dense" and not self.pruned:
+            self._check_reachable()
+
+    # -- hooks ------------------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> EpochEvent:
+        event = EpochEvent(epoch)
+        if self.schedule.prune_at_start(epoch, self):
+            self._search(event, self.config.flops_reduction)
+            event.prune_due = True
+        return event
+
+    def after_step(self, lr: float | None = None) -> None:
+        """After every optimizer step: shrink the channels selected for removal
+        (``w <- w * (1 - lambda * lr)``) once regularisation is on.  ``lr`` defaults to
+        the optimizer's current learning rate (its first param group)."""
+        if self._shrinker is not None and self.state.reg_lambda > 0:
+            self._shrinker.shrink(1.0 - self.state.reg_lambda * (self._current_lr() if lr is None else lr))
+
+    def end_epoch(self, epoch: int) -> EpochEvent:
+        event = EpochEvent(epoch, reg_lambda=self.state.reg_lambda)
+        self.schedule.end_epoch(epoch, self, event)
+        event.reg_lambda = self.state.reg_lambda
+        self._history.append(
+            {"epoch": epoch, "stability": event.stability, "reg_lambda": event.reg_lambda, "plan_macs": event.plan_macs}
+        )
+        return event
+
+    def prune(self, epoch: int, *, ddp: nn.Module | None = None) -> nn.Module:
+        """Apply the current candidate plan; returns the (same, now smaller) model.
+
+        Under DDP pass the ``DistributedDataParallel`` wrapper of this model as ``ddp``:
+        its reducer (which caches every parameter's old shape) is released before the
+        slicing, and a fresh wrapper with the same settings is returned; train with that
+        one from now on.  The optimizer and LR scheduler objects stay valid either way."""
+        if self.state.candidate is None:
+            raise RuntimeError("prune() needs a searched plan")
+        if ddp is not None:
+            _release_ddp(ddp)
+        plan = PruningPlan.from_dict(self.state.candidate)
+        self.model = apply_plan(self.model, self.graph, plan, None if self.config.reset_optimizer else self.optimizer)
+        if self.config.reset_optimizer and self.optimizer is not None:
+            self.optimizer.state.clear()  # what the method's authors' code does
+        self.state.applied.append(plan.to_dict())
+        self.state.prune_epochs.append(epoch)
+        self.state.candidate = None
+        self._shrinker = None
+        self.state.reg_lambda = 0.0
+        self.graph, self.cost = self._analyse()
+        self.state.reached = 1.0 - self.graph.dense_macs / self.dense_macs
+        return self.model if ddp is None else _rewrap_ddp(ddp, self.model)
+
+    # -- what the controller reports --------------------------------------------------------
+    def epoch_start(self, epoch: int) -> EpochEvent:
+        """``begin_epoch`` that also prunes when due (one-shot schedules prune before
+        training); ``event.pruned`` says whether it did.  For loops without DDP (under
+        DDP call ``begin_epoch`` and ``prune(epoch, ddp=...)``)."""
+        event = self.begin_epoch(epoch)
+        if event.prune_due:
+            self.prune(epoch)
+            event.pruned = True
+        return event
+
+    def epoch_end(self, epoch: int) -> EpochEvent:
+        """``end_epoch`` that also prunes when due: search, stability, regularisation
+        strength, and the prune once the sub-network is stable (or at the cap).  Returns
+        what happened (``event.pruned``, ``event.stability``, ``event.plan_macs``); the
+        model, optimizer and LR scheduler objects stay the ones you hold.  For loops
+        without DDP (under DDP call ``end_epoch`` and ``prune(epoch, ddp=...)``)."""
+        event = self.end_epoch(epoch)
+        if event.prune_due:
+            self.prune(epoch)
+            event.pruned = True
+        return event
+
+    @property
+    def plan(self) -> PruningPlan | None:
+        """The plan in force: the latest searched candidate before the prune, the applied
+        one after it (None before the first search)."""
+        if self.state.candidate is not None:
+            return PruningPlan.from_dict(self.state.candidate)
+        return PruningPlan.from_dict(self.state.applied[-1]) if self.state.applied else None
+
+    @property
+    def history(self) -> list[dict]:
+        """One record per ``end_epoch``: epoch, stability, reg_lambda, plan_macs."""
+        return list(self._history)
+
+    @property
+    def stability_history(self) -> list[tuple[int, float]]:
+        """(epoch, stability) for every epoch whose end computed one."""
+        return [(h["epoch"], h["stability"]) for h in self._history if h["stability"] is not None]
+
+    @property
+    def macs_reduction(self) -> float:
+        """Fraction of the dense model's MACs removed so far."""
+        return 1.0 - self.macs / self.dense_macs
+
+    def _current_lr(self) -> float:
+        if self.optimizer is None:
+            raise CompressorError("after_step() needs lr=... when the pruner was built without an optimizer")
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @property
+    def pruned(self) -> bool:
+        return bool(self.state.applied)
+
+    @property
+    def prune_epoch(self) -> int | None:
+        return self.state.prune_epochs[0] if self.state.prune_epochs else None
+
+    @property
+    def macs(self) -> int:
+        return self.graph.dense_macs
+
+    @property
+    def params(self) -> int:
+        return count_params(self.model)
+
+    @property
+    def applied_plans(self) -> list[PruningPlan]:
+        return [PruningPlan.from_dict(p) for p in self.state.applied]
+
+    def state_dict(self) -> dict:
+        return {
+            "state": asdict(self.state),
+            "indicator": self.indicator.state(),
+            "schedule": self.schedule.state(),
+            "history": [dict(h) for h in self._history],
+            "dense": {"macs": self.dense_macs, "params": self.dense_params},
+        }
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Restore after the model was rebuilt with ``applied_plans`` (see checkpoint)."""
+        self.state = _State(**saved["state"])
+        # The model given on resume is already pruned; the original sizes come from the save.
+        dense = saved.get("dense") or {}
+        self.dense_macs = int(dense.get("macs", self.dense_macs))
+        self.dense_params = int(dense.get("params", self.dense_params))
+        self._history = [dict(h) for h in saved.get("history", [])]
+        self.indicator.load_state(saved["indicator"])
+        self.schedule.load_state(saved["schedule"])
+        self.graph, self.cost = self._analyse()
+        if self.state.candidate is not None and self.state.reg_lambda > 0:
+            self._shrinker = Shrinker(self.model, self.graph, PruningPlan.from_dict(self.state.candidate))
+
+    # -- the work ---------------------------------------------------------------------------
+    def _check_reachable(self) -> None:
+        """Fail before training, not after the first epoch: reachability depends only on
+        the caps and rounding, so any scores will do."""
+        relative = 1.0 - (1.0 - self.config.flops_reduction) * self.dense_macs / self.graph.dense_macs
+        select_plan(self.graph, self.cost, np.zeros(self.graph.labels.size), self.config.selection(relative))
+
+    def _analyse(self) -> tuple[ChannelGraph, CostModel]:
+        graph = analyse(self.model, self.example_input, ignore=self.config.ignore)
+        return graph, CostModel(graph, self.model)
+
+    def _search(self, event: EpochEvent, reduction: float) -> PruningPlan:
+        """Find the plan meeting ``reduction`` (of the *original* MACs) on the current model."""
+        started = time.perf_counter()
+        relative = 1.0 - (1.0 - reduction) * self.dense_macs / self.graph.dense_macs
+        scores = score_channels(
+            self.config.criterion,
+            self.graph,
+            self.model,
+            cost=self.cost,
+            cost_weighting=self.config.cost_weighting,
+            seed=self.config.seed + event.epoch,
+        )
+        plan = select_plan(self.graph, self.cost, scores, self.config.selection(relative))
+        plan = _broadcast(plan)
+        self.state.candidate = plan.to_dict()
+        event.searched = True
+        event.plan_macs = self.cost.macs(kept_class_mask(self.graph, plan))
+        event.search_time_s = time.perf_counter() - started
+        return plan
+
+    def _track(self, event: EpochEvent, plan: PruningPlan) -> None:
+        event.stability = self.indicator.update(plan)
+
+    def _regularise(self, epoch: int, plan: PruningPlan) -> None:
+        config = self.config
+        if self.state.reg_on_epoch is None:
+            start = config.reg_start
+            latest = (config.monitor_start + config.last_prune_epoch) // 2
+            automatic = start is None and (self.indicator.plateaued() or epoch >= latest)
+            if (start is not None and epoch >= start) or automatic:
+                self.state.reg_on_epoch = epoch
+                self.state.reg_lambda = config.reg_lambda
+        elif (epoch - self.state.reg_on_epoch) % config.reg_interval == 0:
+            self.state.reg_lambda += config.reg_delta
+        if self.state.reg_on_epoch is not None:
+            self._shrinker = Shrinker(self.model, self.graph, plan)
+
+
+def _broadcast(plan: PruningPlan) -> PruningPlan:
+    """Every DDP rank applies rank 0's plan, so all ranks keep identical models."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return plan
+    payload = [plan.to_dict() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(payload, src=0)
+    return PruningPlan.from_dict(payload[0])
+
+
+def _release_ddp(ddp: nn.Module) -> None:
+    """Drop a DDP wrapper's reducer: it holds every parameter's autograd accumulator,
+    which caches the old shape, so it must be gone before slicing (the wrapper is
+    unusable afterwards; ``_rewrap_ddp`` makes its successor)."""
+    import gc
+
+    for handle in getattr(ddp, "_accum_grad_hooks", []) or []:
+        handle.remove()
+    for name in ("reducer", "logger"):
+        if name in ddp.__dict__:
+            delattr(ddp, name)
+    gc.collect()
+
+
+def _rewrap_ddp(old: nn.Module, model: nn.Module) -> nn.Module:
+    """A fresh ``DistributedDataParallel`` around the pruned model with ``old``'s settings."""
+    import inspect
+
+    ddp_type = type(old)
+    accepted = inspect.signature(ddp_type.__init__).parameters
+    settings = {
+        name: getattr(old, name)
+        for name in ("device_ids", "output_device", "dim", "process_group", "find_unused_parameters",
+                     "gradient_as_bucket_view")
+        if name in accepted and hasattr(old, name)
+    }
+    sync = "forward_sync_buffers" if "forward_sync_buffers" in accepted else "broadcast_buffers"  # torch >= 2.12
+    if sync in accepted and hasattr(old, sync):
+        settings[sync] = getattr(old, sync)
+    wrapper = ddp_type(model, **settings)
+    if getattr(old, "static_graph", False) and hasattr(wrapper, "_set_static_graph"):
+        wrapper._set_static_graph()
+    return wrapper
+
+
+# -- schedules ----------------------------------------------------------------------------------
+class _Schedule:
+    def __init__(self, config: PruneConfig):
+        self.config = config
+
+    def prune_at_start(self, epoch: int, pruner: OneCyclePruner) -> bool:
+        return False
+
+    def end_epoch(self, epoch: int, pruner: OneCyclePruner, event: EpochEvent) -> None:
+        return None
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        return None
+
+
+class DenseSchedule(_Schedule):
+    """No pruning: the baseline at the same epoch budget."""
+
+
+class OneShotSchedule(_Schedule):
+    """Prune the randomly initialised network before the first step."""
+
+    def prune_at_start(self, epoch, pruner):
+        return epoch == 0 and not pruner.pruned
+
+
+class ThreeStageSchedule(_Schedule):
+    """Train dense, prune once, fine-tune: the classic pipeline in one budget."""
+
+    def end_epoch(self, epoch, pruner, event):
+        prune_epoch = self.config.prune_epoch if self.config.prune_epoch is not None else self.config.epochs // 3
+        if epoch == prune_epoch and not pruner.pruned:
+            pruner._search(event, self.config.flops_reduction)
+            event.prune_due = True
+
+
+class StabilitySchedule(_Schedule):
+    """One-cycle (``ocs``) and EPI: search every epoch from ``monitor_start``; prune
+    when the indicator says the sub-network is stable, or at the cap.  ``ocs`` also
+    shrinks the selected channels once regularisation has started."""
+
+    def __init__(self, config: PruneConfig, regularise: bool):
+        super().__init__(config)
+        self.regularise = regularise
+
+    def end_epoch(self, epoch, pruner, event):
+        if pruner.pruned or epoch < self.config.monitor_start:
+            return
+        plan = pruner._search(event, self.config.flops_reduction)
+        pruner._track(event, plan)
+        if self.regularise:
+            pruner._regularise(epoch, plan)
+        event.prune_due = pruner.indicator.stable() or epoch >= self.config.last_prune_epoch
+
+
+class GradualSchedule(_Schedule):
+    """One-Cycle Pruning's S-curve applied to the MACs reduction: prune a little at the
+    end of each epoch until the target is reached at ~70 % of training."""
+
+    SATURATION = 0.7
+
+    def target(self, epoch: int) -> float:
+        c = self.config
+        progress = min(1.0, (epoch + 1) / max(1.0, self.SATURATION * c.epochs))
+        curve = (1 + math.exp(-c.gradual_alpha + c.gradual_beta)) / (1 + math.exp(-c.gradual_alpha * progress + c.gradual_beta))
+        return c.flops_reduction * min(1.0, curve)
+
+    def end_epoch(self, epoch, pruner, event):
+        target = self.target(epoch)
+        final = target >= self.config.flops_reduction
+        # Small steps are skipped (each prune re-analyses the model), except the last.
+        if pruner.state.reached >= target or (not final and target - pruner.state.reached < 0.005):
+            return
+        pruner._search(event, target)
+        event.prune_due = True
+
+
+class LaaspSchedule(_Schedule):
+    """LAASP (algorithms.md §4): train dense to ``prune_epoch``; then at the end of an
+    epoch run a chunk of loss-aware steps (laasp.py) until ``recover_macs`` more of
+    the MACs are gone, slice once, and give ``recover_epochs`` epochs of training to
+    recover before the next chunk, until the target is met.  Recovery epochs are
+    epochs of the run (the budget is fixed), on the run's LR schedule.  A chunk that
+    would leave the next one past ``laasp_last_epoch`` goes all the way to the target.
+
+    Its state (the step log, the next chunk's epoch, the groups' original sizes) is
+    checkpointed every epoch, so a run resumes between chunks or during a recovery."""
+
+    def __init__(self, config: PruneConfig):
+        super().__init__(config)
+        self.steps: list[dict] = []
+        self.next_epoch = config.laasp_first_epoch
+        self.done = False
+        self.original_sizes: dict[str, int] = {}
+
+    def prune_at_start(self, epoch, pruner):
+        if not pruner.selection_data:
+            raise CompressorError("the laasp schedule needs selection_data: a list of (inputs, targets) batches")
+        return False
+
+    def end_epoch(self, epoch, pruner, event):
+        if self.done or epoch < self.next_epoch:
+            return
+        started = time.perf_counter()
+        c = self.config
+        final = c.recover_epochs == 0 or epoch + c.recover_epochs > c.laasp_last_epoch
+        goal = c.flops_reduction if final else min(c.flops_reduction, pruner.state.reached + max(c.recover_macs, 1e-9))
+        plan, steps = laasp.prune_chunk(
+            pruner.model, pruner.graph, pruner.cost, pruner.dense_macs, self._limits(pruner.graph),
+            pruner.selection_data, self._settings(), goal, pruner.loss_fn,
+        )
+        chunk = len(pruner.state.prune_epochs)
+        self.steps += [{"epoch": epoch, "chunk": chunk, "step": len(self.steps) + i, **s} for i, s in enumerate(steps)]
+        self.next_epoch = epoch + max(1, c.recover_epochs)
+        event.search_time_s = time.perf_counter() - started
+        if not steps:
+            self.done = True  # every group is at its cap
+            return
+        plan = _broadcast(plan)
+        pruner.state.candidate = plan.to_dict()
+        event.searched = True
+        event.plan_macs = pruner.cost.macs(kept_class_mask(pruner.graph, plan))
+        event.prune_due = True
+        self.done = final or 1.0 - event.plan_macs / pruner.dense_macs >= c.flops_reduction - 1e-12
+
+    def _limits(self, graph: ChannelGraph) -> dict[str, laasp.GroupLimits]:
+        """Caps and rounding follow each group's size before any pruning."""
+        if not self.original_sizes:
+            self.original_sizes = {g.name: g.size for g in graph.groups}
+        c = self.config
+        return {
+            g.name: laasp.GroupLimits.of(self.original_sizes.get(g.name, g.size), c.round_to, c.max_prune_fraction, c.min_width)
+            for g in graph.groups
+        }
+
+    def _settings(self) -> laasp.StepSettings:
+        c = self.config
+        return laasp.StepSettings(tuple(c.criteria_pool), c.flops_reduction, c.laasp_step, c.laasp_group_fraction)
+
+    def state(self) -> dict:
+        return {
+            "steps": self.steps,
+            "next_epoch": self.next_epoch,
+            "done": self.done,
+            "original_sizes": self.original_sizes,
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.steps = list(state["steps"])
+        self.next_epoch = int(state["next_epoch"])
+        self.done = bool(state["done"])
+        self.original_sizes = dict(state["original_sizes"])
+
+
+def _make_schedule(config: PruneConfig) -> _Schedule:
+    return {
+        "ocs": lambda: StabilitySchedule(config, regularise=True),
+        "epi": lambda: StabilitySchedule(config, regularise=False),
+        "dense": lambda: DenseSchedule(config),
+        "oneshot": lambda: OneShotSchedule(config),
+        "three-stage": lambda: ThreeStageSchedule(config),
+        "gradual": lambda: GradualSchedule(config),
+        "laasp": lambda: LaaspSchedule(config),
+    }[config.schedule]()

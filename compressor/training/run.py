@@ -1,0 +1,237 @@
+"""One ``compress prune`` run end to end: build or resume, train, write artifacts.
+
+Artifacts in the output directory (keys in design.md): ``summary.json``,
+``metrics.jsonl``, ``plan.json``, ``run.png``, ``model.pt`` (the pruned model file),
+``checkpoint.pt`` (every epoch) and ``checkpoint-before-prune.pt``; the ``laasp``
+schedule adds ``laasp_steps.jsonl``, one line per pruning step (the winning group
+and criterion, and every candidate's loss).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from compressor.atomic import atomic_write_text
+from compressor.training.checkpoint import LATEST, load_checkpoint
+from compressor.training.data import DataConfig, load_data
+from compressor.errors import CompressorError
+from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
+from compressor.outdir import check_fresh_output, remove_stale_temps  # noqa: F401 - check_fresh_output: API
+from compressor.engine.plan import PruningPlan
+from compressor.training.report import MetricsLog, plot_run, write_summary
+from compressor.training.serialization import ModelSpec, rebuild, restored_state, save_pruned
+from compressor.training.loop import RunContext, Trainer, TrainConfig, config_dict, distributed_context, make_optimizer, resolve_device
+from compressor.models.zoo import build
+
+CONFIG_TYPES = (DataConfig, TrainConfig, PruneConfig)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model: str
+    out: Path
+    data: DataConfig
+    train: TrainConfig
+    prune: PruneConfig
+    weights: str | None = None
+    trust_code: bool = False  # a resumed checkpoint's module.path:factory name may be imported
+
+
+def configs_from_dict(values: dict, where: str = "the settings") -> tuple[DataConfig, TrainConfig, PruneConfig]:
+    """Split one flat dict of settings into the three frozen configs; a value of the wrong
+    type (``lr: "0.1"``, ``epochs: 1.7``, ``epochs: true``) is refused, never coerced."""
+    built = []
+    for kind in CONFIG_TYPES:
+        names = {f.name: f.type for f in fields(kind)}
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
+        for key, value in kwargs.items():
+            _check_type(key, value, names[key], where)
+        built.append(kind(**kwargs))
+    return tuple(built)  # type: ignore[return-value]
+
+
+# A field's annotation (a string under ``from __future__ import annotations``) -> what it accepts.
+_ACCEPTS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "tuple": (tuple,)}
+
+
+def _check_type(key: str, value, annotation: str, where: str) -> None:
+    options = [part.strip() for part in str(annotation).split("|")]
+    if value is None and "None" in options:
+        return
+    accepted = tuple(t for part in options for t in _ACCEPTS.get(part.split("[")[0], ()))
+    if not accepted:
+        return  # a field type this check does not know: the config's own checks apply
+    is_bool = isinstance(value, bool)
+    if not isinstance(value, accepted) or (is_bool and bool not in accepted) or _bad_float(value):
+        wanted = " or ".join(o for o in options)
+        raise CompressorError(f"{where}: {key} must be {wanted}, got {value!r} ({type(value).__name__}); not converted")
+
+
+def _bad_float(value) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def conflicts(saved: dict, given: dict) -> list[str]:
+    """Settings given now that differ from the run being resumed."""
+    differences = []
+    for key, value in sorted(given.items()):
+        old = saved.get(key)
+        normalised = list(value) if isinstance(value, tuple) else value
+        if key in saved and old != normalised:
+            differences.append(f"{key}: run has {old!r}, given {normalised!r}")
+    return differences
+
+
+def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
+    rank, world_size = distributed_context()
+    torch.manual_seed(spec.train.seed)
+    data = load_data(spec.data)
+    # Built before the model so a too-large subset fails before anything heavy.
+    selection = data.selection_batches(spec.prune.selection_samples) if spec.prune.schedule == "laasp" else None
+    model_spec = ModelSpec(spec.model, data.num_classes, data.input_size, spec.prune.ignore)
+    device = resolve_device(spec.train.device)
+    if resume_payload is None:
+        model = build(spec.model, data.num_classes, spec.weights, input_size=data.input_size)
+        model.to(device)
+        optimizer = make_optimizer(spec.train, model)
+        example = torch.zeros(1, *data.input_size, device=device)
+        pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection)
+    else:
+        with _checkpoint_must_fit(spec.out / LATEST):
+            model, optimizer, pruner = _restore_model(spec, model_spec, resume_payload, device, data, selection)
+    context = RunContext(spec.out, rank, world_size)
+    if context.writer:
+        _clear_for_start(spec.out, fresh=resume_payload is None)
+    settings = config_dict(spec.data, spec.train, spec.prune)
+    extra = lambda: {"config": settings, "model_name": spec.model, "spec": model_spec.to_dict()}  # noqa: E731
+    trainer = Trainer(pruner, optimizer, data, spec.train, context, extra)
+    start = 0
+    if resume_payload is not None:
+        with _checkpoint_must_fit(spec.out / LATEST):
+            trainer.restore(resume_payload)
+        start = int(resume_payload["epoch"]) + 1
+        if context.writer:
+            MetricsLog(spec.out / "metrics.jsonl").truncate_after(start - 1)
+    trainer.run(start)
+    if world_size > 1:
+        atomic_write_text(spec.out / f"rank{rank}-final.json", json.dumps(trainer.fingerprint()))
+    if not context.writer:
+        return {}
+    summary = _write_artifacts(spec, model_spec, pruner, trainer)
+    _check_target_reached(spec, summary)
+    return summary
+
+
+TARGET_SLACK = 0.01  # the plan lands on or just past the target; this much short is rounding, more is a miss
+
+
+def _check_target_reached(spec: RunSpec, summary: dict) -> None:
+    """A run that ends short of --flops-reduction (too few epochs for the prune to
+    happen, say) is a failure to report, not a "-0.0 %" success."""
+    if spec.prune.schedule == "dense":
+        return
+    reached, target = summary["macs_reduction"], spec.prune.flops_reduction
+    if reached < target - TARGET_SLACK:
+        raise CompressorError(
+            f"the run ended without reaching its target: MACs reduced by {max(reached, 0):.1%}, --flops-reduction "
+            f"asked for {target:.1%} (pruned: {'never' if summary['prune_epoch'] is None else 'partly'}); artifacts "
+            f"are in {spec.out}; give more --epochs or an earlier --max-prune-epoch"
+        )
+
+
+def _restore_model(spec: RunSpec, model_spec: ModelSpec, payload: dict, device, data, selection):
+    plans = [PruningPlan.from_dict(p) for p in payload["pruner"]["state"]["applied"]]
+    model = rebuild(model_spec, plans, trust_code=spec.trust_code)
+    model.load_state_dict(restored_state(payload["model"]))
+    model.to(device)
+    optimizer = make_optimizer(spec.train, model)
+    example = torch.zeros(1, *data.input_size, device=device)
+    pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection, state=payload["pruner"])
+    return model, optimizer, pruner
+
+
+@contextlib.contextmanager
+def _checkpoint_must_fit(path: Path):
+    """A checkpoint whose parts do not fit together (weights of another architecture, wrong
+    shapes, missing keys, optimizer state of another model) is one line, not a traceback.
+    Only the restore is wrapped: an error in training itself stays a bug report."""
+    try:
+        yield
+    except CompressorError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise CompressorError(f"{path} does not fit the run it describes ({type(error).__name__}: {reason}); "
+                              "resume from an intact checkpoint") from error
+
+
+def _clear_for_start(out: Path, fresh: bool) -> None:
+    """Before the first epoch: a killed run's temp files go; a fresh run (an empty --out,
+    or --overwrite) starts its own metrics log rather than appending to a file it did not
+    write, and unlinks a symlink there instead of writing through it."""
+    remove_stale_temps(out)
+    if fresh:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePruner, trainer: Trainer) -> dict:
+    out = spec.out
+    plans = pruner.applied_plans or [PruningPlan.dense(pruner.graph)]
+    model_path = _save_model(out, pruner.model.cpu(), model_spec, plans)
+    atomic_write_text(out / "plan.json", json.dumps([p.to_dict() for p in plans], indent=1))
+    records = MetricsLog.read(out / "metrics.jsonl")
+    plot_run(records, out / "run.png", f"{spec.model} on {spec.data.dataset}: {spec.prune.schedule}")
+    last = records[-1]
+    summary = {
+        "model": spec.model,
+        "dataset": spec.data.dataset,
+        "data": config_dict(spec.data),  # read back by export's parity gate for real images
+        "schedule": spec.prune.schedule,
+        "criterion": spec.prune.criterion,
+        "epochs": spec.train.epochs,
+        "flops_reduction_target": spec.prune.flops_reduction,
+        "dense_macs": pruner.dense_macs,
+        "dense_params": pruner.dense_params,
+        "pruned_macs": pruner.macs,
+        "pruned_params": pruner.params,
+        "macs_reduction": 1 - pruner.macs / pruner.dense_macs,
+        "prune_epoch": pruner.prune_epoch,
+        "prune_epochs": pruner.state.prune_epochs,
+        "top1": last.val_top1,
+        "best_top1": trainer.best_top1,
+        "wall_time_s": trainer.wall_time_s,
+        "search_time_s": sum(r.search_time_s for r in records),
+        "model_path": str(model_path),
+        "seed": spec.train.seed,
+    }
+    if spec.prune.schedule == "laasp":
+        summary.update(_write_laasp_steps(out, pruner.schedule.steps))
+    write_summary(out / "summary.json", summary)
+    return summary
+
+
+def _save_model(out: Path, model, model_spec: ModelSpec, plans: list) -> Path:
+    try:
+        return save_pruned(out / "model.pt", model, model_spec, plans[-1], plans[:-1])
+    except OSError as error:  # the training is in checkpoint.pt: say so, and how to finish
+        reason = "the disk is full" if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else error.strerror
+        kept = (f"the last checkpoint {out / LATEST} is intact; free space and run compress prune --resume {out} "
+                "to write the artifacts") if (out / LATEST).exists() else "no checkpoint was written"
+        raise CompressorError(f"could not write {out / 'model.pt'}: {reason}; {kept}") from error
+
+
+def _write_laasp_steps(out: Path, steps: list[dict]) -> dict:
+    """The log of which (group, criterion) won each step; counts go into the summary."""
+    atomic_write_text(out / "laasp_steps.jsonl", "".join(json.dumps(step) + "\n" for step in steps))
+    wins = Counter(step["criterion"] for step in steps)
+    removed = Counter()
+    for step in steps:
+        removed[step["criterion"]] += step["removed"]
+    return {"laasp_steps": len(steps), "criterion_wins": dict(wins), "channels_removed_by_criterion": dict(removed)}

@@ -56,7 +56,7 @@ class _GroupRanking:
     group: ChannelGroup
     order: np.ndarray  # positions within the group, most important first
     sorted_scores: np.ndarray  # descending
-    floor: int
+    floor: int  # the fewest channels kept, already a multiple of step (or the whole group)
     step: int
 
     def keep_count(self, threshold: float) -> int:
@@ -67,18 +67,30 @@ class _GroupRanking:
         return min(self.group.size, int(math.ceil(count / self.step) * self.step))
 
 
+def kept_count_rules(size: int, round_to: int | None, max_prune_fraction: float, min_width: int) -> tuple[int, int]:
+    """``(step, min_keep)`` for a group of ``size`` channels: the kept count is a multiple
+    of ``step`` (or the whole group) and at least ``min_keep``.  The one home of these
+    rules: ``select_plan`` and LAASP's ``GroupLimits`` both ask here.
+
+    ``step`` is ``round_to`` (default 8) for groups of at least 16 channels and 1 below
+    that.  A group narrower than the multiple keeps widths the hardware still likes: the
+    gcd of the two (16 channels at --round-to 32 keep all 16, 24 at 32 keep 8, 16 or 24),
+    never arbitrary ones.  ``min_keep`` is the cap on the pruned fraction and the minimum
+    width, rounded up to a step and at most the whole group."""
+    step = round_to if round_to is not None else DEFAULT_ROUND_TO
+    if size < ROUND_MIN_CHANNELS:
+        step = 1
+    elif step > size:
+        step = math.gcd(step, size)
+    floor = min(size, max(min_width, math.ceil(size * (1.0 - max_prune_fraction))))
+    return step, min(size, math.ceil(floor / step) * step)
+
+
 def _rank(group: ChannelGroup, scores: np.ndarray, config: SelectionConfig) -> _GroupRanking:
     values = scores[group.classes]
     order = np.argsort(-values, kind="stable")
-    step = config.round_to if config.round_to is not None else DEFAULT_ROUND_TO
-    if group.size < ROUND_MIN_CHANNELS:
-        step = 1
-    elif step > group.size:
-        # A group narrower than the multiple keeps widths the hardware still likes
-        # (16 channels at --round-to 32: 16 or nothing), not arbitrary ones.
-        step = math.gcd(step, group.size)
-    floor = max(config.min_width, math.ceil(group.size * (1.0 - config.max_prune_fraction)))
-    return _GroupRanking(group, order, values[order], min(floor, group.size), step)
+    step, floor = kept_count_rules(group.size, config.round_to, config.max_prune_fraction, config.min_width)
+    return _GroupRanking(group, order, values[order], floor, step)
 
 
 class _Search:

@@ -38,7 +38,7 @@ from compressor.engine.cost import CostModel
 from compressor.errors import CompressorError
 from compressor.engine.importance import WEIGHT_NAMES
 from compressor.engine.plan import GroupPlan, PruningPlan
-from compressor.engine.selection import DEFAULT_ROUND_TO, ROUND_MIN_CHANNELS
+from compressor.engine.selection import kept_count_rules
 
 LAASP_CRITERIA = ("l1", "l2", "euclidean", "cosine")
 NORM_CRITERIA = {"l1": 1, "l2": 2}
@@ -225,8 +225,8 @@ class MaskedEvaluator:
 @dataclass(frozen=True)
 class GroupLimits:
     """Kept counts a group may take: multiples of ``block`` (or all ``original``
-    channels), never below ``min_keep``; the same rules as ``select_plan``, on the
-    group's original size so rounding stays put after slicing."""
+    channels), never below ``min_keep``; ``select_plan``'s rules (``kept_count_rules``),
+    on the group's original size so rounding stays put after slicing."""
 
     original: int
     block: int
@@ -234,11 +234,7 @@ class GroupLimits:
 
     @classmethod
     def of(cls, original: int, round_to: int | None, max_prune_fraction: float, min_width: int) -> "GroupLimits":
-        block = round_to if round_to is not None else DEFAULT_ROUND_TO
-        if original < ROUND_MIN_CHANNELS or block > original:
-            block = 1
-        floor = min(original, max(min_width, math.ceil(original * (1.0 - max_prune_fraction))))
-        return cls(original, block, min(original, math.ceil(floor / block) * block))
+        return cls(original, *kept_count_rules(original, round_to, max_prune_fraction, min_width))
 
     def keep_options(self, kept: int, remove: int) -> list[int]:
         """Allowed kept counts below ``kept``, from the one removing about ``remove``

@@ -78,6 +78,38 @@ def test_group_limits_follow_the_selection_rules():
     assert GroupLimits.of(12, None, 0.5, 1).keep_options(12, 2) == [10, 11]  # small groups: single channels
 
 
+
+@pytest.mark.parametrize(
+    "size,round_to,block,min_keep,options",
+    [
+        (16, 32, 16, 16, []),  # narrower than the multiple: all 16 or nothing (gcd), as select_plan keeps it
+        (24, 32, 8, 8, [8, 16]),  # gcd 8: hardware-friendly widths, never 5 or 13
+        (48, 32, 32, 32, [32]),
+        (12, 32, 1, 3, list(range(3, 12))),  # small groups: single channels whatever the multiple
+    ],
+)
+def test_group_limits_when_the_multiple_exceeds_the_group(size, round_to, block, min_keep, options):
+    limits = GroupLimits.of(size, round_to, 0.75, 1)
+    assert (limits.block, limits.min_keep) == (block, min_keep)
+    assert limits.keep_options(size, size) == options
+
+
+def test_group_limits_and_select_plan_apply_one_rounding_rule():
+    """LAASP's limits and select_plan's ranking come from one function; were either to
+    grow its own copy again, some size / multiple / cap below would tell them apart."""
+    from compressor.engine.analysis.graph import ChannelGroup
+    from compressor.engine.selection import SelectionConfig, _rank
+
+    for size in (1, 2, 7, 12, 15, 16, 17, 24, 31, 32, 40, 48, 64, 96, 100):
+        group = ChannelGroup("g", np.arange(size), size, ())
+        for round_to in (None, 1, 3, 8, 16, 24, 32, 64, 128):
+            for fraction, min_width in ((0.75, 1), (0.5, 1), (1.0, 1), (0.9, 10)):
+                ranking = _rank(group, np.ones(size), SelectionConfig(0.5, round_to, fraction, min_width))
+                limits = GroupLimits.of(size, round_to, fraction, min_width)
+                assert (ranking.step, ranking.floor) == (limits.block, limits.min_keep), (size, round_to, fraction)
+                if round_to is not None and round_to > size >= 16:
+                    assert size % limits.block == 0  # the group's own width stays reachable
+
 # -- evaluation on the live model ----------------------------------------------------------------
 class Tiny(nn.Module):
     def __init__(self):

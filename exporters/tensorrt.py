@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import re
 import time
@@ -35,6 +36,8 @@ from compressor.errors import CompressorError
 from compressor.export.artifacts import make_readable
 from compressor.export.messages import one_line
 from compressor.export.parity import ParityReport, Top1Report, check_parity, check_top1, gate_cases, torch_runner
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = "install it on a machine with an NVIDIA GPU and driver: pip install tensorrt"
 
@@ -195,7 +198,7 @@ def _save_timing_cache(cache, path: Path) -> None:
         data = cache.serialize()
         atomic_write(path, lambda stream: stream.write(data))
     except OSError as error:  # a cache we cannot save costs build time later, nothing else
-        warnings.warn(f"could not save the TensorRT timing cache to {path}: {error}", stacklevel=2)
+        log.warning("could not save the TensorRT timing cache to %s: %s", path, error)
 
 
 class EngineRunner:

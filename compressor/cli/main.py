@@ -9,8 +9,13 @@ torch, the engine, the exporters and the benchmarks are imported inside the comm
 bodies: ``compress --help`` and ``compress COMMAND --help`` then start in a fraction of
 a second instead of several (``benchmarks/cli_startup.py`` measures it,
 ``tests/unit/test_cli_lazy_imports.py`` holds it).
+
+The library logs instead of printing; ``compressor.cli.logs`` shows those lines on the
+console at the level ``-v`` / ``-q`` choose (default INFO).
 """
 from __future__ import annotations
+
+import logging
 
 import click
 
@@ -18,15 +23,24 @@ from compressor import __version__
 from compressor.cli.bench import bench_command
 from compressor.cli.export import export_command
 from compressor.cli.info import info_command
+from compressor.cli.logs import show_logs
 from compressor.cli.models import models_command
 from compressor.cli.prune import prune_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="compress")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also show debug lines (which checkpoint each epoch wrote, fallbacks taken).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Show no progress lines (per epoch, prune), only warnings; results and errors still show.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     """One-cycle structured pruning: find the channels that do not pay for themselves,
     remove them, and hand back a smaller dense network."""
+    if verbose and quiet:
+        raise click.UsageError("-v/--verbose and -q/--quiet contradict each other; pass one of them")
+    show_logs(ctx, logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
 for _command in (models_command, info_command, prune_command, export_command, bench_command):

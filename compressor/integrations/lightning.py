@@ -23,6 +23,7 @@ resuming ``Trainer.fit`` from it needs the pruned architecture rebuilt first
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from typing import Any
@@ -32,6 +33,8 @@ from torch import nn
 
 from compressor.errors import CompressorError
 from compressor.schedules.onecycle import EpochEvent, OneCyclePruner, PruneConfig, _release_ddp
+
+log = logging.getLogger(__name__)
 
 try:
     import lightning.pytorch as pl
@@ -51,6 +54,10 @@ class PruningCallback(pl.Callback):
     keyword ``overrides`` replace fields of it (``flops_reduction=0.5``, ``schedule="ocs"``
     ...).  After the fit, ``callback.pruner`` holds the plan, the stability history and the
     MACs, and ``callback.events`` every epoch's ``EpochEvent``.
+
+    The prune is reported on global rank 0 as one line through ``logging`` (logger
+    ``compressor.integrations.lightning``): at INFO, or at DEBUG with ``verbose=False``.
+    It shows only where logging is configured, e.g. ``logging.basicConfig(level=logging.INFO)``.
     """
 
     def __init__(self, config: PruneConfig | None = None, example_input: Any = None, *, verbose: bool = True, **overrides):
@@ -140,12 +147,10 @@ class PruningCallback(pl.Callback):
         self.pruner.prune(epoch)
         if wrapped:
             strategy.configure_ddp()  # the strategy's own wrapping (device ids, kwargs, comm hooks)
-        if self.verbose and trainer.is_global_zero:
-            print(
-                f"pruned after epoch {epoch + 1}: {self.pruner.dense_macs / 1e6:.1f}M -> "
-                f"{self.pruner.macs / 1e6:.1f}M MACs ({time.perf_counter() - started:.1f} s)",
-                flush=True,
-            )
+        if trainer.is_global_zero:
+            log.log(logging.INFO if self.verbose else logging.DEBUG,
+                    "pruned after epoch %d: %.1fM -> %.1fM MACs (%.1f s)", epoch + 1,
+                    self.pruner.dense_macs / 1e6, self.pruner.macs / 1e6, time.perf_counter() - started)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -5,12 +5,16 @@ a step-wise LR schedule computed from the epoch fraction (so resuming and prunin
 never disturb it), optional AMP and channels_last on CUDA, optional
 ``torch.compile``, a progress bar, one metrics line and one atomic checkpoint per
 epoch (and one just before the prune), DDP through torchrun.
+
+Rank 0 logs one INFO line per epoch and one per prune (``compress`` prints them on
+stdout) and a DEBUG line per checkpoint; other ranks stay silent.
 """
 from __future__ import annotations
 
 import contextlib
 import gc
 import hashlib
+import logging
 import math
 import os
 import sys
@@ -31,6 +35,8 @@ from compressor.training.data import DataBundle
 from compressor.errors import CompressorError
 from compressor.schedules.onecycle import EpochEvent, OneCyclePruner
 from compressor.training.report import EpochRecord, MetricsLog, format_epoch_line
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -297,6 +303,7 @@ class Trainer:
             **self.checkpoint_extra(),
         }
         save_checkpoint(self.context.out / name, payload)
+        log.debug("epoch %d: wrote %s", epoch + 1, self.context.out / name)
 
     def restore(self, payload: dict) -> None:
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -328,8 +335,9 @@ class Trainer:
         return tqdm(total=total, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True)
 
     def _say(self, message: str) -> None:
+        """A progress line for whoever watches the run: rank 0 only, at INFO."""
         if self.context.writer:
-            print(message, flush=True)
+            log.info(message)
 
 
 def distributed_context() -> tuple[int, int]:

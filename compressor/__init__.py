@@ -16,6 +16,9 @@ The engine underneath::
     cost = CostModel(graph, model)                   # analytic MACs/params
     plan = select_plan(graph, cost, group_l2(graph, model), SelectionConfig(0.5))
     model = apply_plan(model, graph, plan, optimizer)  # a smaller dense model
+
+A layer of your own is taught to the engine with ``register_handler(MyHandler())``, where
+``MyHandler`` subclasses ``LayerHandler`` (README, "Your own layer").
 """
 __version__ = "0.1.0"
 
@@ -26,6 +29,10 @@ _EXPORTS = {
     "ChannelGraph": "compressor.engine.analysis.graph",
     "ChannelGroup": "compressor.engine.analysis.graph",
     "analyse": "compressor.engine.analysis.graph",
+    "ChannelMap": "compressor.engine.analysis.records",  # what LayerHandler.trace records
+    "LayerHandler": "compressor.engine.analysis.layers",  # the extension point: your own layer
+    "register_handler": "compressor.engine.analysis.registry",
+    "unregister_handler": "compressor.engine.analysis.registry",
     "apply_plan": "compressor.engine.apply",
     "CostModel": "compressor.engine.cost",
     "CompressorError": "compressor.errors",

@@ -44,6 +44,57 @@ def _freeze_unknown_variant(state: TraceState, name: str, module: nn.Module, x, 
 
 
 class LayerHandler:
+    """How one layer type's parameters follow channels: subclass it and ``register_handler``
+    an instance to prune through a layer of your own (README, "Your own layer").
+
+    ``types``
+        A tuple of ``nn.Module`` classes.  A module is handled by the handler of the most
+        specific class in its MRO, so a handler for a ``Conv2d`` subclass wins over the
+        built-in conv handler.  A handled module is a *leaf*: the ops inside its forward
+        are not traced, so ``trace`` has to say everything they do to channels.
+
+    ``trace(state, name, module, args, kwargs, out)``
+        Called after each call of the module in the analysis pass (eval mode, no grad),
+        with its inputs and output; ``name`` is its name in ``model.named_modules()``.
+        Through ``state`` it records:
+
+        * where the input channels come from: ``state.channel_atoms(x, dim, reason)`` gives
+          one atom per position of ``dim`` of input ``x``, or None when those channels are
+          fixed anyway (the image) or laid out in a way it cannot follow (then it has
+          kept them whole, with ``reason``).  Inputs the layer cannot follow at all are
+          kept whole with ``state.freeze_map(state.map_of(x), reason)``.
+        * the channels it creates: ``state.new_space(name, size)`` returns fresh atoms
+          (a layer that keeps its input channels, like a norm, reuses the input's atoms).
+        * every parameter or buffer dim that follows channels: ``state.slot(name, tensor,
+          dim, atoms)``.  Applying a plan keeps exactly the entries of the kept atoms along
+          that dim, and the masked reference (``masked_copy``) zeroes the others.  A dim
+          that follows channels but has no slot keeps its old size: the sliced model then
+          fails, or differs from the masked one (the check the tests make).
+        * the output's channels: ``state.set_map(out, ChannelMap(dims, atoms))``, so that
+          the consumers slice their inputs to match.  An output with no map reaches them as
+          fixed channels: then the atoms behind it must not be pruned either (freeze them
+          with ``state.table.freeze(atoms, reason)``, or record no slots for them).
+        * the MACs of the ops its forward runs: ``state.term(label, macs, *factors)``, with
+          ``macs`` the dense count as ``count_macs`` counts it on the traced input and
+          ``factors`` the atom arrays it scales with (a conv: outputs and inputs; a None
+          factor is skipped).  ``macs`` must be a multiple of the product of the factors'
+          lengths.  Without a term the cost model predicts the op's MACs never shrink.
+        * couplings, where channels must be kept or removed together:
+          ``state.table.union(atoms_a, atoms_b)`` (position by position) or
+          ``state.couple_rows(grid)`` (every row of a 2-D grid with the first: equal groups).
+
+    ``refresh(module)``
+        Called by ``apply_plan`` after it has sliced every slot (parameters keep their
+        identity, only their data shrinks), for each module with a handler, children
+        before parents, whether or not the plan touched that module.  It brings the
+        module's own attributes (``in_channels``, ``num_heads`` ...) in line with the new
+        tensor shapes, read from those shapes, so that the forward computes on the kept
+        channels what the original computed on them.  It returns None, or an equivalent
+        module built around the same parameter objects, which replaces the module in its
+        parent.  The handler must still be registered when a plan is applied, and when
+        ``load_pruned`` rebuilds the model: register it where the layer is defined.
+    """
+
     types: tuple[type, ...] = ()
 
     def trace(self, state: TraceState, name: str, module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:

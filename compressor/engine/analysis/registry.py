@@ -54,11 +54,17 @@ def register_handler(handler: LayerHandler) -> LayerHandler:
 
     Returns the handler, so it can be used as ``register_handler(MyHandler())`` at import
     time of the module that defines the layer.  See the README ("Your own layer")."""
+    if isinstance(handler, type) and issubclass(handler, LayerHandler):
+        raise CompressorError(f"register_handler expects a handler instance: {handler.__name__}(), not the class")
     if not isinstance(handler, LayerHandler):
         raise CompressorError(f"register_handler expects a LayerHandler instance, got {type(handler).__name__}")
-    types = tuple(handler.types)
-    if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
-        raise CompressorError(f"{type(handler).__name__}.types must name nn.Module classes, got {types!r}")
+    types = handler.types
+    if not isinstance(types, (tuple, list)) or not types or not all(
+        isinstance(t, type) and issubclass(t, nn.Module) for t in types
+    ):
+        raise CompressorError(f"{type(handler).__name__}.types must be a tuple of nn.Module classes, got {types!r}")
+    if handler in _registered:  # registering again moves it last, where it wins
+        _registered.remove(handler)
     _registered.append(handler)
     return handler
 

@@ -1,7 +1,8 @@
-"""CIFAR ResNets of He et al. (2016), depth 6n+2, with option-B shortcuts.
+"""The CIFAR ResNets (resnet20/32/56/110): a 3x3 stem, three stages of basic blocks
+at 16, 32 and 64 channels, depth 6n+2, with option-B shortcuts.
 
 Option B (1x1 conv + BN projection where the shape changes) is used instead of
-the paper's zero-padding option A because a projection is an ordinary
+the zero-padding shortcut (option A) because a projection is an ordinary
 conv/BN pair that structured pruning can shrink together with the block,
 whereas option A hard-wires the channel count of the residual path.
 """
@@ -83,7 +84,8 @@ def _stage(in_channels: int, width: int, blocks: int, stride: int) -> nn.Sequent
 
 
 def _kaiming_init(model: nn.Module) -> None:
-    """He-normal convs and unit BN, as in the paper's training recipe."""
+    """He-normal (fan-out) convs and BN at weight 1, bias 0: the initialisation these
+    networks were introduced with."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -93,7 +95,7 @@ def _kaiming_init(model: nn.Module) -> None:
 
 
 def _resnet(depth: int, num_classes: int) -> CifarResNet:
-    """Map the paper's depth (6n+2) to blocks per stage."""
+    """Map a depth of 6n+2 (the stem, 3 stages x n blocks x 2 convs, the head) to n blocks per stage."""
     if (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
     return CifarResNet((depth - 2) // 6, num_classes)

@@ -1,8 +1,8 @@
 """MobileNetV2 with a stride-1 stem so 32x32 inputs end at 4x4, not 1x1.
 
 Compared with the ImageNet network only the stem stride and the second
-stage's stride (2 -> 1) change; everything else follows Sandler et al. and
-torchvision, including skipping the expansion conv when t == 1.
+stage's stride (2 -> 1) change; everything else follows torchvision's
+``mobilenet_v2``, including skipping the expansion conv when t == 1.
 """
 
 from __future__ import annotations

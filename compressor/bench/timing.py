@@ -10,7 +10,7 @@ Clocks: on the CPU each call is timed with a host clock, ``perf_counter_ns`` unl
 the caller passes another (tests pass a fake one, so what they assert does not
 depend on how busy the machine is).  The warm-up is governed by the same clock.  On
 CUDA a pair of events is recorded around each call on the variant's stream and read
-after the block, so the timed loop has no host synchronisation (design.md, deploy.md §6).
+after the block, so the timed loop has no host synchronisation.
 """
 from __future__ import annotations
 

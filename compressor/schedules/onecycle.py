@@ -512,8 +512,11 @@ class GradualSchedule(_Schedule):
 
 
 class LaaspSchedule(_Schedule):
-    """LAASP (algorithms.md §4): train dense to ``prune_epoch``; then at the end of an
-    epoch run a chunk of loss-aware steps (laasp.py) until ``recover_macs`` more of
+    """LAASP, loss-aware automatic selection of the pruning criterion: each step lets
+    every criterion of a pool propose channels in every group and takes the pair
+    that leaves the lowest loss on a fixed training subset.  Train dense to
+    ``prune_epoch``; then at the end of an epoch run a chunk of such steps
+    (``compressor.schedules.laasp``) until ``recover_macs`` more of
     the MACs are gone, slice once, and give ``recover_epochs`` epochs of training to
     recover before the next chunk, until the target is met.  Recovery epochs are
     epochs of the run (the budget is fixed), on the run's LR schedule.  A chunk that

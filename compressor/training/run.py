@@ -1,6 +1,7 @@
 """One ``compress prune`` run end to end: build or resume, train, write artifacts.
 
-Artifacts in the output directory (keys in design.md): ``summary.json``,
+Artifacts in the output directory (``_write_artifacts`` sets the summary's keys,
+``EpochRecord`` a metrics line's): ``summary.json``,
 ``metrics.jsonl``, ``plan.json``, ``run.png``, ``model.pt`` (the pruned model file),
 ``checkpoint.pt`` (every epoch) and ``checkpoint-before-prune.pt``; the ``laasp``
 schedule adds ``laasp_steps.jsonl``, one line per pruning step (the winning group

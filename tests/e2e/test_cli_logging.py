@@ -1,4 +1,4 @@
-"""What ``compress`` shows of the library's log lines at each level (issue 13, item 5a).
+"""What ``compress`` shows of the library's log lines at each level.
 
 The library logs (``compressor.*`` loggers) and never prints; the CLI puts the lines on
 the console: per-epoch and prune lines (INFO) on stdout by default, none with ``-q``,

@@ -1,5 +1,5 @@
 """Hostile and careless inputs: each is one line, a non-zero exit, and changes nothing
-outside the output directory (issue 12, items 4-6).
+outside the output directory.
 
 The table runs the real CLI in-process (click's CliRunner); the two cases that need a
 process of their own (timm made unimportable, a file-size limit that makes the final

@@ -1,4 +1,4 @@
-"""Library code logs, never prints (issue 13, item 5a).
+"""Library code logs, never prints.
 
 Only the command line (``compressor/cli``) writes to the console; everything else says
 what it has to say through ``logging.getLogger(__name__)``, so a program that imports

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from compressor import CostModel, GroupPlan, PruningPlan, analyse, apply_plan
 from compressor.training.data import DataConfig, load_data
-from compressor.schedules.laasp import LAASP_CRITERIA, GroupLimits, MaskedEvaluator, Selector, StepSettings
+from compressor.choices import POOL_CRITERIA as LAASP_CRITERIA
+from compressor.schedules.laasp import GroupLimits, MaskedEvaluator, Selector, StepSettings
 from compressor.engine.verify import make_informative
 from compressor.models import build_model
 

@@ -8,7 +8,11 @@ if a name has no implementation), so the help text and the code cannot drift apa
 from __future__ import annotations
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+# The pruning criteria, by what they can do (one table of implementations:
+# compressor.engine.importance.CRITERIA).  --criterion: scores every channel, ranked
+# across groups.  --criteria-pool (laasp): ranks one group's filters; the default pool.
 CRITERIA = ("ocs", "l2", "l1", "bn-scale", "taylor", "random")
+POOL_CRITERIA = ("l1", "l2", "euclidean", "cosine")
 SCHEDULES = ("ocs", "dense", "oneshot", "three-stage", "epi", "gradual", "laasp")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("step", "cosine", "onecycle")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from compressor.choices import AMP_MODES, CRITERIA, DATASETS, DEPLOY_BACKENDS, LR_SCHEDULES, MAX_SEED, OPTIMIZERS, SCHEDULES
+from compressor.choices import (AMP_MODES, CRITERIA, DATASETS, DEPLOY_BACKENDS, LR_SCHEDULES, MAX_SEED, OPTIMIZERS,
+                                POOL_CRITERIA, SCHEDULES)
 from compressor.cli.common import trust_code_flag
 from compressor.errors import CompressorError
 
@@ -152,7 +153,7 @@ OPTIONS = [
     click.option("--epi-window", type=click.IntRange(min=1), default=5, show_default=True, help="Plans EPI compares with."),
     click.option("--max-prune-epoch", type=click.IntRange(min=0), help="Prune at this epoch at the latest [default: 40% of --epochs; laasp: the last but one epoch]."),
     click.option("--prune-epoch", type=click.IntRange(min=0), help="three-stage, laasp: the epoch after which to (start to) prune [default: a third of --epochs]."),
-    click.option("--criteria-pool", callback=_names, default="l1,l2,euclidean,cosine", show_default=True, help="laasp: criteria each step chooses from (l1, l2, euclidean, cosine)."),
+    click.option("--criteria-pool", callback=_names, default=",".join(POOL_CRITERIA), show_default=True, help=f"laasp: criteria each step chooses from ({', '.join(POOL_CRITERIA)})."),
     click.option("--selection-samples", type=click.IntRange(min=1), default=256, show_default=True, help="laasp: training images (a fixed subset) each candidate's loss is measured on."),
     click.option("--laasp-step", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01, show_default=True, help="laasp: fraction of the MACs one step removes."),
     click.option("--laasp-group-fraction", type=click.FloatRange(0, 1, min_open=True), help="laasp: instead, remove this fraction of the group's channels per step."),

@@ -12,9 +12,16 @@ rank across groups.  Each criterion is one small function over the graph's slots
 * ``taylor``: first-order Taylor, (sum of weight x gradient)² over the group's
   slices; needs gradients on the parameters.
 * ``random``: for ablations.
+
+Within one group, LAASP's ``--criteria-pool`` ranks the group's producer filters (a
+row per channel) instead: ``l1`` / ``l2`` by the row's norm, ``euclidean`` / ``cosine``
+by the distances between rows (FPGM redundancy).  Every criterion, whichever way it
+ranks, is one entry of ``CRITERIA``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -23,7 +30,7 @@ from torch import nn
 
 from compressor.engine.analysis.graph import ChannelGraph
 from compressor.engine.analysis.records import Slot
-from compressor.choices import CRITERIA as CRITERION_NAMES, registry
+from compressor.choices import CRITERIA as SCORING_NAMES, POOL_CRITERIA as POOL_NAMES, registry
 from compressor.engine.cost import CostModel
 from compressor.errors import CompressorError
 
@@ -122,14 +129,66 @@ def random_scores(graph: ChannelGraph, model: nn.Module, seed: int = 0, **_) -> 
     return np.random.default_rng(seed).random(graph.labels.size)
 
 
-CRITERIA: dict[str, Callable[..., np.ndarray]] = registry(CRITERION_NAMES, {
-    "ocs": ocs_scores,
-    "l2": l2_scores,
-    "l1": l1_scores,
-    "bn-scale": bn_scale_scores,
-    "taylor": taylor_scores,
-    "random": random_scores,
-}, "--criterion")
+def filter_norms(order: int, filters: torch.Tensor) -> np.ndarray:
+    """||F||_1 or ||F||_2 of each row (one row per channel)."""
+    return torch.linalg.vector_norm(filters.double(), ord=order, dim=1).numpy()
+
+
+def euclidean_distances(filters: torch.Tensor) -> np.ndarray:
+    """Pairwise Euclidean distance of the rows."""
+    rows = filters.double()
+    return torch.cdist(rows, rows, compute_mode="donot_use_mm_for_euclid_dist").numpy()
+
+
+def cosine_distances(filters: torch.Tensor) -> np.ndarray:
+    """Pairwise cosine distance (1 - cos) of the rows; a zero filter is at distance 1
+    from everything (the LAASP authors set NaN to 1)."""
+    rows = filters.double()
+    norms = torch.linalg.vector_norm(rows, dim=1)
+    unit = rows / norms.clamp_min(torch.finfo(torch.float64).tiny)[:, None]
+    distances = (1.0 - unit @ unit.T).clamp_min(0.0)
+    zero = norms == 0
+    distances[zero, :] = 1.0
+    distances[:, zero] = 1.0
+    distances.fill_diagonal_(0.0)
+    return distances.numpy()
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One pruning criterion and the ways it can rank channels.
+
+    ``scores(graph, model, seed=...)``: every channel class's importance, higher = keep,
+    comparable across groups (``--criterion``; ``select_plan`` ranks them globally).
+    ``measure(filters)``: on one group's filter matrix, a value per row (lower = more
+    removable) or, when ``pairwise``, the distance matrix of the rows (LAASP's
+    ``--criteria-pool``)."""
+
+    scores: Callable[..., np.ndarray] | None = None
+    measure: Callable[[torch.Tensor], np.ndarray] | None = None
+    pairwise: bool = False
+
+
+# The one table of criteria; the CLI's names (compressor.choices) are checked against it.
+CRITERIA: dict[str, Criterion] = {
+    "ocs": Criterion(scores=ocs_scores),
+    "l2": Criterion(scores=l2_scores, measure=partial(filter_norms, 2)),
+    "l1": Criterion(scores=l1_scores, measure=partial(filter_norms, 1)),
+    "bn-scale": Criterion(scores=bn_scale_scores),
+    "taylor": Criterion(scores=taylor_scores),
+    "random": Criterion(scores=random_scores),
+    "euclidean": Criterion(measure=euclidean_distances, pairwise=True),
+    "cosine": Criterion(measure=cosine_distances, pairwise=True),
+}
+# Views of it, in the CLI's order; importing refuses a name without an implementation.
+SCORING: dict[str, Criterion] = registry(SCORING_NAMES, {n: c for n, c in CRITERIA.items() if c.scores}, "--criterion")
+POOL: dict[str, Criterion] = registry(POOL_NAMES, {n: c for n, c in CRITERIA.items() if c.measure}, "--criteria-pool")
+
+
+def check_criterion(criterion: str) -> None:
+    """``criterion`` is one ``score_channels`` (``--criterion``) can rank with."""
+    if criterion not in SCORING:
+        raise CompressorError(f"unknown criterion '{criterion}'; choose from {', '.join(SCORING)}")
 
 
 def score_channels(
@@ -141,9 +200,8 @@ def score_channels(
     seed: int = 0,
 ) -> np.ndarray:
     """Importance per class id under ``criterion``; higher means keep."""
-    if criterion not in CRITERIA:
-        raise CompressorError(f"unknown criterion '{criterion}'; choose from {', '.join(CRITERIA)}")
-    scores = CRITERIA[criterion](graph, model, seed=seed)
+    check_criterion(criterion)
+    scores = SCORING[criterion].scores(graph, model, seed=seed)
     if cost_weighting:
         if cost is None:
             raise ValueError("cost weighting needs the cost model")

@@ -36,51 +36,29 @@ from torch import nn
 from compressor.engine.analysis.graph import ChannelGraph, ChannelGroup
 from compressor.engine.cost import CostModel
 from compressor.errors import CompressorError
-from compressor.engine.importance import WEIGHT_NAMES
+from compressor.engine.importance import POOL, WEIGHT_NAMES, Criterion
 from compressor.engine.plan import GroupPlan, PruningPlan
 from compressor.engine.selection import kept_count_rules
 
-LAASP_CRITERIA = ("l1", "l2", "euclidean", "cosine")
-NORM_CRITERIA = {"l1": 1, "l2": 2}
 TOLERANCE = 0.005  # the last step lands within this of the target whenever the rounding allows it
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def check_pool(pool: Sequence[str]) -> None:
+    """The criteria a step may choose from: ``POOL`` of the one criteria table."""
     if not pool:
-        raise CompressorError(f"--criteria-pool is empty; give one or more of {', '.join(LAASP_CRITERIA)}")
-    unknown = [name for name in pool if name not in LAASP_CRITERIA]
+        raise CompressorError(f"--criteria-pool is empty; give one or more of {', '.join(POOL)}")
+    unknown = [name for name in pool if name not in POOL]
     if unknown:
         raise CompressorError(
-            f"--criteria-pool: unknown criterion {', '.join(map(repr, unknown))}; choose from {', '.join(LAASP_CRITERIA)}"
+            f"--criteria-pool: unknown criterion {', '.join(map(repr, unknown))}; choose from {', '.join(POOL)}"
         )
     if len(set(pool)) != len(pool):
         raise CompressorError("--criteria-pool names a criterion twice")
 
 
-# -- criteria -----------------------------------------------------------------------------------
-def channel_norms(criterion: str, filters: torch.Tensor) -> np.ndarray:
-    """||F||_1 or ||F||_2 of each row (one row per channel)."""
-    return torch.linalg.vector_norm(filters.double(), ord=NORM_CRITERIA[criterion], dim=1).numpy()
-
-
-def distance_matrix(criterion: str, filters: torch.Tensor) -> np.ndarray:
-    """Pairwise Euclidean or cosine (1 - cos) distance of the rows; a zero filter is
-    at cosine distance 1 from everything (the authors set NaN to 1)."""
-    rows = filters.double()
-    if criterion == "euclidean":
-        return torch.cdist(rows, rows, compute_mode="donot_use_mm_for_euclid_dist").numpy()
-    norms = torch.linalg.vector_norm(rows, dim=1)
-    unit = rows / norms.clamp_min(torch.finfo(torch.float64).tiny)[:, None]
-    distances = (1.0 - unit @ unit.T).clamp_min(0.0)
-    zero = norms == 0
-    distances[zero, :] = 1.0
-    distances[:, zero] = 1.0
-    distances.fill_diagonal_(0.0)
-    return distances.numpy()
-
-
+# -- criteria (their measures: compressor.engine.importance.CRITERIA) ---------------------------
 def eliminate(distances: np.ndarray, count: int) -> np.ndarray:
     """Remove ``count`` channels one at a time: the one nearest to another remaining
     channel first (ties: smallest summed distance to the rest)."""
@@ -98,9 +76,15 @@ def eliminate(distances: np.ndarray, count: int) -> np.ndarray:
 
 def removal_order(criterion: str, filters: torch.Tensor, count: int) -> np.ndarray:
     """Row indices of the ``count`` most removable channels under ``criterion``, in order."""
-    if criterion in NORM_CRITERIA:
-        return np.argsort(channel_norms(criterion, filters), kind="stable")[:count]
-    return eliminate(distance_matrix(criterion, filters), count)
+    return _order(POOL[criterion], POOL[criterion].measure(filters), np.arange(filters.shape[0]), count)
+
+
+def _order(criterion: Criterion, values: np.ndarray, kept: np.ndarray, count: int) -> np.ndarray:
+    """Of the rows ``kept``, the ``count`` most removable by ``values`` (the criterion's
+    measure on every row): the smallest first, or nearest-neighbour elimination."""
+    if criterion.pairwise:
+        return kept[eliminate(values[np.ix_(kept, kept)], count)]
+    return kept[np.argsort(values[kept], kind="stable")[:count]]
 
 
 class _Ranker:
@@ -114,12 +98,8 @@ class _Ranker:
     def order(self, criterion: str, kept: np.ndarray, count: int) -> np.ndarray:
         """Positions (in the group) of the ``count`` channels to remove among ``kept``."""
         if criterion not in self._cache:
-            compute = channel_norms if criterion in NORM_CRITERIA else distance_matrix
-            self._cache[criterion] = compute(criterion, self.filters)
-        values = self._cache[criterion]
-        if criterion in NORM_CRITERIA:
-            return kept[np.argsort(values[kept], kind="stable")[:count]]
-        return kept[eliminate(values[np.ix_(kept, kept)], count)]
+            self._cache[criterion] = POOL[criterion].measure(self.filters)
+        return _order(POOL[criterion], self._cache[criterion], kept, count)
 
 
 # -- filters of a group -------------------------------------------------------------------------

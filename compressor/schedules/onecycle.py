@@ -30,11 +30,11 @@ from torch import nn
 from compressor.schedules import laasp
 from compressor.engine.analysis.graph import ChannelGraph, analyse
 from compressor.engine.apply import apply_plan
-from compressor.choices import SCHEDULES  # named there so that the CLI lists them without torch
+from compressor.choices import POOL_CRITERIA, SCHEDULES  # named there so that the CLI lists them without torch
 from compressor.engine.cost import CostModel
 from compressor.errors import CompressorError
 from compressor.engine.flops import count_params
-from compressor.engine.importance import CRITERIA, score_channels
+from compressor.engine.importance import check_criterion, score_channels
 from compressor.engine.plan import PruningPlan, kept_class_mask
 from compressor.schedules.regularization import Shrinker
 from compressor.engine.selection import SelectionConfig, select_plan
@@ -67,7 +67,7 @@ class PruneConfig:
     gradual_alpha: float = 14.0
     gradual_beta: float = 5.0
     # laasp: loss-aware choice of (group, criterion) per step on a fixed training subset
-    criteria_pool: tuple[str, ...] = ("l1", "l2", "euclidean", "cosine")
+    criteria_pool: tuple[str, ...] = POOL_CRITERIA
     selection_samples: int = 256
     laasp_step: float = 0.01  # MACs one step removes, as a fraction of the original MACs
     laasp_group_fraction: float | None = None  # instead: this fraction of the group's channels per step
@@ -78,8 +78,7 @@ class PruneConfig:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise CompressorError(f"unknown schedule '{self.schedule}'; choose from {', '.join(SCHEDULES)}")
-        if self.criterion not in CRITERIA:
-            raise CompressorError(f"unknown criterion '{self.criterion}'; choose from {', '.join(CRITERIA)}")
+        check_criterion(self.criterion)
         if self.indicator not in ("jaccard", "epi"):
             raise CompressorError(f"unknown indicator '{self.indicator}'; choose jaccard or epi")
         if self.epochs < 1:

@@ -99,9 +99,11 @@ def test_the_choice_lists_are_the_registries():
     """The CLI's torch-free names and the implementations are one list."""
     from compressor.bench.backends import BACKENDS
     from compressor import choices
-    from compressor.engine.importance import CRITERIA
+    from compressor.engine.importance import CRITERIA, POOL, SCORING
 
-    assert tuple(CRITERIA) == choices.CRITERIA
+    assert tuple(SCORING) == choices.CRITERIA and tuple(POOL) == choices.POOL_CRITERIA
+    assert set(CRITERIA) == {*choices.CRITERIA, *choices.POOL_CRITERIA}  # one table, both uses
+    assert all(SCORING[n] is CRITERIA[n] for n in SCORING) and all(POOL[n] is CRITERIA[n] for n in POOL)
     assert tuple(BACKENDS) == choices.BENCH_BACKENDS
     assert set(choices.DEPLOY_BACKENDS) == set(choices.BENCH_BACKENDS)
     with pytest.raises(ImportError, match="no implementation: \\['b'\\]"):

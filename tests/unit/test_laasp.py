@@ -11,6 +11,7 @@ from torch import nn
 from compressor.engine.analysis.graph import analyse
 from compressor.engine.apply import apply_plan
 from compressor.engine.cost import CostModel
+from compressor.engine.importance import CRITERIA
 from compressor.errors import CompressorError
 from compressor.schedules.laasp import (
     TOLERANCE,
@@ -18,7 +19,6 @@ from compressor.schedules.laasp import (
     MaskedEvaluator,
     Selector,
     StepSettings,
-    distance_matrix,
     group_filters,
     prune_chunk,
     removal_order,
@@ -52,12 +52,23 @@ def test_cosine_sees_filters_pointing_the_same_way_as_redundant_and_zero_filters
     filters = torch.tensor([[0.0, 0, 0], [1, 2, 0], [0, 0, 1], [2, 4, 0], [1, 0, -1]])
     order = removal_order("cosine", filters, 5).tolist()
     assert order[0] in (1, 3)  # same direction, different lengths: cosine distance 0
-    distances = distance_matrix("cosine", filters)
+    distances = CRITERIA["cosine"].measure(filters)
     assert not np.isnan(distances).any()
     assert distances[0].tolist() == [0, 1, 1, 1, 1]  # a zero filter is at distance 1 from everything
     assert removal_order("euclidean", filters, 1).tolist() != [1]  # Euclidean sees them apart
     assert removal_order("l1", filters, 1).tolist() == [0]
 
+
+
+def test_the_pool_is_a_view_of_the_one_criteria_table():
+    """LAASP keeps no criteria of its own: l1 in a pool and l1 as --criterion are one entry."""
+    from compressor.engine.importance import POOL, SCORING
+    from compressor.schedules import laasp
+
+    assert all(POOL[name] is CRITERIA[name] for name in POOL) and POOL["l1"] is SCORING["l1"]
+    copies = [name for name, value in vars(laasp).items()
+              if isinstance(value, (tuple, list, set, frozenset, dict)) and value is not POOL and {"l1", "euclidean"} & set(value)]
+    assert copies == []
 
 def test_group_filters_are_the_producer_rows_of_the_group():
     model = Tiny()

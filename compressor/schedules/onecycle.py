@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,7 +32,7 @@ from torch import nn
 from compressor.schedules import laasp
 from compressor.engine.analysis.graph import ChannelGraph, analyse
 from compressor.engine.apply import apply_plan
-from compressor.choices import POOL_CRITERIA, SCHEDULES  # named there so that the CLI lists them without torch
+from compressor.choices import POOL_CRITERIA, SCHEDULES, registry  # named there so that the CLI lists them without torch
 from compressor.engine.cost import CostModel
 from compressor.errors import CompressorError
 from compressor.engine.flops import count_params
@@ -590,13 +592,18 @@ class LaaspSchedule(_Schedule):
         self.original_sizes = dict(state["original_sizes"])
 
 
+# Each --schedule name (compressor.choices.SCHEDULES, which the CLI lists without torch)
+# and what builds it; importing refuses a name without a factory, or a factory without a name.
+SCHEDULE_FACTORIES: dict[str, Callable[[PruneConfig], _Schedule]] = registry(SCHEDULES, {
+    "ocs": partial(StabilitySchedule, regularise=True),
+    "dense": DenseSchedule,
+    "oneshot": OneShotSchedule,
+    "three-stage": ThreeStageSchedule,
+    "epi": partial(StabilitySchedule, regularise=False),
+    "gradual": GradualSchedule,
+    "laasp": LaaspSchedule,
+}, "--schedule")
+
+
 def _make_schedule(config: PruneConfig) -> _Schedule:
-    return {
-        "ocs": lambda: StabilitySchedule(config, regularise=True),
-        "epi": lambda: StabilitySchedule(config, regularise=False),
-        "dense": lambda: DenseSchedule(config),
-        "oneshot": lambda: OneShotSchedule(config),
-        "three-stage": lambda: ThreeStageSchedule(config),
-        "gradual": lambda: GradualSchedule(config),
-        "laasp": lambda: LaaspSchedule(config),
-    }[config.schedule]()
+    return SCHEDULE_FACTORIES[config.schedule](config)

@@ -105,6 +105,11 @@ def test_the_choice_lists_are_the_registries():
     assert set(CRITERIA) == {*choices.CRITERIA, *choices.POOL_CRITERIA}  # one table, both uses
     assert all(SCORING[n] is CRITERIA[n] for n in SCORING) and all(POOL[n] is CRITERIA[n] for n in POOL)
     assert tuple(BACKENDS) == choices.BENCH_BACKENDS
+    from compressor.schedules.onecycle import SCHEDULE_FACTORIES, PruneConfig, _Schedule
+
+    assert tuple(SCHEDULE_FACTORIES) == choices.SCHEDULES
+    for name, factory in SCHEDULE_FACTORIES.items():  # each name builds a schedule
+        assert isinstance(factory(PruneConfig(epochs=10, schedule=name)), _Schedule), name
     assert set(choices.DEPLOY_BACKENDS) == set(choices.BENCH_BACKENDS)
     with pytest.raises(ImportError, match="no implementation: \\['b'\\]"):
         choices.registry(("a", "b"), {"a": 1}, "--x")

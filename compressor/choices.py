@@ -17,12 +17,13 @@ SCHEDULES = ("ocs", "dense", "oneshot", "three-stage", "epi", "gradual", "laasp"
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("step", "cosine", "onecycle")
 AMP_MODES = ("none", "bf16", "fp16")
-# compress bench --backend; also what --round-to auto can measure for (--deploy-backend).
+# compress bench --backend; also what --round-to auto can measure for (--deploy-backend
+# offers these same names), and the one it measures for unless told.
 BENCH_BACKENDS = ("torch", "torch-compile", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt")
+DEFAULT_DEPLOY_BACKEND = "onnxruntime"
 # --seed: numpy's SeedSequence and torch's generators take any value up to here; past it
 # they overflow deep inside a run.
 MAX_SEED = 2**32 - 1
-DEPLOY_BACKENDS = ("onnxruntime", *(name for name in BENCH_BACKENDS if name != "onnxruntime"))
 
 
 def registry(names: tuple[str, ...], implementations: dict, what: str) -> dict:

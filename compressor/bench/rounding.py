@@ -32,6 +32,7 @@ from compressor.bench.backends import BACKENDS, Workload
 from compressor.bench.environment import describe
 from compressor.bench.stats import summarise
 from compressor.bench.timing import TimingConfig, measure
+from compressor.choices import DEFAULT_DEPLOY_BACKEND
 from compressor.atomic import atomic_write_text
 from compressor.errors import CompressorError
 
@@ -43,7 +44,7 @@ DEFAULT_TOLERANCE = 0.03
 
 @dataclass(frozen=True)
 class SweepConfig:
-    backend: str = "onnxruntime"
+    backend: str = DEFAULT_DEPLOY_BACKEND
     device: str = "cpu"
     threads: int | None = None
     low: int = 32

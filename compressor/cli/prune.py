@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from compressor.choices import (AMP_MODES, CRITERIA, DATASETS, DEPLOY_BACKENDS, LR_SCHEDULES, MAX_SEED, OPTIMIZERS,
-                                POOL_CRITERIA, SCHEDULES)
+from compressor.choices import (AMP_MODES, BENCH_BACKENDS, CRITERIA, DATASETS, DEFAULT_DEPLOY_BACKEND, LR_SCHEDULES, MAX_SEED,
+                                OPTIMIZERS, POOL_CRITERIA, SCHEDULES)
 from compressor.cli.common import trust_code_flag
 from compressor.errors import CompressorError
 
@@ -161,7 +161,7 @@ OPTIONS = [
     click.option("--recover-epochs", type=click.IntRange(min=0), default=1, show_default=True, help="laasp: training epochs between pruning chunks (0: prune to the target at once)."),
     click.option("--max-prune-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.75, show_default=True, help="Per-group cap on the fraction of channels removed."),
     click.option("--round-to", callback=_round_to, help="Keep channel counts at multiples of N, or 'auto': the multiple --deploy-backend rewards, measured on this machine (a conv width sweep, cached) [default: 8 for groups of >= 16 channels]."),
-    click.option("--deploy-backend", type=click.Choice(DEPLOY_BACKENDS), default="onnxruntime", show_default=True, help="--round-to auto: the runtime the model will ship on."),
+    click.option("--deploy-backend", type=click.Choice(BENCH_BACKENDS), default=DEFAULT_DEPLOY_BACKEND, show_default=True, help="--round-to auto: the runtime the model will ship on."),
     click.option("--deploy-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="--round-to auto: where it will run (auto: cuda when there is a GPU)."),
     click.option("--min-width", type=click.IntRange(min=1), default=1, show_default=True, help="Keep at least N channels per group."),
     click.option("--ignore", multiple=True, metavar="MODULE", help="Keep this module's channels fixed (repeatable)."),

@@ -110,7 +110,12 @@ def test_the_choice_lists_are_the_registries():
     assert tuple(SCHEDULE_FACTORIES) == choices.SCHEDULES
     for name, factory in SCHEDULE_FACTORIES.items():  # each name builds a schedule
         assert isinstance(factory(PruneConfig(epochs=10, schedule=name)), _Schedule), name
-    assert set(choices.DEPLOY_BACKENDS) == set(choices.BENCH_BACKENDS)
+    from compressor.bench.rounding import SweepConfig
+    from compressor.cli.prune import prune_command as prune
+
+    deploy = next(p for p in prune.params if p.name == "deploy_backend")
+    assert tuple(deploy.type.choices) == choices.BENCH_BACKENDS  # --round-to auto measures what bench runs
+    assert deploy.default == SweepConfig().backend == choices.DEFAULT_DEPLOY_BACKEND in BACKENDS
     with pytest.raises(ImportError, match="no implementation: \\['b'\\]"):
         choices.registry(("a", "b"), {"a": 1}, "--x")
     with pytest.raises(ImportError, match="not in compressor.choices: \\['c'\\]"):

@@ -111,6 +111,16 @@ class PruneConfig:
             )
 
     @property
+    def indicator_kind(self) -> str:
+        """The stability indicator the prune waits for: EPI's under ``schedule="epi"``, else ``indicator``."""
+        return "epi" if self.schedule == "epi" else self.indicator
+
+    @property
+    def indicator_threshold(self) -> float:
+        """The value of that indicator at which the sub-network counts as stable."""
+        return self.epi_threshold if self.indicator_kind == "epi" else self.stability_threshold
+
+    @property
     def laasp_first_epoch(self) -> int:
         """laasp trains dense to here (default: a third of the run, as three-stage)."""
         return self.prune_epoch if self.prune_epoch is not None else self.epochs // 3
@@ -182,11 +192,10 @@ class OneCyclePruner:
         self.graph, self.cost = self._analyse()
         self.dense_macs = self.graph.dense_macs
         self.dense_params = self.graph.dense_params
-        indicator_kind = "epi" if config.schedule == "epi" else config.indicator
         self.indicator = (
-            EpiIndicator(config.epi_threshold, config.epi_window)
-            if indicator_kind == "epi"
-            else JaccardIndicator(config.stability_threshold)
+            EpiIndicator(config.indicator_threshold, config.epi_window)
+            if config.indicator_kind == "epi"
+            else JaccardIndicator(config.indicator_threshold)
         )
         self.schedule = _make_schedule(config)
         self.state = _State()

@@ -20,8 +20,6 @@ from compressor.errors import CompressorError
 if TYPE_CHECKING:  # matplotlib is only needed for plotting, so import it lazily
     from matplotlib.axes import Axes
 
-STABILITY_THRESHOLD = 0.999
-
 
 @dataclass(frozen=True)
 class EpochRecord:
@@ -113,9 +111,14 @@ def write_summary(path: Path, summary: dict) -> None:
     atomic_write_text(Path(path), json.dumps(summary, indent=1) + "\n")
 
 
-def plot_run(records: list[EpochRecord], path: Path, title: str) -> Path:
+def plot_run(records: list[EpochRecord], path: Path, title: str, threshold: float | None = None,
+             indicator: str = "jaccard") -> Path:
     """Four panels on a shared epoch axis: accuracy, stability, λ and MACs,
     with the prune epoch marked in each so cause and effect line up.
+
+    ``indicator`` names the stability curve (``jaccard``: J_avg, ``epi``: EPI) and
+    ``threshold`` is the run's own prune threshold (``PruneConfig.indicator_threshold``),
+    drawn as a dashed line where the curve was measured at all.
 
     Epochs are drawn 1-based, as ``format_epoch_line`` prints them.  Uses a
     ``Figure`` on the Agg canvas, never pyplot, so it needs no display and
@@ -138,9 +141,11 @@ def plot_run(records: list[EpochRecord], path: Path, title: str) -> Path:
     accuracy.set_ylabel("top-1 %")
 
     monitored = [r for r in records if r.stability is not None]
-    stability.plot([r.epoch + 1 for r in monitored], [r.stability for r in monitored], marker=".", label="J_avg")
-    stability.axhline(STABILITY_THRESHOLD, linestyle="--", color="gray", label=f"{STABILITY_THRESHOLD}")
-    stability.set_ylabel("stability J_avg")
+    name = "EPI" if indicator == "epi" else "J_avg"
+    stability.plot([r.epoch + 1 for r in monitored], [r.stability for r in monitored], marker=".", label=name)
+    if threshold is not None and monitored:
+        stability.axhline(threshold, linestyle="--", color="gray", label=f"prune at {threshold:g}")
+    stability.set_ylabel(f"stability {name}")
 
     reg.plot(epochs, [r.reg_lambda for r in records], marker=".", label="λ")
     reg.set_ylabel("λ")

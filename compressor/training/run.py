@@ -188,7 +188,8 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
     model_path = _save_model(out, pruner.model.cpu(), model_spec, plans)
     atomic_write_text(out / "plan.json", json.dumps([p.to_dict() for p in plans], indent=1))
     records = MetricsLog.read(out / "metrics.jsonl")
-    plot_run(records, out / "run.png", f"{spec.model} on {spec.data.dataset}: {spec.prune.schedule}")
+    plot_run(records, out / "run.png", f"{spec.model} on {spec.data.dataset}: {spec.prune.schedule}",
+             threshold=spec.prune.indicator_threshold, indicator=spec.prune.indicator_kind)
     last = records[-1]
     summary = {
         "model": spec.model,

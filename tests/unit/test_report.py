@@ -110,6 +110,52 @@ def test_plot_run_writes_a_png(tmp_path: Path, records: list[EpochRecord]):
     assert data.startswith(PNG_MAGIC) and len(data) > 1000
 
 
+
+def _stability_lines(monkeypatch) -> list[float]:
+    """The y of every horizontal line plot_run draws (only the stability panel draws any)."""
+    from matplotlib.axes import Axes
+
+    drawn, original = [], Axes.axhline
+    monkeypatch.setattr(Axes, "axhline", lambda self, y=0, *a, **k: (drawn.append(y), original(self, y, *a, **k))[1])
+    return drawn
+
+
+def test_plot_run_draws_the_threshold_it_is_given(tmp_path: Path, monkeypatch):
+    drawn = _stability_lines(monkeypatch)
+    plot_run(run(), tmp_path / "a.png", "t", threshold=0.95, indicator="jaccard")
+    plot_run(run(), tmp_path / "b.png", "t", threshold=0.983, indicator="epi")
+    plot_run([replace(r, stability=None) for r in run()], tmp_path / "c.png", "t", threshold=0.9)  # nothing measured
+    plot_run(run(), tmp_path / "d.png", "t")  # no threshold: no line
+    assert drawn == [0.95, 0.983]
+
+
+@pytest.mark.parametrize(
+    "overrides,threshold,indicator",
+    [
+        ({"schedule": "ocs", "stability_threshold": 0.95}, 0.95, "jaccard"),
+        ({"schedule": "ocs", "indicator": "epi", "epi_threshold": 0.9}, 0.9, "epi"),
+        ({"schedule": "epi", "epi_threshold": 0.97, "stability_threshold": 0.5}, 0.97, "epi"),
+    ],
+)
+def test_run_png_shows_the_runs_own_threshold(tmp_path: Path, monkeypatch, overrides, threshold, indicator):
+    """--stability-threshold and --indicator/--schedule epi reach run.png; the pruner stops at
+    the same value (one rule: PruneConfig.indicator_threshold)."""
+    from compressor.schedules.onecycle import PruneConfig
+    from compressor.training import run as run_module
+    from compressor.training.data import DataConfig
+    from compressor.training.loop import TrainConfig
+
+    seen = {}
+    original = run_module.plot_run
+    monkeypatch.setattr(run_module, "plot_run", lambda *a, **k: (seen.update(k), original(*a, **k))[1])
+    drawn = _stability_lines(monkeypatch)
+    data = DataConfig(synthetic_train=16, synthetic_val=8, batch_size=16, augment=False)
+    train = TrainConfig(epochs=2, lr=1e-3, device="cpu", progress=False)
+    prune = PruneConfig(epochs=2, monitor_start=0, max_prune_epoch=1, flops_reduction=0.3, **overrides)
+    run_module.run_prune(run_module.RunSpec("resnet20", tmp_path / "out", data, train, prune))
+    assert (seen["threshold"], seen["indicator"]) == (threshold, indicator) and drawn == [threshold]
+    assert (tmp_path / "out" / "run.png").read_bytes().startswith(PNG_MAGIC)
+
 def test_format_epoch_line():
     line = format_epoch_line(record(2, stability=0.987), total_epochs=10)
     assert line.startswith("epoch 3/10  ")

@@ -17,6 +17,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from compressor.artifacts import ExportManifest
 from compressor.errors import CompressorError
 from compressor.engine.flops import count_macs, count_params
 from compressor.export.artifacts import Artifacts, prepare_out_dir
@@ -293,7 +294,7 @@ class _Job:
         write_manifest(self.artifacts.out, manifest)
         return ExportResult(self.artifacts.out, manifest)
 
-    def _manifest(self, files: list[Path], status: str, error: str | None) -> dict:
+    def _manifest(self, files: list[Path], status: str, error: str | None) -> ExportManifest:
         exported = self.exported
         return {
             "status": status,

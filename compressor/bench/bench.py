@@ -18,6 +18,7 @@ from compressor.bench.environment import describe, usable_cores
 from compressor.bench.stats import LatencyStats, compare, summarise
 from compressor.bench.subjects import Group, Subject, check_batch_sizes
 from compressor.bench.timing import TimingConfig, measure
+from compressor.artifacts import BenchReport
 from compressor.errors import CompressorError
 
 FORMAT = "compressor.bench/1"
@@ -65,7 +66,7 @@ class BenchResult:
     records: list[dict]
     skipped: list[dict]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> BenchReport:  # the one definition of bench.json
         return {"format": FORMAT, **asdict(self)}
 
 

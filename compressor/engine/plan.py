@@ -13,6 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from compressor.engine.analysis.graph import ChannelGraph
+from compressor.artifacts import PlanFile
 from compressor.errors import CompressorError
 
 
@@ -43,7 +44,7 @@ class PruningPlan:
         return sum(g.size for g in self.groups.values())
 
     # -- serialisation ------------------------------------------------------------------
-    def to_dict(self) -> dict:
+    def to_dict(self) -> PlanFile:  # one entry of plan.json
         return {"version": 1, "groups": {n: {"size": g.size, "kept": list(g.kept)} for n, g in self.groups.items()}}
 
     @classmethod

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from compressor.artifacts import RunSummary
 from compressor.atomic import atomic_write_text
 from compressor.training.checkpoint import LATEST, load_checkpoint
 from compressor.training.data import DataConfig, load_data
@@ -191,7 +192,7 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
     plot_run(records, out / "run.png", f"{spec.model} on {spec.data.dataset}: {spec.prune.schedule}",
              threshold=spec.prune.indicator_threshold, indicator=spec.prune.indicator_kind)
     last = records[-1]
-    summary = {
+    summary: RunSummary = {  # the one definition of summary.json
         "model": spec.model,
         "dataset": spec.data.dataset,
         "data": config_dict(spec.data),  # read back by export's parity gate for real images

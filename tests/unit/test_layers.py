@@ -33,14 +33,19 @@ SOURCES = {"compressor": ROOT / "compressor", "compressor.export": ROOT / "expor
 
 
 def layer_of(module: str) -> str:
+    """A subpackage's layer is its name; a plain module directly in compressor/ is base."""
     parts = module.split(".")
     if parts[0] != "compressor":
         raise ValueError(module)
-    if len(parts) == 1 or parts[1] in ("errors", "choices", "atomic", "outdir", "memory", "trust"):
+    if len(parts) == 1:
         return "base"
     if parts[1] == "__main__":
         return "cli"
-    return parts[1] if parts[1] in LAYERS else {"export": "export"}.get(parts[1], parts[1])
+    return parts[1] if parts[1] in LAYERS else "base" if _is_plain_module(parts[1]) else parts[1]
+
+
+def _is_plain_module(name: str) -> bool:
+    return (SOURCES["compressor"] / f"{name}.py").is_file()
 
 
 def modules() -> dict[str, Path]:

@@ -1,0 +1,207 @@
+"""The JSON files ``compress`` writes, one typed definition each.
+
+``summary.json`` (a prune run), ``plan.json`` (the plans a run applied),
+``manifest.json`` (an export) and ``bench.json`` (a benchmark) are read by people,
+by scripts and by later commands (export reads a run's data settings, bench reads
+an export's MACs).  Their keys and value types are defined here and nowhere else;
+the writers build exactly these dictionaries, and ``problems`` tells how a file
+departs from its definition (``tests/unit/test_artifacts.py`` checks every file a
+real run, export and bench write).  Nested sections whose contents belong to one
+component (parity numbers, tool versions, options) are typed as plain mappings.
+
+A base-layer module: only the standard library, so every layer may import it.
+"""
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Literal, TypedDict, Union
+
+
+class RunData(TypedDict):
+    """``compressor.training.data.DataConfig`` as saved: what export reads images back with."""
+
+    dataset: str
+    data_dir: str | None
+    download: bool
+    batch_size: int
+    workers: int
+    image_size: int | None
+    synthetic_train: int
+    synthetic_val: int
+    augment: bool
+    seed: int
+
+
+class _RunSummaryLaasp(TypedDict, total=False):
+    laasp_steps: int
+    laasp_criteria: dict[str, int]
+
+
+class RunSummary(_RunSummaryLaasp):
+    """``summary.json`` of ``compress prune`` (LAASP runs add the ``laasp_*`` counts)."""
+
+    model: str
+    dataset: str
+    data: RunData
+    schedule: str
+    criterion: str
+    epochs: int
+    flops_reduction_target: float
+    dense_macs: int
+    dense_params: int
+    pruned_macs: int
+    pruned_params: int
+    macs_reduction: float
+    prune_epoch: int | None
+    prune_epochs: list[int]
+    top1: float
+    best_top1: float
+    wall_time_s: float
+    search_time_s: float
+    model_path: str
+    seed: int
+
+
+class PlanGroup(TypedDict):
+    size: int
+    kept: list[int]
+
+
+class PlanFile(TypedDict):
+    """One entry of ``plan.json`` (a list: one plan per prune step, in order)."""
+
+    version: int
+    groups: dict[str, PlanGroup]
+
+
+class ExportManifest(TypedDict):
+    """``manifest.json`` of ``compress export``; ``status`` ok | unverified | incomplete | failed."""
+
+    manifest: str
+    status: Literal["ok", "unverified", "incomplete", "failed"]
+    error: str | None
+    format: str
+    model: str
+    source: dict[str, Any]
+    input_size: list[int]
+    opset: int
+    exporter: str | None
+    exporter_fallback_reason: str | None
+    allow_trace: bool
+    trace_warnings: list[str]
+    inputs: list[dict[str, Any]] | None
+    outputs: list[dict[str, Any]] | None
+    macs: int | None
+    params: int | None
+    max_batch: int
+    simplify: dict[str, Any] | None
+    parity: dict[str, Any]
+    fp16: dict[str, Any] | None
+    tensorrt: dict[str, Any] | None
+    files: dict[str, dict[str, Any]]
+    versions: dict[str, Any]
+    options: dict[str, Any]
+    timings: dict[str, float]
+
+
+class _Speedup(TypedDict, total=False):
+    baseline: str
+    speedup: float
+    efficiency: float
+    macs_ratio: float | None
+
+
+class BenchRecord(_Speedup):
+    """One timed cell; the compared variants add the ``_Speedup`` keys."""
+
+    model: str
+    variant: str
+    backend: str
+    device: str
+    precision: str
+    batch_size: int
+    provider: str
+    threads: int | None
+    timer: str
+    macs: int | None
+    macs_source: str | None
+    params: int | None
+    runs: int
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    throughput: float
+    warmup_runs: int
+    warmup_s: float
+
+
+class BenchReport(TypedDict):
+    """``bench.json`` of ``compress bench``."""
+
+    format: str
+    environment: dict[str, Any]
+    config: dict[str, Any]
+    records: list[BenchRecord]
+    skipped: list[dict[str, Any]]
+
+
+def problems(definition: type, value: Any, where: str = "") -> list[str]:
+    """How ``value`` departs from ``definition`` (a TypedDict or a type): missing keys, keys
+    the definition does not have, values of the wrong type.  Empty when it conforms."""
+    return _check(definition, value, where or getattr(definition, "__name__", "value"))
+
+
+def _check(expected: Any, value: Any, where: str) -> list[str]:
+    if _is_typed_dict(expected):
+        return _check_typed_dict(expected, value, where)
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if expected is Any:
+        return []
+    if origin in (Union, types.UnionType):
+        found = [_check(option, value, where) for option in args]
+        return [] if any(not f for f in found) else [f"{where}: {value!r:.60} is not {_name(expected)}"]
+    if origin is Literal:
+        return [] if value in args else [f"{where}: {value!r} is not one of {list(args)}"]
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{where}: expected a list, got {type(value).__name__}"]
+        return [p for i, item in enumerate(value) for p in _check(args[0], item, f"{where}[{i}]")] if args else []
+    if origin is dict:
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object, got {type(value).__name__}"]
+        return [p for k, item in value.items() for p in _check(args[1], item, f"{where}.{k}")] if args else []
+    return [] if _is_instance(value, expected) else [f"{where}: expected {_name(expected)}, got {value!r:.60}"]
+
+
+def _check_typed_dict(definition: type, value: Any, where: str) -> list[str]:
+    if not isinstance(value, dict):
+        return [f"{where}: expected an object, got {type(value).__name__}"]
+    hints = typing.get_type_hints(definition)
+    found = [f"{where}: missing '{key}'" for key in sorted(definition.__required_keys__ - set(value))]
+    found += [f"{where}: '{key}' is not in {definition.__name__}" for key in sorted(set(value) - set(hints))]
+    for key in sorted(set(value) & set(hints)):
+        found += _check(hints[key], value[key], f"{where}.{key}")
+    return found
+
+
+def _is_typed_dict(expected: Any) -> bool:
+    return isinstance(expected, type) and issubclass(expected, dict) and hasattr(expected, "__required_keys__")
+
+
+def _is_instance(value: Any, expected: Any) -> bool:
+    if expected is type(None) or expected is None:
+        return value is None
+    if expected is float:  # JSON writes 2.0 as 2.0, but a float field may hold a whole number
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _name(expected: Any) -> str:
+    return getattr(expected, "__name__", None) or str(expected).replace("typing.", "")

@@ -112,8 +112,23 @@ class _Speedup(TypedDict, total=False):
     macs_ratio: float | None
 
 
-class BenchRecord(_Speedup):
-    """One timed cell; the compared variants add the ``_Speedup`` keys."""
+class LatencyFigures(TypedDict):
+    """``compressor.bench.stats.LatencyStats`` as a record holds it (that dataclass's fields;
+    bench.json's test fails if the two part)."""
+
+    runs: int
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    throughput: float
+
+
+class BenchRecord(_Speedup, LatencyFigures):
+    """One timed cell: what ran where, its latency figures; compared variants add ``_Speedup``."""
 
     model: str
     variant: str
@@ -127,15 +142,6 @@ class BenchRecord(_Speedup):
     macs: int | None
     macs_source: str | None
     params: int | None
-    runs: int
-    median_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    max_ms: float
-    throughput: float
     warmup_runs: int
     warmup_s: float
 

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from compressor.artifacts import LatencyFigures
+
 
 @dataclass(frozen=True)
 class LatencyStats:
@@ -24,7 +26,7 @@ class LatencyStats:
     max_ms: float
     throughput: float  # images per second at the median latency
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> LatencyFigures:
         return asdict(self)
 
 

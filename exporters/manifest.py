@@ -7,6 +7,7 @@ manifest next to the model files.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import platform
@@ -34,10 +35,21 @@ def _distribution_version(*names: str) -> str | None:
     return None
 
 
-def tool_versions() -> dict:
-    """Versions of everything that shaped the exported files."""
-    import onnx
-    import onnxruntime
+def _module_version(name: str) -> str | None:
+    """``module.__version__`` of the module that actually loads (onnxruntime: the GPU and the
+    plain build install the same module, and the metadata cannot say which one wins)."""
+    try:
+        module = importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - not installed, or broken: either way no version to report
+        return None
+    version = getattr(module, "__version__", None)
+    return None if version is None else str(version)
+
+
+def tool_versions() -> dict[str, str | None]:
+    """Versions of everything that shapes an exported file or a measured latency (None: not
+    installed).  The one list: export's manifest.json and bench's environment (bench.md,
+    round_to.json and --round-to auto's cache key) both record this."""
     import torch
 
     from compressor.export.tensorrt import tensorrt_version
@@ -46,8 +58,9 @@ def tool_versions() -> dict:
         "compressor": compressor_version,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
+        "torchvision": _distribution_version("torchvision"),
+        "onnx": _module_version("onnx"),
+        "onnxruntime": _module_version("onnxruntime"),
         "onnxscript": _distribution_version("onnxscript"),
         "onnxsim": _distribution_version("onnxsim"),
         "onnxconverter_common": _distribution_version("onnxconverter-common", "onnxconverter_common"),

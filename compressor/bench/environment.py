@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from importlib import metadata
 
 
 def _cpu_model() -> str:
@@ -39,13 +38,6 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _gpu() -> dict | None:
     import torch
 
@@ -73,9 +65,7 @@ def _gpu() -> dict | None:
 
 
 def describe(threads: int | None) -> dict:
-    import torch
-
-    from compressor.export.tensorrt import tensorrt_version
+    from compressor.export.manifest import tool_versions  # the export manifest's list, one for both
 
     return {
         "cpu": _cpu_model(),
@@ -86,11 +76,5 @@ def describe(threads: int | None) -> dict:
         "gpu": _gpu(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "versions": {
-            "torch": torch.__version__,
-            "torchvision": _version("torchvision"),
-            "onnx": _version("onnx"),
-            "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"),
-            "tensorrt": tensorrt_version(),
-        },
+        "versions": tool_versions(),
     }

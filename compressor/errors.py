@@ -8,3 +8,17 @@ a traceback.
 
 class CompressorError(Exception):
     """A user-facing error with a one-line message."""
+
+
+def one_line(error: BaseException | str, limit: int | None = 300) -> str:
+    """``error`` squeezed onto one line (every run of whitespace, newlines included, one
+    space) and its text cut at ``limit`` characters: the CLI promises one-line errors.
+    An exception reads ``Type: message`` (just ``Type`` when it has no message); pass
+    ``str(error)``, or any text, to get the message alone.  Every layer squeezes
+    third-party messages with this one function."""
+    text = " ".join(str(error).split())
+    if limit is not None:
+        text = text[:limit]
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text

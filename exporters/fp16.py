@@ -11,8 +11,8 @@ from pathlib import Path
 
 import onnx
 
-from compressor.errors import CompressorError
-from compressor.export.messages import one_line, quiet
+from compressor.errors import CompressorError, one_line
+from compressor.export.messages import quiet
 from compressor.export.onnx_export import io_signature
 
 

@@ -1,4 +1,5 @@
-"""Keeping third-party chatter out of the CLI's output, and their exceptions on one line.
+"""Keeping third-party chatter out of the CLI's output (their exceptions go on one line
+with ``compressor.errors.one_line``).
 
 The exporters, onnxsim and the FP16 converter print progress, emit warnings and log
 through ``logging`` (onnxscript's optimiser warns once per op it cannot fold).  The
@@ -12,12 +13,6 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator
-
-
-def one_line(error: BaseException, limit: int = 300) -> str:
-    """``Type: message`` squeezed onto one line: the CLI promises one-line errors."""
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:limit]}" if text else type(error).__name__
 
 
 @contextlib.contextmanager

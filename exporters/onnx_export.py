@@ -24,8 +24,8 @@ import onnx
 import torch
 from torch import nn
 
-from compressor.errors import CompressorError
-from compressor.export.messages import one_line, quiet
+from compressor.errors import CompressorError, one_line
+from compressor.export.messages import quiet
 from compressor.export.opsets import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, within
 from compressor.export.outputs import flatten_outputs, output_names
 
@@ -107,8 +107,7 @@ def _tracer_warnings(caught: list[warnings.WarningMessage]) -> tuple[str, ...]:
     found = []
     for record in caught:
         if issubclass(record.category, torch.jit.TracerWarning):
-            text = " ".join(str(record.message).split())
-            found.append(f"{Path(record.filename).name}:{record.lineno}: {text[:160]}")
+            found.append(f"{Path(record.filename).name}:{record.lineno}: {one_line(str(record.message), 160)}")
     return tuple(dict.fromkeys(found))
 
 

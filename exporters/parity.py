@@ -38,8 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compressor.errors import CompressorError
-from compressor.export.messages import one_line
+from compressor.errors import CompressorError, one_line
 
 Runner = Callable[[torch.Tensor], list[np.ndarray]]
 ORT_CPU = "CPUExecutionProvider"

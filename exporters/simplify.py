@@ -13,7 +13,8 @@ from pathlib import Path
 
 import onnx
 
-from compressor.export.messages import one_line, quiet
+from compressor.errors import one_line
+from compressor.export.messages import quiet
 from compressor.export.onnx_export import batch_dim_is_symbolic
 
 

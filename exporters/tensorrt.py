@@ -32,9 +32,8 @@ import torch
 from torch import nn
 
 from compressor.atomic import atomic_write
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, one_line
 from compressor.export.artifacts import make_readable
-from compressor.export.messages import one_line
 from compressor.export.parity import ParityReport, Top1Report, check_parity, check_top1, gate_cases, torch_runner
 
 log = logging.getLogger(__name__)
@@ -156,7 +155,7 @@ def _parse(trt, network, logger, onnx_path: Path) -> None:
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = " | ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise CompressorError(f"TensorRT's ONNX parser refused {onnx_path.name}: {' '.join(errors.split())[:400]}")
+        raise CompressorError(f"TensorRT's ONNX parser refused {onnx_path.name}: {one_line(errors, 400)}")
 
 
 def _fp16_route(trt, config, spec: EngineSpec) -> str | None:

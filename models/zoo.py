@@ -27,7 +27,7 @@ from typing import Callable
 
 from torch import nn
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, one_line
 from compressor.trust import is_factory_name
 from compressor.models import TimmError, UnknownModelError, build_model, get_entry
 from compressor.models.registry import IMAGENET_INPUT_SIZE, ModelEntry
@@ -101,9 +101,9 @@ def _load_factory(name: str) -> tuple[object, Callable]:
                 f"cannot import module '{module_name}' for model {name!r}: no module named '{error.name}' "
                 f"(run from the directory that holds {module_name.split('.')[0]}.py, or install it)"
             ) from error
-        raise CompressorError(f"importing '{module_name}' for model {name!r} failed: {_one_line(error)}") from error
+        raise CompressorError(f"importing '{module_name}' for model {name!r} failed: {one_line(error, 200)}") from error
     except Exception as error:  # noqa: BLE001 - any failure inside the user's module
-        raise CompressorError(f"importing '{module_name}' for model {name!r} failed: {_one_line(error)}") from error
+        raise CompressorError(f"importing '{module_name}' for model {name!r} failed: {one_line(error, 200)}") from error
     factory = getattr(module, attr, None)
     if factory is None:
         public = [n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n))]
@@ -140,12 +140,7 @@ def _call_factory(name: str, factory: Callable, num_classes: int | None = None) 
     try:
         model = factory(**kwargs)
     except Exception as error:  # noqa: BLE001 - the user's code: report it in one line
-        raise CompressorError(f"{name}() raised {_one_line(error)}") from error
+        raise CompressorError(f"{name}() raised {one_line(error, 200)}") from error
     if not isinstance(model, nn.Module):
         raise CompressorError(f"{name}() returned {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())[:200]
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

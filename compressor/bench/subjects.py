@@ -27,7 +27,7 @@ import torch
 
 from compressor.bench.backends.base import BackendError, Workload
 from compressor.bench.provenance import cached, checked_macs, file_sha256, model_identity, onnx_macs
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, one_line
 from compressor.engine.flops import count_macs, count_params
 
 RUN_MODEL_FILE = "model.pt"
@@ -270,7 +270,7 @@ def onnx_input(path: Path) -> tuple[tuple[int, int, int], int | None]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # noqa: BLE001 - any parse failure: not a usable ONNX file
-        raise CompressorError(f"{path} is not a readable ONNX model: {' '.join(str(error).split())[:200]}") from error
+        raise CompressorError(f"{path} is not a readable ONNX model: {one_line(str(error), 200)}") from error
     initialisers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initialisers]
     dims = inputs[0].type.tensor_type.shape.dim if inputs else []

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from compressor.cli.common import parse_input_size, trust_code_flag, user_errors
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, one_line
 
 if TYPE_CHECKING:
     from compressor.engine.analysis.graph import ChannelGraph
@@ -136,7 +136,7 @@ def _output_width(network, size) -> int | None:
             out = network.eval()(torch.zeros(1, *size))
     except Exception as error:  # noqa: BLE001 - the analysis below reports it with context
         raise CompressorError(f"the model cannot run on an input of shape (1, {', '.join(map(str, size))}): "
-                              f"{' '.join(str(error).split())[:200]} (check --input-size)") from error
+                              f"{one_line(str(error), 200)} (check --input-size)") from error
     finally:
         network.train(was_training)
     return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.dim() >= 1 else None

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
 from compressor.choices import DATASETS  # named there so that the CLI lists them without torch
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, one_line
 
 EPOCH_SEED_STRIDE = 1000003
 CIFAR_SIZE = 32
@@ -324,8 +324,7 @@ class _SeededSamples(Dataset):
         except (OSError, ValueError, SyntaxError) as error:  # PIL: truncated or not an image at all
             samples = getattr(self.base, "samples", None)
             name = samples[index][0] if samples else f"sample {index}"
-            reason = " ".join(str(error).split())[:120]
-            raise UnreadableImage(f"cannot read image {name}: {reason}; remove or replace the file") from error
+            raise UnreadableImage(f"cannot read image {name}: {one_line(str(error), 120)}; remove or replace the file") from error
 
 
 class UnreadableImage(CompressorError):
@@ -427,8 +426,7 @@ def _open_folder(path: Path, transform: Callable) -> datasets.ImageFolder:
     try:
         return datasets.ImageFolder(str(path), transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:  # "Found no valid file ..." / "Couldn't find any class folder"
-        reason = " ".join(str(exc).split())
-        raise CompressorError(f"no images found in {path} ({reason}); put images in {path}/<class>/") from exc
+        raise CompressorError(f"no images found in {path} ({one_line(str(exc), None)}); put images in {path}/<class>/") from exc
 
 
 def _require_dir(path: Path, hint: str) -> Path:

@@ -23,7 +23,7 @@ from compressor.artifacts import RunSummary
 from compressor.atomic import atomic_write_text
 from compressor.training.checkpoint import LATEST, load_checkpoint
 from compressor.training.data import DataConfig, load_data
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, one_line
 from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
 from compressor.outdir import check_fresh_output, remove_stale_temps  # noqa: F401 - check_fresh_output: API
 from compressor.engine.plan import PruningPlan
@@ -169,8 +169,7 @@ def _checkpoint_must_fit(path: Path):
     except CompressorError:
         raise
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
-        reason = " ".join(str(error).split())[:200]
-        raise CompressorError(f"{path} does not fit the run it describes ({type(error).__name__}: {reason}); "
+        raise CompressorError(f"{path} does not fit the run it describes ({one_line(error, 200)}); "
                               "resume from an intact checkpoint") from error
 
 

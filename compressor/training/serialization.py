@@ -24,7 +24,7 @@ from torch import nn
 from compressor.engine.analysis.graph import ChannelGraph, analyse
 from compressor.atomic import atomic_torch_save
 from compressor.engine.apply import apply_plan
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, one_line
 from compressor.engine.plan import PruningPlan
 from compressor.trust import check_trusted
 from compressor.models.zoo import build
@@ -162,6 +162,5 @@ def load_pruned(
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
-        summary = " ".join(str(error).split())[:300]
-        raise CompressorError(f"{path}: weights do not fit the pruned architecture: {summary}") from error
+        raise CompressorError(f"{path}: weights do not fit the pruned architecture: {one_line(str(error))}") from error
     return model.eval(), spec, plans[-1]

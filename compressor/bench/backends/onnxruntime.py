@@ -13,7 +13,7 @@ import numpy as np
 
 from compressor.bench.backends.base import BackendError, Workload, gpu_missing
 from compressor.bench.timing import PERF_COUNTER
-from compressor.export.messages import one_line
+from compressor.errors import one_line
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -14,6 +14,7 @@ import torch
 
 from compressor.bench.backends.base import BackendError, Workload
 from compressor.bench.timing import CUDA_EVENTS, PERF_COUNTER
+from compressor.errors import one_line
 
 
 class TorchRunnable:
@@ -107,5 +108,5 @@ class TorchCompile:
         except BackendError:
             raise
         except Exception as error:  # noqa: BLE001 - inductor failures are many and version-specific
-            raise BackendError(f"torch.compile failed: {' '.join(str(error).split())[:200]}") from error
+            raise BackendError(f"torch.compile failed: {one_line(str(error), 200)}") from error
         return runnable

@@ -22,7 +22,7 @@ from compressor.engine.analysis.ops import RULES
 from compressor.engine.analysis.records import MacsTerm, Slot
 from compressor.engine.analysis.registry import handler_for
 from compressor.engine.analysis.tracer import ChannelTracer, TraceState
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, one_line
 from compressor.engine.flops import count_macs
 
 IGNORED = OpaqueHandler("kept whole by --ignore:")
@@ -82,8 +82,7 @@ def analyse(
             outputs = _run_traced(model, inputs, state, ignore)
     except (RuntimeError, ValueError, TypeError, AssertionError, IndexError) as error:
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
-        first = " ".join(str(error).split())[:200]
-        raise ModelRunError(f"the model cannot run on an input of shape {shapes}: {first}") from error
+        raise ModelRunError(f"the model cannot run on an input of shape {shapes}: {one_line(str(error), 200)}") from error
     finally:
         model.train(was_training)
     for value in tree_flatten(outputs)[0]:

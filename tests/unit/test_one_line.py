@@ -1,0 +1,33 @@
+"""One helper squeezes third-party messages onto one line (``compressor.errors.one_line``):
+every layer imports it from the base layer instead of writing its own."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from compressor.errors import one_line
+
+ROOT = Path(__file__).resolve().parents[2]
+# `" ".join(x.split())`, `' '.join(str(e).split())[:200]`, ...: the squeeze itself.
+SQUEEZE = re.compile(r"""["'] ["']\.join\(.*\.split\(\)\)""")
+
+
+def test_one_line_squeezes_and_cuts():
+    error = RuntimeError("Error(s) in loading state_dict:\n\tsize mismatch  for conv.weight")
+    assert one_line(error) == "RuntimeError: Error(s) in loading state_dict: size mismatch for conv.weight"
+    assert one_line(error, 8) == "RuntimeError: Error(s)"
+    assert one_line(str(error), 8) == "Error(s)"  # text alone: no type
+    assert one_line(KeyError()) == "KeyError" and one_line(" a \n b ", None) == "a b"
+    assert one_line("x" * 400) == "x" * 300
+
+
+def test_no_module_squeezes_messages_on_its_own():
+    copies = [f"{path.relative_to(ROOT)}:{number}"
+              for folder in ("compressor", "exporters", "models")
+              for path in (ROOT / folder).rglob("*.py") if path != ROOT / "compressor" / "errors.py"
+              for number, line in enumerate(path.read_text().splitlines(), start=1) if SQUEEZE.search(line)]
+    assert copies == [], f"use compressor.errors.one_line instead: {copies}"
+    helpers = [str(path.relative_to(ROOT)) for folder in ("compressor", "exporters", "models")
+               for path in (ROOT / folder).rglob("*.py")
+               if re.search(r"^def _?one_line\(", path.read_text(), re.M) and path != ROOT / "compressor" / "errors.py"]
+    assert helpers == []

@@ -10,6 +10,19 @@ class CompressorError(Exception):
     """A user-facing error with a one-line message."""
 
 
+# Deprecated names keep working, with a DeprecationWarning, until this release.
+DEPRECATED_REMOVED_IN = "0.2"
+
+
+def deprecated(old: str, new: str, stacklevel: int = 3) -> None:
+    """Warn that ``old`` (a name kept for one release) is ``new`` now.  ``stacklevel`` 3
+    points at the caller of the function that calls this."""
+    import warnings
+
+    warnings.warn(f"{old} is deprecated and will be removed in {DEPRECATED_REMOVED_IN}; use {new}",
+                  DeprecationWarning, stacklevel=stacklevel)
+
+
 def one_line(error: BaseException | str, limit: int | None = 300) -> str:
     """``error`` squeezed onto one line (every run of whitespace, newlines included, one
     space) and its text cut at ``limit`` characters: the CLI promises one-line errors.

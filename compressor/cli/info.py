@@ -164,7 +164,7 @@ def _prune_and_count(network, graph: ChannelGraph, config, example, timings) -> 
     macs = count_macs(pruned, example)
     equivalence = compare(masked, masked, pruned, (example.repeat(2, 1, 1, 1),))
     return plan, {
-        "flops_reduction_target": config.macs_reduction,
+        "flops_reduction_target": config.flops_reduction,
         "pruned_params": count_params(pruned),
         "pruned_macs": macs,
         "predicted_macs": predicted,

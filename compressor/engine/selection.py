@@ -17,23 +17,43 @@ import numpy as np
 
 from compressor.engine.analysis.graph import ChannelGraph, ChannelGroup
 from compressor.engine.cost import CostModel
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, deprecated
 from compressor.engine.plan import GroupPlan, PruningPlan
 
 DEFAULT_ROUND_TO = 8
 ROUND_MIN_CHANNELS = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SelectionConfig:
-    macs_reduction: float
+    flops_reduction: float  # the fraction of the MACs to remove, as PruneConfig.flops_reduction
     round_to: int | None = None  # None: 8 for groups of >= 16 channels, else 1
     max_prune_fraction: float = 0.75
     min_width: int = 1
 
+    def __init__(self, flops_reduction: float | None = None, round_to: int | None = None,
+                 max_prune_fraction: float = 0.75, min_width: int = 1, *, macs_reduction: float | None = None):
+        if macs_reduction is not None:  # the deprecated name, kept for one release
+            deprecated("SelectionConfig(macs_reduction=...)", "SelectionConfig(flops_reduction=...)")
+            if flops_reduction is not None:
+                raise TypeError("SelectionConfig: give flops_reduction, not also its deprecated name macs_reduction")
+            flops_reduction = macs_reduction
+        if flops_reduction is None:
+            raise TypeError("SelectionConfig() missing its argument 'flops_reduction'")
+        for name, value in (("flops_reduction", flops_reduction), ("round_to", round_to),
+                            ("max_prune_fraction", max_prune_fraction), ("min_width", min_width)):
+            object.__setattr__(self, name, value)
+        self.__post_init__()
+
+    @property
+    def macs_reduction(self) -> float:
+        """Deprecated name of ``flops_reduction``."""
+        deprecated("SelectionConfig.macs_reduction", "flops_reduction")
+        return self.flops_reduction
+
     def __post_init__(self) -> None:
-        if not 0.0 < self.macs_reduction < 1.0:
-            raise CompressorError(f"the MACs reduction must be in (0, 1), got {self.macs_reduction}")
+        if not 0.0 < self.flops_reduction < 1.0:
+            raise CompressorError(f"the MACs reduction must be in (0, 1), got {self.flops_reduction}")
         if not 0.0 < self.max_prune_fraction <= 1.0:
             raise CompressorError(f"the max prune fraction must be in (0, 1], got {self.max_prune_fraction}")
         if self.round_to is not None and self.round_to < 1:
@@ -117,7 +137,7 @@ def select_plan(graph: ChannelGraph, cost: CostModel, scores: np.ndarray, config
     """The plan with the fewest removed channels whose MACs reduction reaches the target."""
     rankings = [_rank(g, scores, config) for g in graph.groups]
     search = _Search(graph, cost, rankings)
-    target = config.macs_reduction
+    target = config.flops_reduction
     floor_counts = [r.round(r.floor) for r in rankings]
     reachable = search.reduction(floor_counts)
     if reachable < target:

@@ -79,7 +79,7 @@ class PruningCallback(pl.Callback):
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self.pruner is None:
             self._build(trainer, pl_module, self._first_batch_example(trainer, pl_module))
-        event = self.pruner.begin_epoch(trainer.current_epoch)
+        event = self.pruner.epoch_start(trainer.current_epoch, prune=False)
         if event.prune_due:
             self._prune(trainer, pl_module, trainer.current_epoch)
 
@@ -126,7 +126,7 @@ class PruningCallback(pl.Callback):
         if self.pruner is None:
             return
         epoch = trainer.current_epoch
-        event = self.pruner.end_epoch(epoch)
+        event = self.pruner.epoch_end(epoch, prune=False)
         if event.prune_due:
             self._prune(trainer, pl_module, epoch)
             event.pruned = True

@@ -4,13 +4,15 @@ A training loop (ours or a user's) drives it through three hooks::
 
     pruner = OneCyclePruner(model, example_input, PruneConfig(...), optimizer)
     for epoch in range(epochs):
-        pruner.begin_epoch(epoch)            # one-shot schedules prune here
+        pruner.epoch_start(epoch)            # one-shot schedules prune here
         for batch in data:
             ...; optimizer.step()
             pruner.after_step(lr)            # shrink the channels selected for removal
-        event = pruner.end_epoch(epoch)      # search, stability; event.prune_due says when
-        if event.prune_due:
-            pruner.prune()                   # slices model + optimizer state in place
+        event = pruner.epoch_end(epoch)      # search, stability; prunes in place when due
+
+With ``prune=False`` the two epoch hooks only report (``event.prune_due``) and the loop
+calls ``pruner.prune(epoch, ddp=...)`` itself: what DDP and our own Trainer do.
+(``begin_epoch`` / ``end_epoch`` are the deprecated names of those reporting calls.)
 
 The schedules (``ocs``, ``dense``, ``oneshot``, ``three-stage``, ``epi``, ``gradual``)
 are small classes that only decide *when* to search and prune; the controller does
@@ -34,7 +36,7 @@ from compressor.engine.analysis.graph import ChannelGraph, analyse
 from compressor.engine.apply import apply_plan
 from compressor.choices import POOL_CRITERIA, SCHEDULES, registry  # named there so that the CLI lists them without torch
 from compressor.engine.cost import CostModel
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, deprecated
 from compressor.engine.flops import count_params
 from compressor.engine.importance import check_criterion, score_channels
 from compressor.engine.plan import PruningPlan, kept_class_mask
@@ -200,19 +202,22 @@ class OneCyclePruner:
         self.schedule = _make_schedule(config)
         self.state = _State()
         self._shrinker: Shrinker | None = None
-        self._history: list[dict] = []  # one record per end_epoch (see ``history``)
+        self._history: list[dict] = []  # one record per epoch_end (see ``history``)
         if state is not None:
             self.load_state_dict(state)
         if config.schedule != "dense" and not self.pruned:
             self._check_reachable()
 
     # -- hooks ------------------------------------------------------------------------
-    def begin_epoch(self, epoch: int) -> EpochEvent:
+    def epoch_start(self, epoch: int, *, prune: bool = True) -> EpochEvent:
+        """Before the epoch's first step: one-shot schedules search here (``event.prune_due``)
+        and, with ``prune`` (the default), slice the model in place (``event.pruned``).
+        Under DDP pass ``prune=False`` and call ``prune(epoch, ddp=...)`` when due."""
         event = EpochEvent(epoch)
         if self.schedule.prune_at_start(epoch, self):
             self._search(event, self.config.flops_reduction)
             event.prune_due = True
-        return event
+        return self._prune_if(prune, event)
 
     def after_step(self, lr: float | None = None) -> None:
         """After every optimizer step: shrink the channels selected for removal
@@ -221,14 +226,35 @@ class OneCyclePruner:
         if self._shrinker is not None and self.state.reg_lambda > 0:
             self._shrinker.shrink(1.0 - self.state.reg_lambda * (self._current_lr() if lr is None else lr))
 
-    def end_epoch(self, epoch: int) -> EpochEvent:
+    def epoch_end(self, epoch: int, *, prune: bool = True) -> EpochEvent:
+        """After the epoch's last step: search, stability, regularisation strength, and
+        (``event.prune_due``) whether the sub-network is stable (or the cap is reached);
+        with ``prune`` (the default) the model is then sliced in place (``event.pruned``),
+        and the model, optimizer and LR scheduler objects stay the ones you hold.  Under
+        DDP pass ``prune=False`` and call ``prune(epoch, ddp=...)`` when due."""
         event = EpochEvent(epoch, reg_lambda=self.state.reg_lambda)
-        self.schedule.end_epoch(epoch, self, event)
+        self.schedule.epoch_end(epoch, self, event)
         event.reg_lambda = self.state.reg_lambda
         self._history.append(
             {"epoch": epoch, "stability": event.stability, "reg_lambda": event.reg_lambda, "plan_macs": event.plan_macs}
         )
+        return self._prune_if(prune, event)
+
+    def _prune_if(self, prune: bool, event: EpochEvent) -> EpochEvent:
+        if prune and event.prune_due:
+            self.prune(event.epoch)
+            event.pruned = True
         return event
+
+    def begin_epoch(self, epoch: int) -> EpochEvent:
+        """Deprecated name of ``epoch_start(epoch, prune=False)``."""
+        deprecated("OneCyclePruner.begin_epoch(epoch)", "epoch_start(epoch, prune=False)")
+        return self.epoch_start(epoch, prune=False)
+
+    def end_epoch(self, epoch: int) -> EpochEvent:
+        """Deprecated name of ``epoch_end(epoch, prune=False)``."""
+        deprecated("OneCyclePruner.end_epoch(epoch)", "epoch_end(epoch, prune=False)")
+        return self.epoch_end(epoch, prune=False)
 
     def prune(self, epoch: int, *, ddp: nn.Module | None = None) -> nn.Module:
         """Apply the current candidate plan; returns the (same, now smaller) model.
@@ -255,28 +281,6 @@ class OneCyclePruner:
         return self.model if ddp is None else _rewrap_ddp(ddp, self.model)
 
     # -- what the controller reports --------------------------------------------------------
-    def epoch_start(self, epoch: int) -> EpochEvent:
-        """``begin_epoch`` that also prunes when due (one-shot schedules prune before
-        training); ``event.pruned`` says whether it did.  For loops without DDP (under
-        DDP call ``begin_epoch`` and ``prune(epoch, ddp=...)``)."""
-        event = self.begin_epoch(epoch)
-        if event.prune_due:
-            self.prune(epoch)
-            event.pruned = True
-        return event
-
-    def epoch_end(self, epoch: int) -> EpochEvent:
-        """``end_epoch`` that also prunes when due: search, stability, regularisation
-        strength, and the prune once the sub-network is stable (or at the cap).  Returns
-        what happened (``event.pruned``, ``event.stability``, ``event.plan_macs``); the
-        model, optimizer and LR scheduler objects stay the ones you hold.  For loops
-        without DDP (under DDP call ``end_epoch`` and ``prune(epoch, ddp=...)``)."""
-        event = self.end_epoch(epoch)
-        if event.prune_due:
-            self.prune(epoch)
-            event.pruned = True
-        return event
-
     @property
     def plan(self) -> PruningPlan | None:
         """The plan in force: the latest searched candidate before the prune, the applied
@@ -287,7 +291,7 @@ class OneCyclePruner:
 
     @property
     def history(self) -> list[dict]:
-        """One record per ``end_epoch``: epoch, stability, reg_lambda, plan_macs."""
+        """One record per ``epoch_end``: epoch, stability, reg_lambda, plan_macs."""
         return list(self._history)
 
     @property
@@ -296,9 +300,16 @@ class OneCyclePruner:
         return [(h["epoch"], h["stability"]) for h in self._history if h["stability"] is not None]
 
     @property
-    def macs_reduction(self) -> float:
-        """Fraction of the dense model's MACs removed so far."""
+    def flops_reduction(self) -> float:
+        """Fraction of the dense model's MACs removed so far: the quantity
+        ``PruneConfig.flops_reduction`` (``--flops-reduction``) asks for."""
         return 1.0 - self.macs / self.dense_macs
+
+    @property
+    def macs_reduction(self) -> float:
+        """Deprecated name of ``flops_reduction``."""
+        deprecated("OneCyclePruner.macs_reduction", "flops_reduction")
+        return self.flops_reduction
 
     def _current_lr(self) -> float:
         if self.optimizer is None:
@@ -449,7 +460,7 @@ class _Schedule:
     def prune_at_start(self, epoch: int, pruner: OneCyclePruner) -> bool:
         return False
 
-    def end_epoch(self, epoch: int, pruner: OneCyclePruner, event: EpochEvent) -> None:
+    def epoch_end(self, epoch: int, pruner: OneCyclePruner, event: EpochEvent) -> None:
         return None
 
     def state(self) -> dict:
@@ -473,7 +484,7 @@ class OneShotSchedule(_Schedule):
 class ThreeStageSchedule(_Schedule):
     """Train dense, prune once, fine-tune: the classic pipeline in one budget."""
 
-    def end_epoch(self, epoch, pruner, event):
+    def epoch_end(self, epoch, pruner, event):
         prune_epoch = self.config.prune_epoch if self.config.prune_epoch is not None else self.config.epochs // 3
         if epoch == prune_epoch and not pruner.pruned:
             pruner._search(event, self.config.flops_reduction)
@@ -489,7 +500,7 @@ class StabilitySchedule(_Schedule):
         super().__init__(config)
         self.regularise = regularise
 
-    def end_epoch(self, epoch, pruner, event):
+    def epoch_end(self, epoch, pruner, event):
         if pruner.pruned or epoch < self.config.monitor_start:
             return
         plan = pruner._search(event, self.config.flops_reduction)
@@ -511,7 +522,7 @@ class GradualSchedule(_Schedule):
         curve = (1 + math.exp(-c.gradual_alpha + c.gradual_beta)) / (1 + math.exp(-c.gradual_alpha * progress + c.gradual_beta))
         return c.flops_reduction * min(1.0, curve)
 
-    def end_epoch(self, epoch, pruner, event):
+    def epoch_end(self, epoch, pruner, event):
         target = self.target(epoch)
         final = target >= self.config.flops_reduction
         # Small steps are skipped (each prune re-analyses the model), except the last.
@@ -547,7 +558,7 @@ class LaaspSchedule(_Schedule):
             raise CompressorError("the laasp schedule needs selection_data: a list of (inputs, targets) batches")
         return False
 
-    def end_epoch(self, epoch, pruner, event):
+    def epoch_end(self, epoch, pruner, event):
         if self.done or epoch < self.next_epoch:
             return
         started = time.perf_counter()

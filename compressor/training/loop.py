@@ -180,7 +180,7 @@ class Trainer:
     def run(self, start_epoch: int = 0) -> None:
         for epoch in range(start_epoch, self.config.epochs):
             started = time.perf_counter()
-            begin = self.pruner.begin_epoch(epoch)
+            begin = self.pruner.epoch_start(epoch, prune=False)
             if begin.prune_due:
                 self._prune(epoch, before_training=True)
             train_started = time.perf_counter()
@@ -189,7 +189,7 @@ class Trainer:
             val_loss, val_top1 = self.evaluate()
             if not math.isfinite(val_loss):  # the README's promise covers validation too, not just training
                 raise LossDiverged(self._diverged_message(val_loss, epoch, None))
-            event = self.pruner.end_epoch(epoch)
+            event = self.pruner.epoch_end(epoch, prune=False)
             event.search_time_s += begin.search_time_s
             if event.prune_due:
                 self._checkpoint(epoch, BEFORE_PRUNE)

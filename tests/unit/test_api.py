@@ -4,10 +4,12 @@ preserved) and LR scheduler; the README example runs; DDP re-wrapping works."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
 import socket
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -41,7 +43,7 @@ def test_the_api_is_importable_from_compressor():
     for name in ("OneCyclePruner", "PruneConfig", "EpochEvent"):
         assert name in compressor.__all__ and getattr(compressor, name)
     assert {"after_step", "epoch_start", "epoch_end", "prune", "plan", "stability_history", "macs",
-            "dense_macs", "macs_reduction"} <= set(dir(OneCyclePruner(small_cnn(), torch.zeros(1, 3, 16, 16),
+            "dense_macs", "flops_reduction"} <= set(dir(OneCyclePruner(small_cnn(), torch.zeros(1, 3, 16, 16),
                                                                         PruneConfig(epochs=3, schedule="dense"))))
 
 
@@ -71,7 +73,7 @@ def test_plain_loop_prunes_mid_training_and_keeps_the_optimizer_and_scheduler():
             pruned_weights = {name: p.detach().clone() for name, p in model.named_parameters()}
     # Pruned once, at the cap, to the target; the same objects kept training afterwards.
     assert [e.epoch for e in events if e.pruned] == [2] and checked
-    assert pruner.pruned and abs(pruner.macs_reduction - 0.5) <= 0.02
+    assert pruner.pruned and abs(pruner.flops_reduction - 0.5) <= 0.02
     assert pruner.macs < pruner.dense_macs and pruner.plan is not None and pruner.plan == pruner.applied_plans[-1]
     assert optimizer.param_groups[0]["params"] == list(model.parameters())
     assert all(not torch.equal(p, pruned_weights[n]) for n, p in model.named_parameters() if p.requires_grad)
@@ -118,7 +120,7 @@ def test_onecycle_lr_keeps_stepping_after_a_prune_before_training():
             scheduler.step()
             pruner.after_step()
         pruner.epoch_end(epoch)
-    assert scheduler.last_epoch == 8 and pruner.pruned and pruner.macs_reduction > 0.45
+    assert scheduler.last_epoch == 8 and pruner.pruned and pruner.flops_reduction > 0.45
     assert all(optimizer.state[p]["exp_avg"].shape == p.shape for p in model.parameters())
 
 
@@ -145,14 +147,69 @@ def test_after_step_reads_the_learning_rate_from_the_optimizer():
         OneCyclePruner(small_cnn(), torch.zeros(1, 3, 16, 16), config)._current_lr()
 
 
+def _ours_deprecated(caught) -> list[str]:
+    from compressor.errors import DEPRECATED_REMOVED_IN
+
+    return [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)
+            and f"will be removed in {DEPRECATED_REMOVED_IN}" in str(w.message)]
+
+
 def test_the_readme_example_runs():
     text = README.read_text()
     section = text.split("## Use it from your own training loop", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace: dict = {"__name__": "readme_example"}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     pruner = namespace["pruner"]
     assert pruner.pruned and pruner.macs < pruner.dense_macs
+    assert _ours_deprecated(caught) == []  # the README teaches the names that stay
+
+
+# -- one name per hook and per quantity; the old names warn for one release --------------------
+def test_deprecated_hook_and_quantity_names_warn_and_still_work():
+    def pruner() -> OneCyclePruner:
+        torch.manual_seed(0)
+        return OneCyclePruner(small_cnn(), torch.zeros(1, 3, 16, 16), PruneConfig(flops_reduction=0.5, epochs=3,
+                              schedule="oneshot", max_prune_epoch=1), None)
+
+    old, new = pruner(), pruner()
+    with pytest.warns(DeprecationWarning, match=r"begin_epoch.*epoch_start\(epoch, prune=False\)") as caught:
+        begun = old.begin_epoch(0)
+    assert caught[0].filename == __file__  # points at the caller
+    assert begun.prune_due and not begun.pruned and not old.pruned  # reports; the caller prunes
+    same = lambda a, b: dataclasses.replace(a, search_time_s=0) == dataclasses.replace(b, search_time_s=0)  # noqa: E731
+    assert same(begun, new.epoch_start(0, prune=False)) and old.plan == new.plan
+    old.prune(0), new.prune(0)
+    with pytest.warns(DeprecationWarning, match=r"end_epoch.*epoch_end\(epoch, prune=False\)"):
+        ended = old.end_epoch(0)
+    assert same(ended, new.epoch_end(0, prune=False)) and old.history == new.history
+    with pytest.warns(DeprecationWarning, match=r"macs_reduction.*use flops_reduction"):
+        assert old.macs_reduction == old.flops_reduction == new.flops_reduction > 0.45
+
+    from compressor import SelectionConfig
+
+    with pytest.warns(DeprecationWarning, match=r"SelectionConfig\(macs_reduction=\.\.\.\)"):
+        assert SelectionConfig(macs_reduction=0.3, round_to=4) == SelectionConfig(0.3, 4) == SelectionConfig(flops_reduction=0.3, round_to=4)
+    with pytest.warns(DeprecationWarning, match=r"SelectionConfig.macs_reduction"):
+        assert SelectionConfig(0.3).macs_reduction == 0.3
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="not also"):
+        SelectionConfig(0.3, macs_reduction=0.3)
+    with pytest.raises(TypeError, match="flops_reduction"):
+        SelectionConfig()
+
+
+def test_the_package_calls_only_the_names_that_stay():
+    """The deprecated names are defined once each (the aliases) and called nowhere, so
+    compress prune and the Lightning callback never warn."""
+    root = README.parent
+    pattern = re.compile(r"\.(begin_epoch|end_epoch)\(|\.macs_reduction\b|macs_reduction=")
+    found = [f"{path.relative_to(root)}:{number}: {line.strip()}"
+             for folder in ("compressor", "exporters", "models") for path in sorted((root / folder).rglob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), start=1)
+             if pattern.search(line) and "deprecated(" not in line]
+    assert found == []
 
 
 # -- DDP: the user's wrapper is released and re-made --------------------------------------------
@@ -172,10 +229,10 @@ def _ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
             F.cross_entropy(network(images), labels).backward()
             optimizer.step()
             pruner.after_step()
-        if pruner.end_epoch(epoch).prune_due:
+        if pruner.epoch_end(epoch, prune=False).prune_due:
             network = pruner.prune(epoch, ddp=network)  # a fresh DDP around the smaller model
     state = {k: v.detach().clone() for k, v in model.named_parameters()}  # BN running stats are per rank
-    torch.save({"state": state, "reduction": pruner.macs_reduction, "wrapped": network.module is model}, out)
+    torch.save({"state": state, "reduction": pruner.flops_reduction, "wrapped": network.module is model}, out)
     torch.distributed.destroy_process_group()
 
 

@@ -203,12 +203,12 @@ def test_cumulative_reduction_lands_within_half_a_point_of_the_target(target, ro
 def test_schedule_prunes_in_chunks_with_recovery_epochs_between_and_resumes():
     def run(epochs_range, pruner, optimizer, data):
         for epoch in epochs_range:
-            pruner.begin_epoch(epoch)
+            pruner.epoch_start(epoch, prune=False)
             for images, labels in data:
                 optimizer.zero_grad()
                 F.cross_entropy(pruner.model(images), labels).backward()
                 optimizer.step()
-            if pruner.end_epoch(epoch).prune_due:
+            if pruner.epoch_end(epoch, prune=False).prune_due:
                 pruner.prune(epoch)
 
     def fresh(model=None):
@@ -246,7 +246,7 @@ def test_laasp_needs_selection_data():
     config = PruneConfig(flops_reduction=0.3, epochs=3, schedule="laasp")
     pruner = OneCyclePruner(build_model("resnet20"), torch.zeros(1, 3, 32, 32), config)
     with pytest.raises(CompressorError, match="selection_data"):
-        pruner.begin_epoch(0)
+        pruner.epoch_start(0, prune=False)
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ def test_callback_prunes_inside_trainer_fit_and_training_continues():
     pruner = callback.pruner
     # Pruned once, after epoch 2 (index 1), to the target; epoch 3 trained the smaller module.
     assert [e.epoch for e in callback.events if e.pruned] == [1]
-    assert 0.5 <= pruner.macs_reduction < 0.75 and pruner.macs < pruner.dense_macs and trainer.global_step == 12
+    assert 0.5 <= pruner.flops_reduction < 0.75 and pruner.macs < pruner.dense_macs and trainer.global_step == 12
     dense, pruned = module.seen_params[0], sum(p.numel() for p in module.parameters())
     assert module.seen_params == [dense] * 8 + [pruned] * 4 and pruned < dense
     # Same optimizer and scheduler objects, same Parameter objects, state sliced with them.
@@ -90,5 +90,5 @@ def test_example_input_comes_from_the_module_or_the_argument():
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
     trainer.fit(module, loader())
     assert callback.pruner.config.epochs == 1 and callback.pruner.pruned
-    assert callback.pruner.prune_epoch == 0 and callback.pruner.macs_reduction >= 0.3
+    assert callback.pruner.prune_epoch == 0 and callback.pruner.flops_reduction >= 0.3
     assert len(set(module.seen_params)) == 1 and module.seen_params[0] == callback.pruner.params  # before step 1

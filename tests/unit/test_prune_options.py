@@ -219,7 +219,7 @@ def test_reset_optimizer_drops_the_state_at_the_prune(reset):
     optimizer.step()
     config = PruneConfig(epochs=2, schedule="oneshot", flops_reduction=0.5, reset_optimizer=reset)
     pruner = OneCyclePruner(model, torch.zeros(1, 3, SIZE, SIZE), config, optimizer)
-    assert pruner.epoch_start(0).pruned and pruner.macs_reduction >= 0.5
+    assert pruner.epoch_start(0).pruned and pruner.flops_reduction >= 0.5
     if reset:
         assert len(optimizer.state) == 0
     else:
@@ -334,7 +334,7 @@ def test_taylor_and_random_run_inside_a_training_run(tmp_path):
         prune = PruneConfig(epochs=2, schedule="three-stage", prune_epoch=0, criterion=criterion, flops_reduction=0.3)
         run = trainer(tmp_path / criterion, small_cnn(), bundle(), train_config(epochs=2), prune)
         run.run()
-        assert run.pruner.state.prune_epochs == [0] and run.pruner.macs_reduction >= 0.3
+        assert run.pruner.state.prune_epochs == [0] and run.pruner.flops_reduction >= 0.3
 
 
 # -- --cost-weighting --------------------------------------------------------------------------------
@@ -447,21 +447,21 @@ def test_reg_start_auto_switches_on_halfway_from_monitor_start_to_the_cap_at_the
     # the "halfway to --max-prune-epoch" bound, (0 + 8) // 2 = 4, starts the shrinking.
     config = PruneConfig(epochs=10, monitor_start=0, max_prune_epoch=8, reg_lambda=1e-3)
     pruner = OneCyclePruner(small_cnn(), torch.zeros(1, 3, SIZE, SIZE), config)
-    lambdas = [pruner.end_epoch(epoch).reg_lambda for epoch in range(5)]
+    lambdas = [pruner.epoch_end(epoch, prune=False).reg_lambda for epoch in range(5)]
     assert lambdas == [0.0, 0.0, 0.0, 0.0, 1e-3] and pruner.state.reg_on_epoch == 4
     fixed = OneCyclePruner(small_cnn(), torch.zeros(1, 3, SIZE, SIZE), replace(config, reg_start=2))
-    assert [fixed.end_epoch(epoch).reg_lambda for epoch in range(3)] == [0.0, 0.0, 1e-3]
+    assert [fixed.epoch_end(epoch, prune=False).reg_lambda for epoch in range(3)] == [0.0, 0.0, 1e-3]
 
 
 def test_shrink_starts_at_reg_start_and_scales_by_one_minus_lambda_lr():
     model = small_cnn()
     config = PruneConfig(epochs=6, monitor_start=0, reg_start=1, reg_lambda=0.1, max_prune_epoch=5, criterion="random")
     pruner = OneCyclePruner(model, torch.zeros(1, 3, SIZE, SIZE), config)
-    pruner.end_epoch(0)
+    pruner.epoch_end(0, prune=False)
     before = model[3].weight.detach().clone()
     pruner.after_step(lr=0.5)
     assert torch.equal(model[3].weight, before)  # searched, but regularisation is not on yet
-    pruner.end_epoch(1)
+    pruner.epoch_end(1, prune=False)
     pruner.after_step(lr=0.5)
     # Each entry of the middle conv shrinks by 1 - 0.1 * 0.5 once per pruned side (row, column).
     ratios = {round(r, 6) for r in (model[3].weight.detach() / before).flatten().tolist()}
@@ -476,7 +476,7 @@ def _laasp_steps(**overrides) -> list[dict]:
                          round_to=1, **overrides)
     selection = [(torch.randn(8, 3, SIZE, SIZE), torch.randint(0, 10, (8,)))]
     pruner = OneCyclePruner(model, torch.zeros(1, 3, SIZE, SIZE), config, selection_data=selection)
-    assert pruner.epoch_end(0).pruned and pruner.macs_reduction >= 0.3
+    assert pruner.epoch_end(0).pruned and pruner.flops_reduction >= 0.3
     return pruner.schedule.steps
 
 
@@ -562,10 +562,10 @@ def test_compile_wraps_the_model_and_rewraps_it_after_the_prune(tmp_path):
     prune = PruneConfig(epochs=1, schedule="oneshot", flops_reduction=0.3)
     run = trainer(tmp_path, model, bundle(), train_config(compile=True), prune)
     assert isinstance(run._network, torch._dynamo.eval_frame.OptimizedModule) and run._network._orig_mod is model
-    run.pruner.begin_epoch(0)
+    run.pruner.epoch_start(0, prune=False)
     run._prune(0, before_training=True)
     assert isinstance(run._network, torch._dynamo.eval_frame.OptimizedModule)
-    assert run._network._orig_mod is run.pruner.model and run.pruner.macs_reduction >= 0.3
+    assert run._network._orig_mod is run.pruner.model and run.pruner.flops_reduction >= 0.3
     plain = trainer(tmp_path / "plain", small_cnn(), bundle(), train_config(), dense(1))
     assert isinstance(plain._network, nn.Sequential)
 

@@ -71,7 +71,7 @@ def test_unreachable_target_names_the_maximum(resnet56):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"macs_reduction": 0.0}, {"macs_reduction": 1.0}, {"macs_reduction": 0.5, "round_to": 0}]
+    "kwargs", [{"flops_reduction": 0.0}, {"flops_reduction": 1.0}, {"flops_reduction": 0.5, "round_to": 0}]
 )
 def test_invalid_config_is_refused(kwargs):
     with pytest.raises(CompressorError):

@@ -33,6 +33,27 @@ class RunData(TypedDict):
     seed: int
 
 
+class PruneShock(TypedDict):
+    """One prune's shock: validation right before and right after the slice, no training
+    between (``at``: the prune came at the ``start`` or the ``end`` of ``epoch``).  With
+    ``--recalibrate-bn N`` the sliced model's BatchNorm statistics were then re-estimated on
+    ``recalibration_batches`` training batches and validated again (None when 0); training
+    continues from the recalibrated statistics.  In ``metrics.jsonl`` (the record of that
+    epoch) and in ``summary.json`` (``prune_shocks``, one per prune)."""
+
+    epoch: int
+    at: Literal["start", "end"]
+    top1_before: float
+    top1_after: float
+    loss_before: float
+    loss_after: float
+    macs_before: int
+    macs_after: int
+    recalibration_batches: int
+    top1_after_recalibration: float | None
+    loss_after_recalibration: float | None
+
+
 class _RunSummaryLaasp(TypedDict, total=False):
     laasp_steps: int
     laasp_criteria: dict[str, int]
@@ -55,6 +76,7 @@ class RunSummary(_RunSummaryLaasp):
     macs_reduction: float
     prune_epoch: int | None
     prune_epochs: list[int]
+    prune_shocks: list[PruneShock]
     top1: float
     best_top1: float
     wall_time_s: float
@@ -90,6 +112,7 @@ class ExportManifest(TypedDict):
     exporter_fallback_reason: str | None
     allow_trace: bool
     trace_warnings: list[str]
+    trace_check: str | None
     inputs: list[dict[str, Any]] | None
     outputs: list[dict[str, Any]] | None
     macs: int | None

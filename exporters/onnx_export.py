@@ -10,8 +10,9 @@ trusted: the caller's parity gate decides whether the file is any good.
 Tracing runs the model once and records the ops it happened to execute: a Python
 ``if`` on a tensor's value (or on the batch size) is frozen into whichever branch
 that one example took, and the file is silently wrong for other inputs.  The tracer
-says so through ``TracerWarning``; such a trace is refused unless the caller allows
-it (``allow_trace``), and the warnings go into the manifest either way.
+says so through ``TracerWarning``; such a trace is traced again on other batch sizes
+and input scales (``trace_check``) and refused when the graph changes, unless the
+caller allows it (``allow_trace``); the warnings go into the manifest either way.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class OnnxExport:
     opset: int
     fallback_reason: str | None
     trace_warnings: tuple[str, ...] = ()  # what the TorchScript tracer said it may have frozen
+    trace_check: str | None = None  # how a warned trace was checked (exporters.trace_check)
 
 
 class TraceRefused(CompressorError):
@@ -71,21 +73,39 @@ def export_onnx(model: nn.Module, input_size, path: Path, opset: int, allow_trac
         problem, warned = _try(write, model, example, path, opset, names)
         if problem is None:
             fallback = "; ".join(reasons) or None
-            if warned and not allow_trace:
-                path.unlink(missing_ok=True)
-                raise TraceRefused(_trace_refusal(fallback, warned))
-            return OnnxExport(path, exporter, opset, fallback, warned)
+            check = _check_warned_trace(write, model, example, path, opset, names, fallback, warned, allow_trace)
+            return OnnxExport(path, exporter, opset, fallback, warned, check)
         reasons.append(f"{exporter}: {problem}")
     path.unlink(missing_ok=True)
     raise CompressorError("ONNX export failed: " + "; ".join(reasons))
 
 
-def _trace_refusal(fallback: str | None, warned: tuple[str, ...]) -> str:
-    why = f" ({fallback})" if fallback else ""
+def _check_warned_trace(write, model, example, path, opset, names, fallback, warned, allow_trace) -> str | None:
+    """None without warnings; else how the trace was checked, or TraceRefused (see trace_check)."""
+    from compressor.export.trace_check import first_difference
+
+    if not warned:
+        return None
+    if allow_trace:
+        return "not checked: --allow-trace"
+    try:
+        with quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            changed = first_difference(write, model, example, path, opset, names)
+    except Exception as error:  # noqa: BLE001 - a trace that cannot be repeated is not trusted either
+        changed = f"a repeated trace ({one_line(error)})"
+    if changed is None:
+        return "traced again at another batch size and at inputs x100 and x0.01: the same graph"
+    path.unlink(missing_ok=True)
+    raise TraceRefused(_trace_refusal(fallback, warned, changed))
+
+
+def _trace_refusal(fallback: str | None, warned: tuple[str, ...], changed: str) -> str:
+    why = f" ({fallback[:160]})" if fallback else ""
     return (
-        f"only the TorchScript tracer could export this model{why}, and it warned that the trace may be wrong "
-        f"for other inputs: {warned[0]}; a trace keeps one branch of the model's Python control flow, so the "
-        "file could be right on the gate's inputs and wrong in deployment: refused (make the branch "
+        f"only the TorchScript tracer could export this model{why}; it warned that the trace may be wrong for "
+        f"other inputs ({warned[0][:140]}), and tracing it on {changed} wrote a different graph: the model "
+        "branches on its batch size or input values, which a trace freezes: refused (make the branch "
         "exportable by torch.export, or pass --allow-trace to keep the trace; the manifest records it)"
     )
 

@@ -308,6 +308,7 @@ class _Job:
             "exporter_fallback_reason": exported.fallback_reason if exported else None,
             "allow_trace": self.config.allow_trace,
             "trace_warnings": list(exported.trace_warnings) if exported else [],
+            "trace_check": exported.trace_check if exported else None,
             "inputs": self.sections.get("inputs"),
             "outputs": self.sections.get("outputs"),
             "macs": self.sections.get("macs"),

@@ -55,6 +55,16 @@ class FlipsOnBrightInputs(SmallCnn):
         return logits
 
 
+class PadsOddWidths(SmallCnn):
+    """Pads an odd-width image by one column: a branch on the width, which an export fixes,
+    so its trace warns yet is the same program for every input the file can get."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 2 == 1:
+            x = torch.nn.functional.pad(x, (0, 1))
+        return self.net(x)
+
+
 class TwoHeads(SmallCnn):
     """Returns a dict of two outputs: logits and the pooled features."""
 
@@ -78,6 +88,10 @@ def doubles_past_four(num_classes: int = 4) -> nn.Module:
 
 def flips_on_bright_inputs(num_classes: int = 4) -> nn.Module:
     return _informative(FlipsOnBrightInputs, num_classes)
+
+
+def pads_odd_widths(num_classes: int = 4) -> nn.Module:
+    return _informative(PadsOddWidths, num_classes)
 
 
 def two_heads(num_classes: int = 4) -> nn.Module:

@@ -22,7 +22,9 @@ from compressor.export.outputs import flatten_outputs, output_names
 from compressor.export.parity import NOISE_FACTOR, compare_batch, compare_scaled, gate_cases
 from compressor.export.pipeline import ExportRefused, export_source
 from compressor.export.sources import from_module
-from tests.export_models import BIG_BATCH, INPUT_SIZE, doubles_past_four, flips_on_bright_inputs, two_heads
+from tests.export_models import (
+    BIG_BATCH, INPUT_SIZE, doubles_past_four, flips_on_bright_inputs, pads_odd_widths, two_heads,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FAST_OPSET = 17  # TorchScript exporter: these tests are about what a trace does
@@ -50,7 +52,29 @@ def test_a_trace_that_saw_a_branch_is_refused_and_nothing_is_left(tmp_path, opse
         export(tmp_path, doubles_past_four(), opset=opset)
     message = str(refused.value)
     assert "\n" not in message and "export_models.py" in message and "Python boolean" in message
+    assert "tracing it on batch 5 wrote a different graph" in message
     assert not list((tmp_path / "export").iterdir()), "a refused trace left files behind"
+
+
+def test_a_value_branch_changes_the_retraced_graph_and_is_refused(tmp_path):
+    with pytest.raises(TraceRefused, match=r"tracing it on inputs x100 wrote a different graph"):
+        export(tmp_path, flips_on_bright_inputs(), opset=FAST_OPSET)
+
+
+def test_a_branch_on_a_fixed_image_size_warns_but_is_the_same_graph_everywhere(tmp_path):
+    """Swin pads windows by the image size; the export fixes the size, so the trace holds."""
+    size = (3, 8, 7)
+    model = pads_odd_widths()
+    config = ExportConfig(out=tmp_path / "export", input_size=size, max_batch=BIG_BATCH, opset=FAST_OPSET)
+    result = export_source(from_module(model, "pads", size, False), config)
+    manifest = result.manifest
+    assert manifest["status"] == "ok" and manifest["allow_trace"] is False
+    assert any("export_models.py" in w for w in manifest["trace_warnings"])
+    assert manifest["trace_check"].endswith("the same graph")
+    x = torch.randn(6, *size)
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_outputs(result.path("model.onnx"), x)[0], model(x).numpy(),
+                                   rtol=1e-4, atol=1e-5)
 
 
 def test_allow_trace_keeps_the_trace_and_the_manifest_records_why(tmp_path):
@@ -59,6 +83,7 @@ def test_allow_trace_keeps_the_trace_and_the_manifest_records_why(tmp_path):
     assert manifest["status"] == "ok" and manifest["exporter"] == "torchscript"
     assert manifest["allow_trace"] is True and manifest["options"]["allow_trace"] is True
     assert any("export_models.py" in w and "Python boolean" in w for w in manifest["trace_warnings"])
+    assert manifest["trace_check"] == "not checked: --allow-trace"
 
 
 def test_the_gate_still_catches_a_trace_it_was_allowed_to_keep(tmp_path):

@@ -182,6 +182,7 @@ OPTIONS = [
     click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (again after the prune)."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Seed for init, data order and augmentation."),
+    click.option("--recalibrate-bn", type=click.IntRange(min=0), default=0, show_default=True, metavar="N", help="Right after each prune, re-estimate the BatchNorm statistics on N training batches (0: off); the prune line and prune_shock then also give the top-1 after it."),
     click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar per epoch."),
 ]
 

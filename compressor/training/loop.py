@@ -6,14 +6,18 @@ never disturb it), optional AMP and channels_last on CUDA, optional
 ``torch.compile``, a progress bar, one metrics line and one atomic checkpoint per
 epoch (and one just before the prune), DDP through torchrun.
 
-Rank 0 logs one INFO line per epoch and one per prune (``compress`` prints them on
-stdout) and a DEBUG line per checkpoint; other ranks stay silent.
+Every prune measures its shock (validation right before and right after the slice, no
+training between; optionally after re-estimating BatchNorm statistics, ``recalibrate_bn``)
+into the epoch's metrics line.  Rank 0 logs one INFO line per epoch and one per prune, with
+the shock (``compress`` prints them on stdout), and a DEBUG line per checkpoint; other
+ranks stay silent.
 """
 from __future__ import annotations
 
 import contextlib
 import gc
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -34,6 +38,7 @@ from compressor.training.serialization import portable_state
 from compressor.training.data import DataBundle
 from compressor.errors import CompressorError
 from compressor.schedules.onecycle import EpochEvent, OneCyclePruner
+from compressor.artifacts import PruneShock
 from compressor.training.report import EpochRecord, MetricsLog, format_epoch_line
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     progress: bool = True
+    recalibrate_bn: int = 0  # training batches to re-estimate BatchNorm statistics on right after a prune (0: off)
 
     def __post_init__(self) -> None:
         for value, valid, flag in (
@@ -68,6 +74,8 @@ class TrainConfig:
                 raise CompressorError(f"{flag} must be one of {', '.join(valid)}, got '{value}'")
         if self.lr <= 0:
             raise CompressorError("--lr must be positive")
+        if self.recalibrate_bn < 0:
+            raise CompressorError(f"--recalibrate-bn must be >= 0, got {self.recalibrate_bn}")
         if not 0 <= self.seed <= MAX_SEED:  # torch and numpy would overflow deep inside, as a traceback
             raise CompressorError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
 
@@ -180,9 +188,10 @@ class Trainer:
     def run(self, start_epoch: int = 0) -> None:
         for epoch in range(start_epoch, self.config.epochs):
             started = time.perf_counter()
+            shock = None  # the prune's shock, when this epoch prunes
             begin = self.pruner.epoch_start(epoch, prune=False)
             if begin.prune_due:
-                self._prune(epoch, before_training=True)
+                shock = self._prune(epoch, before_training=True)
             train_started = time.perf_counter()
             train_loss, train_top1, images = self._train_epoch(epoch)
             train_s = time.perf_counter() - train_started
@@ -193,7 +202,7 @@ class Trainer:
             event.search_time_s += begin.search_time_s
             if event.prune_due:
                 self._checkpoint(epoch, BEFORE_PRUNE)
-                self._prune(epoch)
+                shock = self._prune(epoch)
                 event.pruned = True
             elapsed = time.perf_counter() - started
             self.wall_time_s += elapsed
@@ -213,21 +222,90 @@ class Trainer:
                 epoch_time_s=elapsed,
                 search_time_s=event.search_time_s,
                 images_per_s=images / max(train_s, 1e-9),
+                prune_shock=shock,
             )
             if self.metrics is not None:
                 self.metrics.append(record)
                 self._say(format_epoch_line(record, self.config.epochs))
             self._checkpoint(epoch, LATEST)
 
-    def _prune(self, epoch: int, before_training: bool = False) -> None:
+    def _prune(self, epoch: int, before_training: bool = False) -> PruneShock:
+        """Slice the model, measuring the shock: validation right before and right after the
+        slice with no training between (and, with ``recalibrate_bn``, after re-estimating the
+        BatchNorm statistics).  The measurement runs on a forked RNG, so the run's random
+        stream (and so its training) is the same as without it."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            loss_before, top1_before = self.evaluate()
+        macs_before = self.pruner.macs
         # The old DDP reducer holds each parameter's autograd accumulator, which caches
         # the old shape; it must be gone before slicing so fresh ones are made.
         self._network = None
         gc.collect()
         model = self.pruner.prune(epoch)
         self._network = self._wrap(model)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            loss_after, top1_after = self.evaluate()
+            shock: PruneShock = {
+                "epoch": epoch,
+                "at": "start" if before_training else "end",
+                "top1_before": top1_before,
+                "top1_after": top1_after,
+                "loss_before": loss_before,
+                "loss_after": loss_after,
+                "macs_before": macs_before,
+                "macs_after": self.pruner.macs,
+                "recalibration_batches": 0,
+                "top1_after_recalibration": None,
+                "loss_after_recalibration": None,
+            }
+            if self.config.recalibrate_bn > 0:
+                shock["recalibration_batches"] = self._recalibrate_bn(epoch)
+                if shock["recalibration_batches"]:
+                    shock["loss_after_recalibration"], shock["top1_after_recalibration"] = self.evaluate()
         when = "before training" if before_training else f"after epoch {epoch + 1}"
-        self._say(f"pruned {when}: {self.pruner.dense_macs / 1e6:.1f}M -> {self.pruner.macs / 1e6:.1f}M MACs")
+        line = (f"pruned {when}: {self.pruner.dense_macs / 1e6:.1f}M -> {self.pruner.macs / 1e6:.1f}M MACs; "
+                f"shock: val top-1 {top1_before:.1f}% -> {top1_after:.1f}%, loss {loss_before:.3f} -> {loss_after:.3f}")
+        if shock["top1_after_recalibration"] is not None:
+            line += (f"; after BN recalibration on {shock['recalibration_batches']} batches "
+                     f"{shock['top1_after_recalibration']:.1f}%, loss {shock['loss_after_recalibration']:.3f}")
+        self._say(line)
+        return shock
+
+    @torch.no_grad()
+    def _recalibrate_bn(self, epoch: int) -> int:
+        """Re-estimate every BatchNorm's running statistics of the (just sliced) model as the
+        plain average over the first ``recalibrate_bn`` training batches of ``epoch``
+        (train-mode forwards, ``momentum=None``), then put every module back in its mode.
+        Under DDP the ranks' averages are averaged, so all ranks keep the same buffers.
+        Returns the number of batches used (0: the model has no BatchNorm)."""
+        model = self.pruner.model
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        if not norms:
+            return 0
+        modes = [(m, m.training) for m in model.modules()]
+        momenta = [m.momentum for m in norms]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average over the batches
+        count = min(self.config.recalibrate_bn, self.data.batches_per_epoch(self.context.world_size))
+        model.train()
+        try:
+            batches = self.data.train_batches(epoch, rank=self.context.rank, world_size=self.context.world_size)
+            for images, labels in itertools.islice(batches, count):
+                images, _ = self._to_device(images, labels)
+                with self._autocast():
+                    model(images)
+        finally:
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum
+            for module, training in modes:
+                module.training = training
+        if self.context.world_size > 1:
+            for norm in norms:
+                for buffer in (norm.running_mean, norm.running_var):
+                    dist.all_reduce(buffer)
+                    buffer /= self.context.world_size
+        return count
 
     def _train_epoch(self, epoch: int) -> tuple[float, float, int]:
         network = self._network

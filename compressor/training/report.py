@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from compressor.artifacts import PruneShock
 from compressor.atomic import atomic_write, atomic_write_text
 from compressor.errors import CompressorError
 
@@ -39,14 +40,16 @@ class EpochRecord:
     epoch_time_s: float
     search_time_s: float  # spent in the structure search, 0 if none
     images_per_s: float
+    prune_shock: PruneShock | None = None  # the epoch's prune: validation right before and after the slice
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "EpochRecord":
-        """Ignore unknown keys so logs written by a newer version still load."""
-        return cls(**{field.name: data[field.name] for field in fields(cls)})
+        """Ignore unknown keys so logs written by a newer version still load, and let fields
+        with a default be missing so logs written by an older version do too."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data or f.default is MISSING})
 
 
 class MetricsLog:
@@ -114,7 +117,9 @@ def write_summary(path: Path, summary: dict) -> None:
 def plot_run(records: list[EpochRecord], path: Path, title: str, threshold: float | None = None,
              indicator: str = "jaccard") -> Path:
     """Four panels on a shared epoch axis: accuracy, stability, λ and MACs,
-    with the prune epoch marked in each so cause and effect line up.
+    with the prune epoch marked in each so cause and effect line up; the accuracy panel
+    also marks each prune's shock (validation top-1 right before and right after the
+    slice, and after BatchNorm recalibration when the run did it).
 
     ``indicator`` names the stability curve (``jaccard``: J_avg, ``epi``: EPI) and
     ``threshold`` is the run's own prune threshold (``PruneConfig.indicator_threshold``),
@@ -138,6 +143,7 @@ def plot_run(records: list[EpochRecord], path: Path, title: str, threshold: floa
 
     accuracy.plot(epochs, [r.train_top1 for r in records], marker=".", label="train")
     accuracy.plot(epochs, [r.val_top1 for r in records], marker=".", label="val")
+    _mark_shocks(accuracy, records)
     accuracy.set_ylabel("top-1 %")
 
     monitored = [r for r in records if r.stability is not None]
@@ -171,6 +177,21 @@ def _mark_prune(axes: Axes, records: list[EpochRecord]) -> None:
     """One labelled line per pruned epoch (normally exactly one, or none)."""
     for index, record in enumerate(r for r in records if r.pruned):
         axes.axvline(record.epoch + 1, color="red", linestyle=":", label="prune" if index == 0 else None)
+
+
+def _mark_shocks(axes: Axes, records: list[EpochRecord]) -> None:
+    """Each prune's shock on the accuracy panel, at its prune line: validation top-1 right
+    before and right after the slice (and after BatchNorm recalibration, when run)."""
+    shocks = [(r.epoch + 1, r.prune_shock) for r in records if r.prune_shock is not None]
+    if not shocks:
+        return
+    x = [epoch for epoch, _ in shocks]
+    axes.scatter(x, [s["top1_before"] for _, s in shocks], marker="^", color="black", zorder=3, label="before slice")
+    axes.scatter(x, [s["top1_after"] for _, s in shocks], marker="v", color="red", zorder=3, label="after slice")
+    recalibrated = [(epoch, s["top1_after_recalibration"]) for epoch, s in shocks if s.get("top1_after_recalibration") is not None]
+    if recalibrated:
+        axes.scatter(*zip(*recalibrated), marker="D", s=80, facecolors="none", edgecolors="purple", zorder=4,
+                     label="after BN recalibration")
 
 
 def format_epoch_line(record: EpochRecord, total_epochs: int) -> str:

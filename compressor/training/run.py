@@ -206,6 +206,7 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
         "macs_reduction": 1 - pruner.macs / pruner.dense_macs,
         "prune_epoch": pruner.prune_epoch,
         "prune_epochs": pruner.state.prune_epochs,
+        "prune_shocks": [r.prune_shock for r in records if r.prune_shock is not None],
         "top1": last.val_top1,
         "best_top1": trainer.best_top1,
         "wall_time_s": trainer.wall_time_s,

@@ -31,7 +31,8 @@ TINY = [
 
 
 def comparable(records: list[dict]) -> list[tuple]:
-    return [(r["epoch"], r["train_loss"], r["val_top1"], r["macs"], r["stability"], r["pruned"]) for r in records]
+    return [(r["epoch"], r["train_loss"], r["val_top1"], r["macs"], r["stability"], r["pruned"], r["prune_shock"])
+            for r in records]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,8 @@ def test_ocs_run_prunes_keeps_training_and_writes_every_artifact(finished):
         assert key in summary, key
     assert summary["prune_epoch"] == 2 and 0.5 <= summary["macs_reduction"] <= 0.51
     records = metrics(finished)
+    assert [r["prune_shock"] is not None for r in records] == [False, False, True, False]
+    assert summary["prune_shocks"] == [records[2]["prune_shock"]]
     assert [r["epoch"] for r in records] == [0, 1, 2, 3]
     assert records[1]["macs"] == summary["dense_macs"] and records[3]["macs"] == summary["pruned_macs"]
     assert records[3]["train_loss"] > 0  # the pruned network kept training

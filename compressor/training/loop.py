@@ -266,7 +266,8 @@ class Trainer:
         line = (f"pruned {when}: {self.pruner.dense_macs / 1e6:.1f}M -> {self.pruner.macs / 1e6:.1f}M MACs; "
                 f"shock: val top-1 {top1_before:.1f}% -> {top1_after:.1f}%, loss {loss_before:.3f} -> {loss_after:.3f}")
         if shock["top1_after_recalibration"] is not None:
-            line += (f"; after BN recalibration on {shock['recalibration_batches']} batches "
+            batches = shock["recalibration_batches"]
+            line += (f"; after BN recalibration on {batches} batch{'es' if batches > 1 else ''} "
                      f"{shock['top1_after_recalibration']:.1f}%, loss {shock['loss_after_recalibration']:.3f}")
         self._say(line)
         return shock

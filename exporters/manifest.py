@@ -1,8 +1,8 @@
 """``manifest.json``: what was exported, how, and the evidence that it is right.
 
-The keys follow design.md (format, opset, input/output names and shapes, macs,
-params, parity, tool versions) plus the status, the files' sha256 and sizes, the
-exporter used and the source.  Written atomically, so a crash never leaves half a
+Its keys (format, opset, input/output names and shapes, macs, params, parity,
+tool versions, the status, the files' sha256 and sizes, the exporter used and the
+source) are defined once, in ``compressor.artifacts.ExportManifest``.  Written atomically, so a crash never leaves half a
 manifest next to the model files.
 """
 from __future__ import annotations

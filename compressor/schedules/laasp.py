@@ -1,4 +1,4 @@
-"""LAASP: loss-aware automatic selection of the pruning criterion (algorithms.md §4).
+"""LAASP: loss-aware automatic selection of the pruning criterion, step by step during training.
 
 One pruning *step* offers every prunable group to every criterion of a pool; each
 (group, criterion) pair proposes the channels it would remove, the pairs are

@@ -64,8 +64,12 @@ def test_a_command_leaves_the_compressor_logger_as_it_found_it():
 
 
 @pytest.mark.parametrize("level, shown", [(logging.DEBUG, "DIWE"), (logging.INFO, "IWE"), (logging.WARNING, "WE")])
-def test_the_console_handler_routes_info_to_stdout_and_the_rest_to_stderr(capsys, level, shown):
+def test_the_console_handler_routes_info_to_stdout_and_the_rest_to_stderr(capsys, monkeypatch, level, shown):
+    # With no handler at all Python prints warnings through logging.lastResort, and whether
+    # one is installed depends on the test runner (pytest's logging plugin): a NullHandler
+    # takes that fallback out of play, so only the console handler can print.
     logger = logging.getLogger("compressor.some.module")
+    monkeypatch.setattr(logger, "handlers", [*logger.handlers, logging.NullHandler()])  # restored afterwards
     with click.Context(main) as ctx:
         show_logs(ctx, level)
         logger.debug("D line")

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import torch
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, one_line
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
+# The synthetic set is regenerated whole (its normalisation uses the training images): a
+# tampered summary.json must not make the gate allocate without bound.
+MAX_SYNTHETIC_IMAGES = 200_000
 
 
 def run_images(run_dir: Path | None, count: int, input_size) -> tuple[torch.Tensor | None, dict]:
@@ -29,9 +32,10 @@ def run_images(run_dir: Path | None, count: int, input_size) -> tuple[torch.Tens
     try:
         config = _data_config(run_dir / SUMMARY_FILE)
         images = _first_val_images(config, count)
-    except CompressorError as error:
-        log.warning("parity gate without dataset images: %s", error)
-        return None, {"used": 0, "reason": str(error)}
+    except (CompressorError, OverflowError, ValueError, TypeError, MemoryError) as error:
+        reason = str(error) if isinstance(error, CompressorError) else one_line(error)
+        log.warning("parity gate without dataset images: %s", reason)
+        return None, {"used": 0, "reason": reason}
     if tuple(images.shape[1:]) != tuple(input_size):
         reason = f"the run's images are {tuple(images.shape[1:])}, the export's input {tuple(input_size)}"
         return None, {"used": 0, "reason": reason}
@@ -49,7 +53,11 @@ def _data_config(path: Path):
     if not isinstance(data, dict):
         raise CompressorError(f"{path} does not record the run's dataset (a run made before exports read it)")
     settings = {**data, "download": False, "workers": 0}  # never fetch anything, never fork for 32 images
-    return configs_from_dict(settings, where=f"{path} data")[0]
+    config = configs_from_dict(settings, where=f"{path} data")[0]
+    if config.dataset == "synthetic" and config.synthetic_train + config.synthetic_val > MAX_SYNTHETIC_IMAGES:
+        raise CompressorError(f"{path} asks for {config.synthetic_train + config.synthetic_val} synthetic images, "
+                              f"more than the {MAX_SYNTHETIC_IMAGES} the gate regenerates")
+    return config
 
 
 def _first_val_images(config, count: int) -> torch.Tensor:

@@ -17,11 +17,15 @@ from collections.abc import Iterator
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence stdout prints, warnings and log records below ERROR, restoring all three."""
+    """Silence prints (stdout and stderr), warnings and log records, restoring all three.
+
+    torch.export logs a whole graph dump at ERROR when a model branches on a value;
+    the failure itself comes back as an exception, which the caller reports on one line."""
     previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
+    logging.disable(logging.CRITICAL)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:

@@ -28,9 +28,7 @@ from torch import nn
 from compressor.errors import CompressorError, one_line
 from compressor.export.messages import quiet
 from compressor.export.opsets import DYNAMO_OPSETS, TORCHSCRIPT_OPSETS, within
-from compressor.export.outputs import flatten_outputs, output_names
-
-INPUT_NAME = "input"
+from compressor.export.outputs import INPUT_NAME, output_names, run_model
 BATCH_DIM = "batch"
 # torch.export specialises a dimension whose example size is 0 or 1 to a constant,
 # so the example batch must be >= 2 for the batch dimension to stay symbolic.
@@ -62,8 +60,7 @@ def export_onnx(model: nn.Module, input_size, path: Path, opset: int, allow_trac
     example = torch.randn(EXAMPLE_BATCH, *input_size, generator=torch.Generator().manual_seed(0))
     if _weight_bytes(model) >= INLINE_LIMIT_BYTES:
         raise CompressorError("models with over 1.8 GB of weights (ONNX external data) are not supported yet")
-    with torch.no_grad():
-        names = output_names(model(example))
+    names = output_names(run_model(model, example))
     reasons = []
     attempts = (("dynamo", DYNAMO_OPSETS, _export_dynamo), ("torchscript", TORCHSCRIPT_OPSETS, _export_torchscript))
     for exporter, bounds, write in attempts:
@@ -93,20 +90,21 @@ def _check_warned_trace(write, model, example, path, opset, names, fallback, war
             warnings.simplefilter("ignore")
             changed = first_difference(write, model, example, path, opset, names)
     except Exception as error:  # noqa: BLE001 - a trace that cannot be repeated is not trusted either
-        changed = f"a repeated trace ({one_line(error)})"
+        path.unlink(missing_ok=True)
+        raise TraceRefused(_trace_refusal(fallback, warned, f"tracing it again failed ({one_line(error)})"))
     if changed is None:
-        return "traced again at another batch size and at inputs x100 and x0.01: the same graph"
+        return "traced again at another batch size, at inputs x100 and x0.01 and on 0-255 pixels: the same graph"
     path.unlink(missing_ok=True)
-    raise TraceRefused(_trace_refusal(fallback, warned, changed))
+    raise TraceRefused(_trace_refusal(fallback, warned, f"tracing it on {changed} wrote a different graph"))
 
 
-def _trace_refusal(fallback: str | None, warned: tuple[str, ...], changed: str) -> str:
+def _trace_refusal(fallback: str | None, warned: tuple[str, ...], found: str) -> str:
     why = f" ({fallback[:160]})" if fallback else ""
     return (
         f"only the TorchScript tracer could export this model{why}; it warned that the trace may be wrong for "
-        f"other inputs ({warned[0][:140]}), and tracing it on {changed} wrote a different graph: the model "
-        "branches on its batch size or input values, which a trace freezes: refused (make the branch "
-        "exportable by torch.export, or pass --allow-trace to keep the trace; the manifest records it)"
+        f"other inputs ({warned[0][:140]}), and {found}: the model branches on its batch size or input "
+        "values, which a trace freezes: refused (make the branch exportable by torch.export, or pass "
+        "--allow-trace to keep the trace; the manifest records it)"
     )
 
 

@@ -14,7 +14,20 @@ import torch
 
 from compressor.errors import CompressorError
 
+INPUT_NAME = "input"  # the graph's input; no output may take its name
 SINGLE_OUTPUT_NAME = "logits"
+
+
+def run_model(model, x: torch.Tensor):
+    """``model(x)`` without gradients; the model's own exception becomes one line naming the batch."""
+    from compressor.errors import one_line
+
+    try:
+        with torch.no_grad():
+            return model(x)
+    except Exception as error:  # noqa: BLE001 - the user's model may raise anything
+        raise CompressorError(f"the model failed on a batch of {len(x)} {tuple(x.shape[1:])} inputs: "
+                              f"{one_line(error)}") from error
 
 
 def flatten_outputs(output) -> list[torch.Tensor]:
@@ -50,7 +63,7 @@ def output_names(output) -> list[str]:
         return [SINGLE_OUTPUT_NAME]
     names: list[str] = []
     _name(output, "", names)
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {INPUT_NAME: 1}  # an output called "input" becomes input_1
     for i, name in enumerate(names):  # "a b" and "a_b" both sanitise to a_b; ONNX names must differ
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:

@@ -174,6 +174,8 @@ class Top1Report:
 
 RANDN = "randn"
 IMAGES = "dataset images"
+UNIFORM = "uniform 0-1"
+PIXELS = "uniform 0-255"
 
 
 @dataclass(frozen=True)
@@ -192,10 +194,15 @@ def random_inputs(batch: int, input_size, seed: int) -> torch.Tensor:
 
 
 def gate_cases(input_size, batch_sizes, seed: int, scales=(), images: torch.Tensor | None = None) -> list[GateCase]:
-    """``randn`` at every batch size, the largest batch at every scale, and ``images`` if given."""
+    """``randn`` at every batch size, the largest batch at every scale, and ``images`` if given.
+    With scales, also non-negative inputs (uniform in 0-1 and in 0-255: un-normalised images,
+    which a branch like ``if (x >= 0).all()`` tells apart and randn never produces)."""
     cases = [GateCase(RANDN, random_inputs(batch, input_size, seed)) for batch in batch_sizes]
     largest = random_inputs(max(batch_sizes), input_size, seed)
     cases += [GateCase(f"randn x{scale:g}", largest * scale, scale) for scale in scales]
+    if scales:
+        unit = torch.rand(largest.shape, generator=torch.Generator().manual_seed(seed * 1000 + 999))
+        cases += [GateCase(UNIFORM, unit), GateCase(PIXELS, unit * 255, 255.0)]
     if images is not None and len(images):
         cases.append(GateCase(IMAGES, images))
     return cases
@@ -304,7 +311,8 @@ def check_parity(
     ``chunk`` caps the batch a runner is fed (a TensorRT profile's max)."""
     batches, outputs = [], 1
     for case in cases:
-        ref, out = _run_chunked(reference, case.x, chunk), _run_chunked(candidate, case.x, chunk)
+        # each side gets its own copy: a model that writes into its input must not feed the other one
+        ref, out = _run_chunked(reference, case.x.clone(), chunk), _run_chunked(candidate, case.x.clone(), chunk)
         outputs = len(ref)
         if case.scale == 1.0:
             batches.append(compare_batch(ref, out, atol, rtol, case.inputs))
@@ -333,7 +341,7 @@ def check_top1(
     """Top-1 agreement on one random batch, fed in chunks of at most ``chunk``
     (a TensorRT engine's profile caps the batch)."""
     x = random_inputs(batch, input_size, seed + 1)
-    ref_all, out_all = _run_chunked(reference, x, chunk), _run_chunked(candidate, x, chunk)
+    ref_all, out_all = _run_chunked(reference, x.clone(), chunk), _run_chunked(candidate, x.clone(), chunk)
     return Top1Report(
         batch_size=batch,
         top1_agreement=_top1(ref_all, out_all),
@@ -345,13 +353,12 @@ def check_top1(
 
 def torch_runner(model: nn.Module, device: str = "cpu") -> Runner:
     """The fp32 PyTorch reference, in eval mode, on ``device``; outputs flattened as exported."""
-    from compressor.export.outputs import flatten_outputs
+    from compressor.export.outputs import flatten_outputs, run_model
 
     model = model.eval().float().to(device)
 
     def run(x: torch.Tensor) -> list[np.ndarray]:
-        with torch.no_grad():
-            return [t.float().cpu().numpy() for t in flatten_outputs(model(x.to(device)))]
+        return [t.float().cpu().numpy() for t in flatten_outputs(run_model(model, x.to(device)))]
 
     return run
 

@@ -26,7 +26,7 @@ from compressor.export.fp16 import convert_to_fp16
 from compressor.export.manifest import files_section, tool_versions, write_manifest
 from compressor.export.onnx_export import OnnxExport, export_onnx, io_signature
 from compressor.export.opsets import check_opset
-from compressor.export.outputs import flatten_outputs
+from compressor.export.outputs import flatten_outputs, run_model
 from compressor.export.parity import ParityReport, check_onnx, check_onnx_top1
 from compressor.export.simplify import Simplified, simplify_onnx
 from compressor.export.sources import ExportSource, resolve_source
@@ -113,8 +113,7 @@ def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
 def _check_outputs(model, example: torch.Tensor) -> None:
     """Every output must be a tensor (a tuple/dict of them is fine: the gate compares each);
     a None or a number in the output is refused before anything is exported."""
-    with torch.no_grad():
-        flatten_outputs(model(example))
+    flatten_outputs(run_model(model, example))
 
 
 class _Job:

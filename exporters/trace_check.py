@@ -7,7 +7,8 @@ taken the same way for every input the file will ever get.  Others freeze one
 branch of something that varies: the batch size, or the input's values.
 
 So a warned trace is traced again on inputs that vary exactly what a deployed file
-sees vary -- another batch size, inputs 100x larger and 100x smaller -- and every
+sees vary -- another batch size, inputs 100x larger and 100x smaller, non-negative
+pixel values -- and every
 trace must write the same graph (same ops, attributes and constants, in the same
 order).  A branch on the batch size or on the values shows up as a different graph
 and the export is refused; the same graph everywhere is recorded in the manifest.
@@ -31,7 +32,9 @@ SCALES = (100.0, 0.01)
 def variations(example: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(1)
     other = torch.randn(OTHER_BATCH, *example.shape[1:], generator=generator)
-    return [(f"batch {OTHER_BATCH}", other)] + [(f"inputs x{s:g}", example * s) for s in SCALES]
+    pixels = torch.rand(example.shape, generator=generator) * 255  # non-negative, like raw images
+    return ([(f"batch {OTHER_BATCH}", other)] + [(f"inputs x{s:g}", example * s) for s in SCALES]
+            + [("inputs uniform in 0-255", pixels)])
 
 
 def graph_signature(path: Path) -> str:

@@ -55,6 +55,33 @@ class FlipsOnBrightInputs(SmallCnn):
         return logits
 
 
+class NormalisesRawPixels(SmallCnn):
+    """Normalises its input itself when it looks un-normalised (no negative value): a value
+    branch that randn (any scale) never takes and every raw image does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x >= 0).all():
+            x = (x - 0.5) / 0.25
+        return self.net(x)
+
+
+class ScalesItsInputInPlace(SmallCnn):
+    """Writes into its input (``x.mul_``): correct, but a gate that hands the same tensor to
+    PyTorch and then to ONNX Runtime would feed the second one doubled inputs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.mul_(2))
+
+
+class FailsPastThree(SmallCnn):
+    """Raises (a plain ValueError, as user code does) on batches above 3."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 3:
+            raise ValueError("batches above 3 are not supported")
+        return self.net(x)
+
+
 class PadsOddWidths(SmallCnn):
     """Pads an odd-width image by one column: a branch on the width, which an export fixes,
     so its trace warns yet is the same program for every input the file can get."""
@@ -88,6 +115,19 @@ def doubles_past_four(num_classes: int = 4) -> nn.Module:
 
 def flips_on_bright_inputs(num_classes: int = 4) -> nn.Module:
     return _informative(FlipsOnBrightInputs, num_classes)
+
+
+def normalises_raw_pixels(num_classes: int = 4) -> nn.Module:
+    return _informative(NormalisesRawPixels, num_classes)
+
+
+def scales_its_input_in_place(num_classes: int = 4) -> nn.Module:
+    return _informative(ScalesItsInputInPlace, num_classes)
+
+
+def fails_past_three(num_classes: int = 4) -> nn.Module:
+    torch.manual_seed(5)
+    return FailsPastThree(num_classes).eval()
 
 
 def pads_odd_widths(num_classes: int = 4) -> nn.Module:

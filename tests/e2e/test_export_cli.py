@@ -110,7 +110,7 @@ def test_export_a_prune_run_directory(prune_run):
     # the gate also ran on the run's own validation images, and says which
     parity = manifest["parity"]
     assert parity["dataset_images"] == {"used": 32, "dataset": "synthetic", "split": "val", "data_dir": None}
-    assert parity["inputs"] == ["randn", "randn x0.01", "randn x100", "dataset images"]
+    assert parity["inputs"] == ["randn", "randn x0.01", "randn x100", "uniform 0-1", "uniform 0-255", "dataset images"]
     assert "32 dataset images" in result.output
 
 
@@ -126,16 +126,21 @@ def test_the_gate_images_are_the_runs_first_validation_images(prune_run):
     assert note["used"] == 40 and torch.equal(images, expected)
 
 
-def test_a_run_whose_dataset_is_gone_is_gated_without_images_and_says_why(prune_run, tmp_path):
+@pytest.mark.parametrize("data, reason", [
+    ({"dataset": "imagefolder", "data_dir": "GONE"}, "gone"),
+    ({"synthetic_train": 10**9}, "more than the 200000"),  # would allocate without bound
+    ({"synthetic_train": 10**30}, "more than the 200000"),  # would overflow a tensor size
+])
+def test_a_run_whose_dataset_is_gone_or_tampered_is_gated_without_images(prune_run, tmp_path, data, reason):
     run = tmp_path / "run"
     shutil.copytree(prune_run, run, ignore=shutil.ignore_patterns("export"))
     summary = json.loads((run / "summary.json").read_text())
-    summary["data"].update(dataset="imagefolder", data_dir=str(tmp_path / "gone"))
+    summary["data"].update({k: str(tmp_path / "gone") if v == "GONE" else v for k, v in data.items()})
     (run / "summary.json").write_text(json.dumps(summary))
     result = invoke(str(run), "--opset", "17", "--out", str(tmp_path / "x"))
     assert result.exit_code == 0, result.output
     note = read_manifest(tmp_path / "x")["parity"]["dataset_images"]
-    assert note["used"] == 0 and "gone" in note["reason"]
+    assert note["used"] == 0 and reason in note["reason"]
 
 
 def test_tensorrt_without_tensorrt_writes_the_onnx_then_fails_with_one_line(tmp_path):

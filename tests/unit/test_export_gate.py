@@ -23,7 +23,8 @@ from compressor.export.parity import NOISE_FACTOR, compare_batch, compare_scaled
 from compressor.export.pipeline import ExportRefused, export_source
 from compressor.export.sources import from_module
 from tests.export_models import (
-    BIG_BATCH, INPUT_SIZE, doubles_past_four, flips_on_bright_inputs, pads_odd_widths, two_heads,
+    BIG_BATCH, INPUT_SIZE, doubles_past_four, fails_past_three, flips_on_bright_inputs, normalises_raw_pixels,
+    pads_odd_widths, scales_its_input_in_place, two_heads,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -59,6 +60,32 @@ def test_a_trace_that_saw_a_branch_is_refused_and_nothing_is_left(tmp_path, opse
 def test_a_value_branch_changes_the_retraced_graph_and_is_refused(tmp_path):
     with pytest.raises(TraceRefused, match=r"tracing it on inputs x100 wrote a different graph"):
         export(tmp_path, flips_on_bright_inputs(), opset=FAST_OPSET)
+
+
+def test_a_branch_only_raw_pixels_take_is_caught_by_trace_and_gate(tmp_path):
+    """randn never is all non-negative; raw images always are."""
+    model = normalises_raw_pixels()
+    with pytest.raises(TraceRefused, match="tracing it on inputs uniform in 0-255 wrote a different graph"):
+        export(tmp_path / "a", model, opset=FAST_OPSET)
+    with pytest.raises(ExportRefused, match="uniform 0-1|uniform 0-255"):
+        export(tmp_path / "b", model, opset=FAST_OPSET, allow_trace=True)
+
+
+def test_a_model_that_writes_into_its_input_passes_with_both_sides_fed_a_copy(tmp_path):
+    result = export(tmp_path, scales_its_input_in_place(), opset=FAST_OPSET)
+    assert result.status == "ok" and result.manifest["parity"]["passed"]
+
+
+def test_a_trace_that_cannot_be_repeated_is_refused(tmp_path):
+    with pytest.raises(TraceRefused, match=r"tracing it again failed \(ValueError: batches above 3"):
+        export(tmp_path, fails_past_three(), opset=FAST_OPSET)
+
+
+def test_a_model_that_raises_on_a_gate_batch_is_one_line(tmp_path):
+    with pytest.raises(CompressorError, match=r"the model failed on a batch of 4 .*ValueError: batches above 3") as e:
+        export(tmp_path, fails_past_three(), max_batch=4, opset=FAST_OPSET, allow_trace=True)
+    assert "\n" not in str(e.value)
+    assert not [p for p in (tmp_path / "export").iterdir() if not p.name.startswith(".")]
 
 
 def test_a_branch_on_a_fixed_image_size_warns_but_is_the_same_graph_everywhere(tmp_path):
@@ -111,7 +138,8 @@ def test_scaled_inputs_catch_a_branch_randn_never_takes(tmp_path):
         export(tmp_path / "gated", model, opset=FAST_OPSET, allow_trace=True)
     manifest = refused.value.result.manifest
     failing = [b for b in manifest["parity"]["per_batch"] if not b["passed"]]
-    assert [b["inputs"] for b in failing] == ["randn x100"] and failing[0]["top1_agreement"] == 0.0
+    assert [b["inputs"] for b in failing] == ["randn x100", "uniform 0-255"]
+    assert failing[0]["top1_agreement"] == 0.0
 
 
 def test_a_scaled_case_allows_what_a_tiny_input_change_moves_and_no_more():
@@ -135,10 +163,12 @@ def test_gate_cases_scale_the_largest_batch_and_add_images():
     images = torch.rand(5, *INPUT_SIZE)
     cases = gate_cases(INPUT_SIZE, (1, 2, 4), seed=0, scales=(0.01, 100.0), images=images)
     assert [(c.inputs, len(c.x), c.scale) for c in cases] == [
-        ("randn", 1, 1.0), ("randn", 2, 1.0), ("randn", 4, 1.0),
-        ("randn x0.01", 4, 0.01), ("randn x100", 4, 100.0), ("dataset images", 5, 1.0),
+        ("randn", 1, 1.0), ("randn", 2, 1.0), ("randn", 4, 1.0), ("randn x0.01", 4, 0.01),
+        ("randn x100", 4, 100.0), ("uniform 0-1", 4, 1.0), ("uniform 0-255", 4, 255.0), ("dataset images", 5, 1.0),
     ]
     torch.testing.assert_close(cases[4].x, 100 * cases[2].x)
+    assert 0 <= cases[5].x.min() and cases[5].x.max() <= 1
+    torch.testing.assert_close(cases[6].x, 255 * cases[5].x)
     assert cases[-1].x is images
 
 
@@ -181,6 +211,7 @@ def test_output_names_follow_the_structure_and_stay_unique():
     assert output_names((t, t)) == ["output_0", "output_1"]
     assert output_names({"boxes": t, "aux": (t, t)}) == ["boxes", "aux.0", "aux.1"]
     assert output_names({"a b": t, "a_b": t}) == ["a_b", "a_b_1"]
+    assert output_names({"input": t}) == ["input_1"]  # the graph's input keeps its name
     assert len(flatten_outputs({"boxes": t, "aux": (t, t)})) == 3
 
 

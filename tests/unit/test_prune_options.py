@@ -33,6 +33,7 @@ from compressor.training.serialization import load_pruned
 from compressor.schedules.stability import EpiIndicator, JaccardIndicator
 from compressor.training.loop import RunContext, TrainConfig, Trainer, make_optimizer, resolve_device
 from compressor.models import build_model
+from tests.fixed_split import FixedSplit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,26 +41,12 @@ SIZE = 8  # input side: every model here is fully convolutional up to a global p
 
 
 # -- tiny runs -----------------------------------------------------------------------------------
-class _Split:
-    """Fixed tensors, no augmentation: the batches a run sees are known exactly."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batches(self, index_batches, seeds):
-        for index in index_batches:
-            yield self.images[index], self.labels[index]
-
-
 def bundle(train: int = 16, val: int = 8, batch_size: int = 8, seed: int = 0) -> DataBundle:
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(train + val, 3, SIZE, SIZE, generator=generator)
     labels = torch.randint(0, 10, (train + val,), generator=generator)
     return DataBundle(10, (3, SIZE, SIZE), train, val, batch_size, seed,
-                      _Split(images[:train], labels[:train]), _Split(images[train:], labels[train:]))
+                      FixedSplit(images[:train], labels[:train]), FixedSplit(images[train:], labels[train:]))
 
 
 def small_cnn() -> nn.Module:

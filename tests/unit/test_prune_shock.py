@@ -25,6 +25,7 @@ from compressor.training.loop import RunContext, TrainConfig, Trainer, make_opti
 from compressor.training.report import EpochRecord, plot_run
 from compressor.training.serialization import ModelSpec, load_pruned, rebuild, restored_state
 from tests.hostile import TINY
+from tests.fixed_split import FixedSplit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PRUNE_LINE = re.compile(r"^pruned after epoch 1: .* shock: val top-1 (\S+)% -> (\S+)%, loss (\S+) -> (\S+)(.*)$", re.MULTILINE)
@@ -151,22 +152,10 @@ def test_recalibrate_bn_reestimates_the_statistics_and_measures_again(recalibrat
 
 
 # -- the recalibration itself, on a small model ------------------------------------------------------
-class _Split:
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batches(self, index_batches, seeds):
-        for index in index_batches:
-            yield self.images[index], self.labels[index]
-
-
 def small_trainer(tmp_path: Path, recalibrate_bn: int) -> Trainer:
     generator = torch.Generator().manual_seed(0)
     images, labels = torch.randn(24, 3, 8, 8, generator=generator), torch.randint(0, 10, (24,), generator=generator)
-    data = DataBundle(10, (3, 8, 8), 16, 8, 8, 0, _Split(images[:16], labels[:16]), _Split(images[16:], labels[16:]))
+    data = DataBundle(10, (3, 8, 8), 16, 8, 8, 0, FixedSplit(images[:16], labels[:16]), FixedSplit(images[16:], labels[16:]))
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Dropout(0.5),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
     config = TrainConfig(epochs=2, device="cpu", progress=False, recalibrate_bn=recalibrate_bn)

@@ -169,17 +169,20 @@ def has_cxx() -> bool:
     return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
-def test_torch_compile_backend_times_on_cpu_or_says_why_not(pruned_mlp, tmp_path, monkeypatch):
+def test_torch_compile_backend_times_on_cpu_or_says_why_not(pruned_mlp, tmp_path):
     """Documented: torch-compile (inductor) is a CPU backend, listed as skipped with the reason
     where it cannot run (no C++ compiler).  Also the timing options' effect on the records."""
     import torch._inductor.config as inductor
 
-    monkeypatch.setattr(inductor, "compile_threads", 1)  # no compile worker pool on a 2-core machine
     paths = {name: tmp_path / f"r.{name}" for name in ("json", "md", "png")}
-    result = invoke("bench", str(pruned_mlp), "--trust-code", "--backend", "torch-compile", "--batch-size", "2",
-                    "--precision", "fp32,fp16", "--warmup-runs", "2", "--min-runs", "4", "--rounds", "2",
-                    "--json", str(paths["json"]), "--markdown", str(paths["md"]), "--plot", str(paths["png"]),
-                    *FAST_BENCH)
+    # No compile worker pool on a 2-core machine. inductor's own patch(), not monkeypatch: undoing a
+    # monkeypatch deletes the config entry, and every later torch.compile in this process then fails
+    # with "compile_threads does not exist" (it broke test_prune_options' compile test under xdist).
+    with inductor.patch(compile_threads=1):
+        result = invoke("bench", str(pruned_mlp), "--trust-code", "--backend", "torch-compile", "--batch-size", "2",
+                        "--precision", "fp32,fp16", "--warmup-runs", "2", "--min-runs", "4", "--rounds", "2",
+                        "--json", str(paths["json"]), "--markdown", str(paths["md"]), "--plot", str(paths["png"]),
+                        *FAST_BENCH)
     report = json.loads(paths["json"].read_text())
     skipped = {(s["backend"], s.get("precision")): s["reason"] for s in report["skipped"]}
     assert any("fp16" in reason for reason in skipped.values()), skipped  # CPU fp16 is listed, not timed

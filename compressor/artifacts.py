@@ -52,6 +52,12 @@ class PruneShock(TypedDict):
     recalibration_batches: int
     top1_after_recalibration: float | None
     loss_after_recalibration: float | None
+    # Why the prune came then: ready (stable, and under the target shrink the selected
+    # channels at <= --reg-target of their norm), or the cap and what was still missing.
+    reason: str
+    # The removed channels' norm relative to theirs at the regularisation start, right
+    # before the slice (None when nothing shrank them: other schedules, or no shrink yet).
+    selected_norm: float | None
 
 
 class _RunSummaryLaasp(TypedDict, total=False):

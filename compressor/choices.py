@@ -14,6 +14,9 @@ DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder")
 CRITERIA = ("ocs", "l2", "l1", "bn-scale", "taylor", "random")
 POOL_CRITERIA = ("l1", "l2", "euclidean", "cosine")
 SCHEDULES = ("ocs", "dense", "oneshot", "three-stage", "epi", "gradual", "laasp")
+# How ocs sets the shrink's strength (compressor.schedules.shrink_control): to reach a
+# target by the prune cap, or the authors' constant schedule.
+REG_SCHEDULES = ("target", "fixed")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("step", "cosine", "onecycle")
 AMP_MODES = ("none", "bf16", "fp16")

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from compressor.choices import (AMP_MODES, BENCH_BACKENDS, CRITERIA, DATASETS, DEFAULT_DEPLOY_BACKEND, LR_SCHEDULES, MAX_SEED,
-                                OPTIMIZERS, POOL_CRITERIA, SCHEDULES)
+                                OPTIMIZERS, POOL_CRITERIA, REG_SCHEDULES, SCHEDULES)
 from compressor.cli.common import trust_code_flag
 from compressor.errors import CompressorError
 
@@ -145,9 +145,11 @@ OPTIONS = [
     click.option("--indicator", type=click.Choice(["jaccard", "epi"]), default="jaccard", show_default=True, help="Stability indicator of the ocs schedule."),
     click.option("--monitor-start", type=click.IntRange(min=0), default=1, show_default=True, help="First epoch whose end runs the structure search."),
     click.option("--reg-start", callback=_reg_start, default="auto", show_default=True, help="Epoch to start shrinking the selected channels, or 'auto': when stability plateaus, at the latest halfway from --monitor-start to the prune cap."),
-    click.option("--reg-lambda", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="Initial shrink strength λ."),
-    click.option("--reg-delta", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="λ grows by this ..."),
-    click.option("--reg-interval", type=click.IntRange(min=1), default=1, show_default=True, help="... every this many epochs."),
+    click.option("--reg-schedule", type=click.Choice(REG_SCHEDULES), default="target", show_default=True, help="How ocs sets the shrink's strength λ. target: each epoch, a per-step shrink w <- w·exp(-λ) set from how far the selected channels still are from --reg-target and the steps left until the prune cap; the prune waits until they are there (or the cap). fixed: the authors' --reg-lambda growing by --reg-delta, pruning on stability alone (for reproductions)."),
+    click.option("--reg-target", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-2, show_default=True, help="target: the fraction of their norm at the regularisation start that the selected channels must reach before the prune (ε)."),
+    click.option("--reg-lambda", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="fixed: initial shrink strength λ."),
+    click.option("--reg-delta", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="fixed: λ grows by this ..."),
+    click.option("--reg-interval", type=click.IntRange(min=1), default=1, show_default=True, help="fixed: ... every this many epochs."),
     click.option("--stability-threshold", type=click.FloatRange(0, 1), default=0.999, show_default=True, help="Prune once the 3-epoch mean Jaccard reaches this."),
     click.option("--epi-threshold", type=click.FloatRange(0, 1), default=0.983, show_default=True, help="Prune threshold of the EPI indicator."),
     click.option("--epi-window", type=click.IntRange(min=1), default=5, show_default=True, help="Plans EPI compares with."),

@@ -81,7 +81,7 @@ class PruningCallback(pl.Callback):
             self._build(trainer, pl_module, self._first_batch_example(trainer, pl_module))
         event = self.pruner.epoch_start(trainer.current_epoch, prune=False)
         if event.prune_due:
-            self._prune(trainer, pl_module, trainer.current_epoch)
+            self._prune(trainer, pl_module, trainer.current_epoch, event.prune_reason)
 
     def _given_example(self, pl_module) -> Any:
         if self.example_input is not None:
@@ -128,15 +128,17 @@ class PruningCallback(pl.Callback):
         epoch = trainer.current_epoch
         event = self.pruner.epoch_end(epoch, prune=False)
         if event.prune_due:
-            self._prune(trainer, pl_module, epoch)
+            self._prune(trainer, pl_module, epoch, event.prune_reason)
             event.pruned = True
         self.events.append(event)
         metrics = {"prune/macs": float(self.pruner.macs), "prune/reg_lambda": float(event.reg_lambda)}
         if event.stability is not None:
             metrics["prune/stability"] = float(event.stability)
+        if event.selected_norm is not None:
+            metrics["prune/selected_norm"] = float(event.selected_norm)
         pl_module.log_dict(metrics, on_epoch=True, on_step=False, sync_dist=False, rank_zero_only=True)
 
-    def _prune(self, trainer, pl_module, epoch: int) -> None:
+    def _prune(self, trainer, pl_module, epoch: int, reason: str | None) -> None:
         """Slice the module in place; re-wrap DDP through the strategy."""
         started = time.perf_counter()
         strategy = trainer.strategy
@@ -149,8 +151,8 @@ class PruningCallback(pl.Callback):
             strategy.configure_ddp()  # the strategy's own wrapping (device ids, kwargs, comm hooks)
         if trainer.is_global_zero:
             log.log(logging.INFO if self.verbose else logging.DEBUG,
-                    "pruned after epoch %d: %.1fM -> %.1fM MACs (%.1f s)", epoch + 1,
-                    self.pruner.dense_macs / 1e6, self.pruner.macs / 1e6, time.perf_counter() - started)
+                    "pruned after epoch %d: %.1fM -> %.1fM MACs (%.1f s); why then: %s", epoch + 1,
+                    self.pruner.dense_macs / 1e6, self.pruner.macs / 1e6, time.perf_counter() - started, reason)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -34,13 +34,14 @@ from torch import nn
 from compressor.schedules import laasp
 from compressor.engine.analysis.graph import ChannelGraph, analyse
 from compressor.engine.apply import apply_plan
-from compressor.choices import POOL_CRITERIA, SCHEDULES, registry  # named there so that the CLI lists them without torch
+from compressor.choices import POOL_CRITERIA, REG_SCHEDULES, SCHEDULES, registry  # named there so that the CLI lists them without torch
 from compressor.engine.cost import CostModel
 from compressor.errors import CompressorError, deprecated
 from compressor.engine.flops import count_params
 from compressor.engine.importance import check_criterion, score_channels
 from compressor.engine.plan import PruningPlan, kept_class_mask
 from compressor.schedules.regularization import Shrinker
+from compressor.schedules.shrink_control import STEP_FACTORS, TargetShrink, class_norms_squared, selected_norm_ratio
 from compressor.engine.selection import SelectionConfig, select_plan
 from compressor.schedules.stability import EpiIndicator, JaccardIndicator
 
@@ -55,6 +56,11 @@ class PruneConfig:
     indicator: str = "jaccard"  # jaccard | epi (for the ocs schedule)
     monitor_start: int = 1
     reg_start: int | None = None  # None: when stability plateaus, at the latest halfway to the prune cap
+    # target: λ set each epoch so the selected channels reach reg_target of their norm at the
+    # regularisation start by the prune cap, and ocs prunes only once they have (or at the cap);
+    # fixed: the authors' λ = reg_lambda + reg_delta per reg_interval epochs, pruning on stability alone.
+    reg_schedule: str = "target"
+    reg_target: float = 1e-2
     reg_lambda: float = 1e-4
     reg_delta: float = 1e-4
     reg_interval: int = 1
@@ -83,6 +89,10 @@ class PruneConfig:
         if self.schedule not in SCHEDULES:
             raise CompressorError(f"unknown schedule '{self.schedule}'; choose from {', '.join(SCHEDULES)}")
         check_criterion(self.criterion)
+        if self.reg_schedule not in REG_SCHEDULES:
+            raise CompressorError(f"unknown --reg-schedule '{self.reg_schedule}'; choose from {', '.join(REG_SCHEDULES)}")
+        if not (0.0 < self.reg_target < 1.0):
+            raise CompressorError(f"--reg-target must be in (0, 1), got {self.reg_target}")
         if self.indicator not in ("jaccard", "epi"):
             raise CompressorError(f"unknown indicator '{self.indicator}'; choose jaccard or epi")
         if self.epochs < 1:
@@ -154,6 +164,9 @@ class EpochEvent:
     prune_due: bool = False
     pruned: bool = False
     search_time_s: float = 0.0
+    # The selected channels' norm relative to theirs at the regularisation start (None before it).
+    selected_norm: float | None = None
+    prune_reason: str | None = None  # why this epoch prunes: ready, or the cap and what was missing
 
 
 @dataclass
@@ -164,6 +177,10 @@ class _State:
     prune_epochs: list[int] = field(default_factory=list)
     candidate: dict | None = None
     reached: float = 0.0  # MACs reduction reached so far (gradual)
+    reg_reference: list[float] | None = None  # squared norm per class id when regularisation started
+    steps: int = 0  # optimizer steps in this epoch so far
+    last_steps: int = 0  # ... in the last complete epoch: what the target controller plans with
+    epochs_left: int = 0  # from the last epoch end to the prune cap (target controller)
 
 
 class OneCyclePruner:
@@ -202,6 +219,7 @@ class OneCyclePruner:
         self.schedule = _make_schedule(config)
         self.state = _State()
         self._shrinker: Shrinker | None = None
+        self._removed: np.ndarray | None = None  # the classes the shrink aims at (target controller)
         self._history: list[dict] = []  # one record per epoch_end (see ``history``)
         if state is not None:
             self.load_state_dict(state)
@@ -217,14 +235,33 @@ class OneCyclePruner:
         if self.schedule.prune_at_start(epoch, self):
             self._search(event, self.config.flops_reduction)
             event.prune_due = True
+            event.prune_reason = f"{self.config.schedule} schedule, before epoch {epoch + 1}"
         return self._prune_if(prune, event)
 
     def after_step(self, lr: float | None = None) -> None:
-        """After every optimizer step: shrink the channels selected for removal
-        (``w <- w * (1 - lambda * lr)``) once regularisation is on.  ``lr`` defaults to
-        the optimizer's current learning rate (its first param group)."""
-        if self._shrinker is not None and self.state.reg_lambda > 0:
-            self._shrinker.shrink(1.0 - self.state.reg_lambda * (self._current_lr() if lr is None else lr))
+        """After every optimizer step: shrink the channels selected for removal once
+        regularisation is on (``w <- w * exp(-λ)`` under ``reg_schedule="target"``,
+        ``w <- w * (1 - λ·lr)`` under ``"fixed"``), and count the step, which the target
+        controller plans with.  ``lr`` defaults to the optimizer's current learning rate
+        (its first param group); only the fixed schedule needs it."""
+        self.state.steps += 1
+        if self._shrinker is None:
+            return
+        if self.config.reg_schedule == "target":
+            self._steer()
+        if self.state.reg_lambda <= 0:
+            return
+        if lr is None and self.config.reg_schedule == "fixed":
+            lr = self._current_lr()
+        self._shrinker.shrink(STEP_FACTORS[self.config.reg_schedule](self.state.reg_lambda, lr))
+
+    def _steer(self) -> None:
+        """Within the epoch, measure how far the selected channels are and re-plan λ."""
+        if self._removed is None or self.state.steps % TargetShrink.remeasure_every(self.state.last_steps):
+            return
+        ratio = self._selected_norm()
+        steps_left = TargetShrink.steps_left(self.state.epochs_left, self.state.last_steps, self.state.steps)
+        self.state.reg_lambda = TargetShrink(self.config.reg_target).reg_lambda(ratio, steps_left)
 
     def epoch_end(self, epoch: int, *, prune: bool = True) -> EpochEvent:
         """After the epoch's last step: search, stability, regularisation strength, and
@@ -233,10 +270,15 @@ class OneCyclePruner:
         and the model, optimizer and LR scheduler objects stay the ones you hold.  Under
         DDP pass ``prune=False`` and call ``prune(epoch, ddp=...)`` when due."""
         event = EpochEvent(epoch, reg_lambda=self.state.reg_lambda)
+        if self.state.steps > 0:
+            self.state.last_steps, self.state.steps = self.state.steps, 0
         self.schedule.epoch_end(epoch, self, event)
         event.reg_lambda = self.state.reg_lambda
+        if event.prune_due and event.prune_reason is None:
+            event.prune_reason = f"{self.config.schedule} schedule"
         self._history.append(
-            {"epoch": epoch, "stability": event.stability, "reg_lambda": event.reg_lambda, "plan_macs": event.plan_macs}
+            {"epoch": epoch, "stability": event.stability, "reg_lambda": event.reg_lambda,
+             "selected_norm": event.selected_norm, "plan_macs": event.plan_macs}
         )
         return self._prune_if(prune, event)
 
@@ -275,7 +317,9 @@ class OneCyclePruner:
         self.state.prune_epochs.append(epoch)
         self.state.candidate = None
         self._shrinker = None
+        self._removed = None
         self.state.reg_lambda = 0.0
+        self.state.reg_reference = None  # indexed by the old graph's class ids
         self.graph, self.cost = self._analyse()
         self.state.reached = 1.0 - self.graph.dense_macs / self.dense_macs
         return self.model if ddp is None else _rewrap_ddp(ddp, self.model)
@@ -291,7 +335,7 @@ class OneCyclePruner:
 
     @property
     def history(self) -> list[dict]:
-        """One record per ``epoch_end``: epoch, stability, reg_lambda, plan_macs."""
+        """One record per ``epoch_end``: epoch, stability, reg_lambda, selected_norm, plan_macs."""
         return list(self._history)
 
     @property
@@ -356,8 +400,8 @@ class OneCyclePruner:
         self.indicator.load_state(saved["indicator"])
         self.schedule.load_state(saved["schedule"])
         self.graph, self.cost = self._analyse()
-        if self.state.candidate is not None and self.state.reg_lambda > 0:
-            self._shrinker = Shrinker(self.model, self.graph, PruningPlan.from_dict(self.state.candidate))
+        if self.state.candidate is not None and self.state.reg_on_epoch is not None and not self.pruned:
+            self._aim_shrink(PruningPlan.from_dict(self.state.candidate))
 
     # -- the work ---------------------------------------------------------------------------
     def _check_reachable(self) -> None:
@@ -393,7 +437,9 @@ class OneCyclePruner:
     def _track(self, event: EpochEvent, plan: PruningPlan) -> None:
         event.stability = self.indicator.update(plan)
 
-    def _regularise(self, epoch: int, plan: PruningPlan) -> None:
+    def _regularise(self, epoch: int, plan: PruningPlan, event: EpochEvent) -> None:
+        """Start the shrink when due, aim it at ``plan``'s removed channels, measure how far
+        they have shrunk (``event.selected_norm``) and set λ for the next epoch."""
         config = self.config
         if self.state.reg_on_epoch is None:
             start = config.reg_start
@@ -402,10 +448,28 @@ class OneCyclePruner:
             if (start is not None and epoch >= start) or automatic:
                 self.state.reg_on_epoch = epoch
                 self.state.reg_lambda = config.reg_lambda
-        elif (epoch - self.state.reg_on_epoch) % config.reg_interval == 0:
+                self.state.reg_reference = class_norms_squared(self.model, self.graph).tolist()
+        elif config.reg_schedule == "fixed" and (epoch - self.state.reg_on_epoch) % config.reg_interval == 0:
             self.state.reg_lambda += config.reg_delta
-        if self.state.reg_on_epoch is not None:
-            self._shrinker = Shrinker(self.model, self.graph, plan)
+        if self.state.reg_on_epoch is None:
+            return
+        self._aim_shrink(plan)
+        if self._removed is not None:
+            event.selected_norm = self._selected_norm()
+        if config.reg_schedule == "target":
+            self.state.epochs_left = config.last_prune_epoch - epoch
+            ratio = 1.0 if event.selected_norm is None else event.selected_norm
+            steps_left = TargetShrink.steps_left(self.state.epochs_left, self.state.last_steps, 0)
+            self.state.reg_lambda = TargetShrink(config.reg_target).reg_lambda(ratio, steps_left)
+
+    def _aim_shrink(self, plan: PruningPlan) -> None:
+        self._shrinker = Shrinker(self.model, self.graph, plan)
+        # The reference is None only in checkpoints written before it existed.
+        self._removed = None if self.state.reg_reference is None else ~kept_class_mask(self.graph, plan)
+
+    def _selected_norm(self) -> float:
+        now = class_norms_squared(self.model, self.graph)
+        return selected_norm_ratio(now, np.asarray(self.state.reg_reference), self._removed)
 
 
 def _broadcast(plan: PruningPlan) -> PruningPlan:
@@ -494,7 +558,9 @@ class ThreeStageSchedule(_Schedule):
 class StabilitySchedule(_Schedule):
     """One-cycle (``ocs``) and EPI: search every epoch from ``monitor_start``; prune
     when the indicator says the sub-network is stable, or at the cap.  ``ocs`` also
-    shrinks the selected channels once regularisation has started."""
+    shrinks the selected channels once regularisation has started and, under the
+    target shrink (the default), waits until they are at most ``reg_target`` of
+    their norm, so that slicing them changes almost nothing."""
 
     def __init__(self, config: PruneConfig, regularise: bool):
         super().__init__(config)
@@ -506,8 +572,34 @@ class StabilitySchedule(_Schedule):
         plan = pruner._search(event, self.config.flops_reduction)
         pruner._track(event, plan)
         if self.regularise:
-            pruner._regularise(epoch, plan)
-        event.prune_due = pruner.indicator.stable() or epoch >= self.config.last_prune_epoch
+            pruner._regularise(epoch, plan, event)
+        missing = self._not_ready(pruner, event)
+        cap = epoch >= self.config.last_prune_epoch
+        event.prune_due = not missing or cap
+        if event.prune_due:
+            event.prune_reason = (
+                "ready: " + self._ready_words() if not missing
+                else f"cap (epoch {self.config.last_prune_epoch + 1}) before " + " and ".join(missing)
+            )
+
+    def _waits_for_shrink(self) -> bool:
+        return self.regularise and self.config.reg_schedule == "target"
+
+    def _ready_words(self) -> str:
+        words = "stable"
+        return words + f" and selected channels at <= {self.config.reg_target:g} of their norm" if self._waits_for_shrink() else words
+
+    def _not_ready(self, pruner, event) -> list[str]:
+        """What the prune still waits for: stability and, under the target shrink, ε."""
+        c = self.config
+        missing = []
+        if not pruner.indicator.stable():
+            value = "unmeasured" if event.stability is None else f"{event.stability:.3f}"
+            missing.append(f"stability ({value} < {c.indicator_threshold:g})")
+        if self._waits_for_shrink() and (event.selected_norm is None or event.selected_norm > c.reg_target):
+            value = "not started" if event.selected_norm is None else f"at {event.selected_norm:.3g} of their norm"
+            missing.append(f"the shrink (selected channels {value} > {c.reg_target:g})")
+        return missing
 
 
 class GradualSchedule(_Schedule):

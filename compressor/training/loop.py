@@ -191,7 +191,7 @@ class Trainer:
             shock = None  # the prune's shock, when this epoch prunes
             begin = self.pruner.epoch_start(epoch, prune=False)
             if begin.prune_due:
-                shock = self._prune(epoch, before_training=True)
+                shock = self._prune(epoch, begin, before_training=True)
             train_started = time.perf_counter()
             train_loss, train_top1, images = self._train_epoch(epoch)
             train_s = time.perf_counter() - train_started
@@ -202,7 +202,7 @@ class Trainer:
             event.search_time_s += begin.search_time_s
             if event.prune_due:
                 self._checkpoint(epoch, BEFORE_PRUNE)
-                shock = self._prune(epoch)
+                shock = self._prune(epoch, event)
                 event.pruned = True
             elapsed = time.perf_counter() - started
             self.wall_time_s += elapsed
@@ -216,6 +216,7 @@ class Trainer:
                 lr=lr_at(self.config, epoch + 1),
                 stability=event.stability,
                 reg_lambda=event.reg_lambda,
+                selected_norm=event.selected_norm,
                 macs=self.pruner.macs,
                 params=self.pruner.params,
                 pruned=event.pruned or begin.prune_due,
@@ -229,7 +230,7 @@ class Trainer:
                 self._say(format_epoch_line(record, self.config.epochs))
             self._checkpoint(epoch, LATEST)
 
-    def _prune(self, epoch: int, before_training: bool = False) -> PruneShock:
+    def _prune(self, epoch: int, event: EpochEvent, before_training: bool = False) -> PruneShock:
         """Slice the model, measuring the shock: validation right before and right after the
         slice with no training between (and, with ``recalibrate_bn``, after re-estimating the
         BatchNorm statistics).  The measurement runs on a forked RNG, so the run's random
@@ -257,6 +258,8 @@ class Trainer:
                 "recalibration_batches": 0,
                 "top1_after_recalibration": None,
                 "loss_after_recalibration": None,
+                "reason": event.prune_reason or "",
+                "selected_norm": event.selected_norm,
             }
             if self.config.recalibrate_bn > 0:
                 shock["recalibration_batches"] = self._recalibrate_bn(epoch)
@@ -270,6 +273,8 @@ class Trainer:
             line += (f"; after BN recalibration on {batches} batch{'es' if batches > 1 else ''} "
                      f"{shock['top1_after_recalibration']:.1f}%, loss {shock['loss_after_recalibration']:.3f}")
         self._say(line)
+        if event.prune_reason:
+            self._say(f"  why then: {event.prune_reason}")
         return shock
 
     @torch.no_grad()

@@ -41,6 +41,9 @@ class EpochRecord:
     search_time_s: float  # spent in the structure search, 0 if none
     images_per_s: float
     prune_shock: PruneShock | None = None  # the epoch's prune: validation right before and after the slice
+    # The channels selected for removal: their norm relative to theirs at the regularisation
+    # start (None before the shrink starts and after the prune).
+    selected_norm: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,7 +118,7 @@ def write_summary(path: Path, summary: dict) -> None:
 
 
 def plot_run(records: list[EpochRecord], path: Path, title: str, threshold: float | None = None,
-             indicator: str = "jaccard") -> Path:
+             indicator: str = "jaccard", reg_target: float | None = None) -> Path:
     """Four panels on a shared epoch axis: accuracy, stability, λ and MACs,
     with the prune epoch marked in each so cause and effect line up; the accuracy panel
     also marks each prune's shock (validation top-1 right before and right after the
@@ -123,7 +126,9 @@ def plot_run(records: list[EpochRecord], path: Path, title: str, threshold: floa
 
     ``indicator`` names the stability curve (``jaccard``: J_avg, ``epi``: EPI) and
     ``threshold`` is the run's own prune threshold (``PruneConfig.indicator_threshold``),
-    drawn as a dashed line where the curve was measured at all.
+    drawn as a dashed line where the curve was measured at all.  The λ panel also
+    draws, on a log axis, how far the selected channels have shrunk, with the run's
+    ``reg_target`` (ε) as a dashed line when given.
 
     Epochs are drawn 1-based, as ``format_epoch_line`` prints them.  Uses a
     ``Figure`` on the Agg canvas, never pyplot, so it needs no display and
@@ -156,6 +161,7 @@ def plot_run(records: list[EpochRecord], path: Path, title: str, threshold: floa
     reg.plot(epochs, [r.reg_lambda for r in records], marker=".", label="λ")
     reg.set_ylabel("λ")
     reg.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    _plot_selected_norm(reg, records, reg_target)
 
     macs.step(epochs, [r.macs / 1e6 for r in records], where="post", marker=".", label="MACs")
     macs.set_ylabel("MACs (M)")
@@ -171,6 +177,21 @@ def plot_run(records: list[EpochRecord], path: Path, title: str, threshold: floa
     figure.tight_layout()
     # Atomic: a symlink at ``path`` is replaced, not written through (and no half PNG).
     return atomic_write(Path(path), lambda stream: figure.savefig(stream, format="png"))
+
+
+def _plot_selected_norm(axes: Axes, records: list[EpochRecord], reg_target: float | None) -> None:
+    """The selected channels' relative norm on a log axis sharing the λ panel: whether
+    the shrink reached ε before the prune is the whole question of a lossless slice."""
+    shrunk = [(r.epoch + 1, r.selected_norm) for r in records if r.selected_norm is not None and r.selected_norm > 0]
+    if not shrunk:
+        return
+    norm_axes = axes.twinx()
+    norm_axes.plot(*zip(*shrunk), marker="s", color="tab:green", label="selected norm")
+    if reg_target is not None:
+        norm_axes.axhline(reg_target, linestyle="--", color="tab:green", alpha=0.6, label=f"ε {reg_target:g}")
+    norm_axes.set_yscale("log")
+    norm_axes.set_ylabel("selected / at reg start")
+    norm_axes.legend(loc="center right", fontsize="small")
 
 
 def _mark_prune(axes: Axes, records: list[EpochRecord]) -> None:
@@ -198,9 +219,10 @@ def format_epoch_line(record: EpochRecord, total_epochs: int) -> str:
     """The console line for one epoch, 1-based like a progress counter."""
     stability = "-" if record.stability is None else f"{record.stability:.3f}"
     reg = f"{record.reg_lambda:.0e}" if record.reg_lambda else "0"
+    selected = "" if record.selected_norm is None else f"  sel {record.selected_norm:.3g}"
     line = (
         f"epoch {record.epoch + 1}/{total_epochs}  loss {record.train_loss:.3f}"
         f"  top1 {record.train_top1:.1f}%  val {record.val_top1:.1f}%  lr {record.lr:.4f}"
-        f"  J {stability}  λ {reg}  MACs {record.macs / 1e6:.1f}M  {record.epoch_time_s:.1f} s"
+        f"  J {stability}  λ {reg}{selected}  MACs {record.macs / 1e6:.1f}M  {record.epoch_time_s:.1f} s"
     )
     return line + "  pruned" if record.pruned else line

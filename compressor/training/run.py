@@ -189,7 +189,8 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
     atomic_write_text(out / "plan.json", json.dumps([p.to_dict() for p in plans], indent=1))
     records = MetricsLog.read(out / "metrics.jsonl")
     plot_run(records, out / "run.png", f"{spec.model} on {spec.data.dataset}: {spec.prune.schedule}",
-             threshold=spec.prune.indicator_threshold, indicator=spec.prune.indicator_kind)
+             threshold=spec.prune.indicator_threshold, indicator=spec.prune.indicator_kind,
+             reg_target=spec.prune.reg_target if spec.prune.schedule == "ocs" else None)
     last = records[-1]
     summary: RunSummary = {  # the one definition of summary.json
         "model": spec.model,

@@ -26,14 +26,14 @@ TINY = ["--model", "resnet20", "--synthetic-train", "64", "--synthetic-val", "32
         "--no-progress", "--device", "cpu"]
 
 # 4 epochs x 2 steps.  --indicator epi is stable at the second search (epoch 1), before the
-# cap at epoch 2; --reset-optimizer then leaves AdamW with only the 4 steps after the prune.
+# cap at epoch 2 (--reg-schedule fixed: stability alone decides); --reset-optimizer then leaves AdamW with only the 4 steps after the prune.
 FLAGS = {
     "--epochs": "4", "--monitor-start": "0", "--max-prune-epoch": "2", "--flops-reduction": "0.4",
     "--optimizer": "adamw", "--lr": "0.01", "--weight-decay": "0.001", "--momentum": "0.8",
     "--lr-schedule": "cosine", "--milestones": "0.5", "--gamma": "0.3", "--label-smoothing": "0.1",
     "--criterion": "l1", "--indicator": "epi", "--epi-threshold": "0.9", "--epi-window": "3",
-    "--reg-start": "0", "--reg-lambda": "0.001", "--reg-delta": "0.002", "--reg-interval": "2",
-    "--min-width": "6", "--round-to": "1", "--max-prune-fraction": "0.8", "--seed": "3",
+    "--reg-start": "0", "--reg-schedule": "fixed", "--reg-target": "0.05", "--reg-lambda": "0.001",
+    "--reg-delta": "0.002", "--reg-interval": "2", "--min-width": "6", "--round-to": "1", "--max-prune-fraction": "0.8", "--seed": "3",
 }
 SWITCHES = ["--cost-weighting", "--reset-optimizer", "--no-nesterov", "--no-augment",
             "--ignore", "layer1.0.conv1", "--ignore", "layer2.1.conv1"]
@@ -61,7 +61,8 @@ def test_every_flag_becomes_the_runs_setting(flagged):
         "epochs": 4, "monitor_start": 0, "max_prune_epoch": 2, "flops_reduction": 0.4, "optimizer": "adamw",
         "lr": 0.01, "weight_decay": 0.001, "momentum": 0.8, "nesterov": False, "lr_schedule": "cosine",
         "milestones": [0.5], "gamma": 0.3, "label_smoothing": 0.1, "criterion": "l1", "cost_weighting": True,
-        "indicator": "epi", "epi_threshold": 0.9, "epi_window": 3, "reg_start": 0, "reg_lambda": 0.001,
+        "indicator": "epi", "epi_threshold": 0.9, "epi_window": 3, "reg_start": 0, "reg_schedule": "fixed",
+        "reg_target": 0.05, "reg_lambda": 0.001,
         "reg_delta": 0.002, "reg_interval": 2, "min_width": 6, "round_to": 1, "max_prune_fraction": 0.8,
         "seed": 3, "reset_optimizer": True, "augment": False, "device": "cpu", "progress": False,
         "ignore": ["layer1.0.conv1", "layer2.1.conv1"],

@@ -127,7 +127,7 @@ def test_onecycle_lr_keeps_stepping_after_a_prune_before_training():
 def test_after_step_reads_the_learning_rate_from_the_optimizer():
     model = small_cnn()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    config = PruneConfig(epochs=4, monitor_start=0, reg_start=0, reg_lambda=0.1, max_prune_epoch=3)
+    config = PruneConfig(epochs=4, monitor_start=0, reg_start=0, reg_lambda=0.1, max_prune_epoch=3, reg_schedule="fixed")
     pruner = OneCyclePruner(model, torch.zeros(1, 3, 16, 16), config, optimizer)
     pruner.epoch_end(0)
     assert pruner.state.reg_lambda == pytest.approx(0.1)

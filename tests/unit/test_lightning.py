@@ -92,3 +92,22 @@ def test_example_input_comes_from_the_module_or_the_argument():
     assert callback.pruner.config.epochs == 1 and callback.pruner.pruned
     assert callback.pruner.prune_epoch == 0 and callback.pruner.flops_reduction >= 0.3
     assert len(set(module.seen_params)) == 1 and module.seen_params[0] == callback.pruner.params  # before step 1
+
+
+def test_the_callback_drives_the_same_target_shrink_to_epsilon_before_its_prune():
+    """Lightning calls after_step() without a learning rate; the target controller counts
+    steps, so it plans the same way as in our own loop."""
+    torch.manual_seed(0)
+    module = TinyNet()
+    callback = PruningCallback(PruneConfig(flops_reduction=0.5, epochs=4, monitor_start=0, reg_start=0,
+                                           max_prune_epoch=2, reg_target=0.02), verbose=False)
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(128, 3, 16, 16, generator=generator), torch.randint(0, 10, (128,), generator=generator)
+    trainer = pl.Trainer(max_epochs=4, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+    trainer.fit(module, DataLoader(TensorDataset(images, labels), batch_size=8))
+    pruned = [e for e in callback.events if e.pruned]
+    assert [e.epoch for e in pruned] == [2]
+    assert pruned[0].selected_norm <= 0.02 and "shrink" not in pruned[0].prune_reason
+    assert [e.selected_norm is not None for e in callback.events] == [True, True, True, False]
+    assert max(e.reg_lambda for e in callback.events) > 0

@@ -379,7 +379,8 @@ def _end_epochs(config: PruneConfig, model: nn.Module, epochs: int) -> tuple[One
 
 
 def test_indicator_epi_compares_channel_counts_and_prunes_once_stable():
-    common = dict(epochs=6, monitor_start=0, max_prune_epoch=5, flops_reduction=0.3)
+    # The fixed shrink: stability alone decides when ocs prunes.
+    common = dict(epochs=6, monitor_start=0, max_prune_epoch=5, flops_reduction=0.3, reg_schedule="fixed")
     jaccard, j_events = _end_epochs(PruneConfig(**common), small_cnn(), 6)
     epi, e_events = _end_epochs(PruneConfig(indicator="epi", **common), small_cnn(), 6)
     assert isinstance(jaccard.indicator, JaccardIndicator) and isinstance(epi.indicator, EpiIndicator)
@@ -422,7 +423,7 @@ def test_monitor_start_is_the_first_searched_epoch():
 ])
 def test_lambda_grows_by_reg_delta_every_reg_interval_epochs(interval, delta, expected):
     # random scores change the plan every epoch, so stability never triggers the prune early.
-    config = PruneConfig(epochs=9, monitor_start=0, reg_start=0, reg_lambda=1e-4, reg_delta=delta,
+    config = PruneConfig(epochs=9, monitor_start=0, reg_start=0, reg_lambda=1e-4, reg_delta=delta, reg_schedule="fixed",
                          reg_interval=interval, max_prune_epoch=8, criterion="random")
     pruner, events = _end_epochs(config, small_cnn(), 7)
     assert not pruner.pruned
@@ -432,7 +433,7 @@ def test_lambda_grows_by_reg_delta_every_reg_interval_epochs(interval, delta, ex
 def test_reg_start_auto_switches_on_halfway_from_monitor_start_to_the_cap_at_the_latest():
     # No training: the plans repeat, the Jaccard curve is still rising at epoch 3, so only
     # the "halfway to --max-prune-epoch" bound, (0 + 8) // 2 = 4, starts the shrinking.
-    config = PruneConfig(epochs=10, monitor_start=0, max_prune_epoch=8, reg_lambda=1e-3)
+    config = PruneConfig(epochs=10, monitor_start=0, max_prune_epoch=8, reg_lambda=1e-3, reg_schedule="fixed")
     pruner = OneCyclePruner(small_cnn(), torch.zeros(1, 3, SIZE, SIZE), config)
     lambdas = [pruner.epoch_end(epoch, prune=False).reg_lambda for epoch in range(5)]
     assert lambdas == [0.0, 0.0, 0.0, 0.0, 1e-3] and pruner.state.reg_on_epoch == 4
@@ -442,7 +443,8 @@ def test_reg_start_auto_switches_on_halfway_from_monitor_start_to_the_cap_at_the
 
 def test_shrink_starts_at_reg_start_and_scales_by_one_minus_lambda_lr():
     model = small_cnn()
-    config = PruneConfig(epochs=6, monitor_start=0, reg_start=1, reg_lambda=0.1, max_prune_epoch=5, criterion="random")
+    config = PruneConfig(epochs=6, monitor_start=0, reg_start=1, reg_lambda=0.1, max_prune_epoch=5, criterion="random",
+                         reg_schedule="fixed")
     pruner = OneCyclePruner(model, torch.zeros(1, 3, SIZE, SIZE), config)
     pruner.epoch_end(0, prune=False)
     before = model[3].weight.detach().clone()
@@ -549,8 +551,7 @@ def test_compile_wraps_the_model_and_rewraps_it_after_the_prune(tmp_path):
     prune = PruneConfig(epochs=1, schedule="oneshot", flops_reduction=0.3)
     run = trainer(tmp_path, model, bundle(), train_config(compile=True), prune)
     assert isinstance(run._network, torch._dynamo.eval_frame.OptimizedModule) and run._network._orig_mod is model
-    run.pruner.epoch_start(0, prune=False)
-    run._prune(0, before_training=True)
+    run._prune(0, run.pruner.epoch_start(0, prune=False), before_training=True)
     assert isinstance(run._network, torch._dynamo.eval_frame.OptimizedModule)
     assert run._network._orig_mod is run.pruner.model and run.pruner.flops_reduction >= 0.3
     plain = trainer(tmp_path / "plain", small_cnn(), bundle(), train_config(), dense(1))

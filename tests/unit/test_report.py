@@ -112,7 +112,7 @@ def test_plot_run_writes_a_png(tmp_path: Path, records: list[EpochRecord]):
 
 
 def _stability_lines(monkeypatch) -> list[float]:
-    """The y of every horizontal line plot_run draws (only the stability panel draws any)."""
+    """The y of every horizontal line plot_run draws (the stability threshold, then ε)."""
     from matplotlib.axes import Axes
 
     drawn, original = [], Axes.axhline
@@ -130,16 +130,17 @@ def test_plot_run_draws_the_threshold_it_is_given(tmp_path: Path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "overrides,threshold,indicator",
+    "overrides,threshold,indicator,epsilon",
     [
-        ({"schedule": "ocs", "stability_threshold": 0.95}, 0.95, "jaccard"),
-        ({"schedule": "ocs", "indicator": "epi", "epi_threshold": 0.9}, 0.9, "epi"),
-        ({"schedule": "epi", "epi_threshold": 0.97, "stability_threshold": 0.5}, 0.97, "epi"),
+        ({"schedule": "ocs", "stability_threshold": 0.95}, 0.95, "jaccard", 0.01),
+        ({"schedule": "ocs", "indicator": "epi", "epi_threshold": 0.9, "reg_target": 0.03}, 0.9, "epi", 0.03),
+        ({"schedule": "epi", "epi_threshold": 0.97, "stability_threshold": 0.5}, 0.97, "epi", None),
     ],
 )
-def test_run_png_shows_the_runs_own_threshold(tmp_path: Path, monkeypatch, overrides, threshold, indicator):
+def test_run_png_shows_the_runs_own_threshold(tmp_path: Path, monkeypatch, overrides, threshold, indicator, epsilon):
     """--stability-threshold and --indicator/--schedule epi reach run.png; the pruner stops at
-    the same value (one rule: PruneConfig.indicator_threshold)."""
+    the same value (one rule: PruneConfig.indicator_threshold).  ocs runs also draw their
+    --reg-target beside the selected channels' norm; epi does not shrink, so draws none."""
     from compressor.schedules.onecycle import PruneConfig
     from compressor.training import run as run_module
     from compressor.training.data import DataConfig
@@ -153,7 +154,8 @@ def test_run_png_shows_the_runs_own_threshold(tmp_path: Path, monkeypatch, overr
     train = TrainConfig(epochs=2, lr=1e-3, device="cpu", progress=False)
     prune = PruneConfig(epochs=2, monitor_start=0, max_prune_epoch=1, flops_reduction=0.3, **overrides)
     run_module.run_prune(run_module.RunSpec("resnet20", tmp_path / "out", data, train, prune))
-    assert (seen["threshold"], seen["indicator"]) == (threshold, indicator) and drawn == [threshold]
+    assert (seen["threshold"], seen["indicator"]) == (threshold, indicator)
+    assert drawn == [threshold] + ([epsilon] if epsilon else [])
     assert (tmp_path / "out" / "run.png").read_bytes().startswith(PNG_MAGIC)
 
 def test_format_epoch_line():

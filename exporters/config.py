@@ -27,6 +27,14 @@ PARITY_IMAGES = 32  # real images from a run's dataset that the gate adds to its
 # Input scales the gate adds at the max batch: a value-dependent branch frozen into the
 # file shows up once inputs leave the export example's range (raw 0-255 pixels are ~100x).
 PARITY_SCALES = (0.01, 100.0)
+# The gate also feeds every batch size from 1 up to this (or the max batch, if smaller):
+# a model may special-case one exact size (``if x.shape[0] == 6``), which neither
+# exporter reliably reports -- torch.export keeps the batch symbolic and silently takes the
+# example's branch, and the tracer's re-trace only tries one other size -- so only running
+# that size shows it.  Hard-coded sizes sit among the small ones; the sweep costs
+# n(n+1)/2 images per side, so it stops at 16 (136 images) and above that only the max
+# batch is fed.
+SWEEP_MAX_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,11 @@ class ExportConfig:
         Batch 1 and an odd size catch exporters that specialised the batch dim to the
         example's size; the max batch is what a deployment will send."""
         return tuple(sorted(b for b in {1, 2, 3, self.max_batch} if b <= self.max_batch))
+
+    @property
+    def parity_sweep_sizes(self) -> tuple[int, ...]:
+        """Every other batch size up to ``min(max_batch, SWEEP_MAX_BATCH)`` (see there)."""
+        return tuple(b for b in range(1, min(self.max_batch, SWEEP_MAX_BATCH) + 1) if b not in self.parity_batch_sizes)
 
     def to_dict(self) -> dict:
         data = asdict(self)

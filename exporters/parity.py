@@ -3,7 +3,9 @@
 Both run on the same inputs, each a *case* of the gate:
 
 - seeded ``randn`` batches at several batch sizes (1, 2, an odd size and the max
-  batch: dynamic-shape bugs hide at sizes other than the export example's);
+  batch: dynamic-shape bugs hide at sizes other than the export example's), and a
+  *batch sweep*: every other size up to 16 (``ExportConfig.parity_sweep_sizes``), since a
+  branch on one exact batch size is frozen into the file by both exporters unnoticed;
 - the max batch scaled by each of ``ExportConfig.parity_scales``: a value-dependent branch frozen into the
   file by an exporter shows up when inputs leave the example's range (raw 0-255
   pixels are ~100x normalised ones);
@@ -66,6 +68,7 @@ class BatchParity:
     worst_output: int = 0  # index of the output with the largest worst_ratio
     scale: float = 1.0  # the inputs' scale; scaled cases are judged by ``compare_scaled``
     sensitivity: float | None = None  # scaled cases: PyTorch's output change under SENSITIVITY_STEP, normalised
+    sweep: bool = False  # a randn case of the batch sweep (reported apart from ``batch_sizes``)
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -105,7 +108,12 @@ class ParityReport:
     @property
     def batch_sizes(self) -> list[int]:
         """The batch sizes of the plain ``randn`` cases (the dynamic-batch check)."""
-        return [b.batch_size for b in self.batches if b.inputs == RANDN]
+        return [b.batch_size for b in self.batches if b.inputs == RANDN and not b.sweep]
+
+    @property
+    def swept_batch_sizes(self) -> list[int]:
+        """The other batch sizes the sweep fed (``randn`` too, judged by the same rule)."""
+        return [b.batch_size for b in self.batches if b.sweep]
 
     @property
     def inputs(self) -> list[str]:
@@ -120,6 +128,7 @@ class ParityReport:
             "reference": self.reference,
             "model_file": self.model_file,
             "batch_sizes": self.batch_sizes,
+            "batch_sweep": self.swept_batch_sizes,
             "inputs": self.inputs,
             "outputs": self.outputs,
             "max_abs_err": self.max_abs_err,
@@ -138,9 +147,11 @@ class ParityReport:
     def failure(self) -> str:
         worst = max(self.batches, key=lambda b: b.worst_ratio)
         output = f" (output {worst.worst_output} of {self.outputs})" if self.outputs > 1 else ""
+        # a sweep size failing says the model or its file depends on that exact batch size
+        swept = " (a size of the batch sweep)" if worst.sweep else ""
         return (
             f"{self.model_file} on {self.provider} differs from PyTorch beyond tolerance on {worst.inputs} "
-            f"inputs at batch {worst.batch_size}{output}: max abs err {worst.max_abs_err:.3g}, max rel err "
+            f"inputs at batch {worst.batch_size}{swept}{output}: max abs err {worst.max_abs_err:.3g}, max rel err "
             f"{worst.max_rel_err:.3g} (allowed: atol {self.atol:g} + rtol {self.rtol:g} x |ref|), "
             f"top-1 agreement {worst.top1_agreement:.1%}"
         )
@@ -185,6 +196,7 @@ class GateCase:
     inputs: str
     x: torch.Tensor
     scale: float = 1.0  # the absolute tolerance is multiplied by max(1, scale)
+    sweep: bool = False  # one of the batch sweep's sizes
 
 
 def random_inputs(batch: int, input_size, seed: int) -> torch.Tensor:
@@ -193,11 +205,13 @@ def random_inputs(batch: int, input_size, seed: int) -> torch.Tensor:
     return torch.randn(batch, *input_size, generator=generator)
 
 
-def gate_cases(input_size, batch_sizes, seed: int, scales=(), images: torch.Tensor | None = None) -> list[GateCase]:
-    """``randn`` at every batch size, the largest batch at every scale, and ``images`` if given.
+def gate_cases(input_size, batch_sizes, seed: int, scales=(), images: torch.Tensor | None = None,
+               sweep=()) -> list[GateCase]:
+    """``randn`` at every batch size (``sweep``'s too), the largest batch at every scale, and ``images`` if given.
     With scales, also non-negative inputs (uniform in 0-1 and in 0-255: un-normalised images,
     which a branch like ``if (x >= 0).all()`` tells apart and randn never produces)."""
     cases = [GateCase(RANDN, random_inputs(batch, input_size, seed)) for batch in batch_sizes]
+    cases += [GateCase(RANDN, random_inputs(batch, input_size, seed), sweep=True) for batch in sweep]
     largest = random_inputs(max(batch_sizes), input_size, seed)
     cases += [GateCase(f"randn x{scale:g}", largest * scale, scale) for scale in scales]
     if scales:
@@ -315,7 +329,8 @@ def check_parity(
         ref, out = _run_chunked(reference, case.x.clone(), chunk), _run_chunked(candidate, case.x.clone(), chunk)
         outputs = len(ref)
         if case.scale == 1.0:
-            batches.append(compare_batch(ref, out, atol, rtol, case.inputs))
+            batch = compare_batch(ref, out, atol, rtol, case.inputs)
+            batches.append(BatchParity(**{**vars(batch), "sweep": True}) if case.sweep else batch)
         else:
             nudged = _run_chunked(reference, nudge(case.x), chunk)
             batches.append(compare_scaled(ref, nudged, out, rtol, case.inputs, case.scale))
@@ -397,11 +412,11 @@ def ort_labels(session, model_file: str, reference: str = "pytorch-fp32-cpu") ->
 
 
 def check_onnx(model: nn.Module, path: Path, input_size, batch_sizes, atol: float, rtol: float, seed: int,
-               name: str | None = None, scales=(), images: torch.Tensor | None = None) -> ParityReport:
+               name: str | None = None, scales=(), images: torch.Tensor | None = None, sweep=()) -> ParityReport:
     """The fp32 gate for an ONNX file on ONNX Runtime's CPU provider (cases: ``gate_cases``)."""
     session = ort_session(path, name=name)
     labels = ort_labels(session, name or path.name)
-    cases = gate_cases(input_size, batch_sizes, seed, scales, images)
+    cases = gate_cases(input_size, batch_sizes, seed, scales, images, sweep)
     return check_parity(torch_runner(model), ort_runner(session), cases, atol, rtol, labels)
 
 

@@ -207,7 +207,7 @@ class _Job:
         c = self.config
         with self._timed("verify_s"):
             report = check_onnx(self.model, path, self.input_size, c.parity_batch_sizes, c.atol, c.rtol, c.seed,
-                                ONNX_FILE, c.parity_scales, self.images)
+                                ONNX_FILE, c.parity_scales, self.images, c.parity_sweep_sizes)
         self.sections["parity"] = {**report.to_dict(), "dataset_images": self.sections.get("gate_images")}
         return report
 
@@ -267,7 +267,7 @@ class _Job:
             else:
                 report = trt_export.check_engine(self.model, spec.plan_path, self.input_size, c.parity_batch_sizes,
                                                  c.atol, c.rtol, c.seed, name, c.parity_scales, self.images,
-                                                 self._output_names())
+                                                 self._output_names(), c.parity_sweep_sizes)
         section["fp16_parity" if fp16 else "parity"] = report.to_dict()
         if not report.passed:
             self._refuse(report.failure(), FP16_REMEDY if fp16 else "loosen --atol/--rtol")

@@ -270,12 +270,12 @@ def _labels(name: str) -> dict:
 
 def check_engine(model: nn.Module, plan_path: Path, input_size, batch_sizes, atol: float, rtol: float,
                  seed: int, name: str | None = None, scales=(), images=None,
-                 output_order: list[str] | None = None) -> ParityReport:
+                 output_order: list[str] | None = None, sweep=()) -> ParityReport:
     """The fp32 gate for an engine against PyTorch fp32 on the same GPU (TF32 off), on the
     ONNX gate's cases (``parity.gate_cases``), fed in chunks the profile accepts."""
     reference = torch_runner(copy.deepcopy(model), "cuda")
     labels = {**_labels(name or plan_path.name), "reference": "pytorch-fp32-cuda (TF32 off)"}
-    cases = gate_cases(input_size, batch_sizes, seed, scales, images)
+    cases = gate_cases(input_size, batch_sizes, seed, scales, images, sweep)
     with strict_fp32():
         engine = EngineRunner(plan_path, output_order)
         return check_parity(reference, engine, cases, atol, rtol, labels, chunk=max(batch_sizes))

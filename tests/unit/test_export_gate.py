@@ -23,7 +23,7 @@ from compressor.export.parity import NOISE_FACTOR, compare_batch, compare_scaled
 from compressor.export.pipeline import ExportRefused, export_source
 from compressor.export.sources import from_module
 from tests.export_models import (
-    BIG_BATCH, INPUT_SIZE, doubles_past_four, fails_past_three, flips_on_bright_inputs, normalises_raw_pixels,
+    BIG_BATCH, INPUT_SIZE, SmallCnn, _informative, doubles_past_four, fails_past_three, flips_on_bright_inputs, normalises_raw_pixels,
     pads_odd_widths, scales_its_input_in_place, two_heads,
 )
 
@@ -117,6 +117,56 @@ def test_the_gate_still_catches_a_trace_it_was_allowed_to_keep(tmp_path):
     """--allow-trace keeps the file only if the gate passes: past batch 4 the trace is wrong."""
     with pytest.raises(ExportRefused, match="at batch 8"):
         export(tmp_path, doubles_past_four(), opset=FAST_OPSET, allow_trace=True, max_batch=8)
+
+
+# -- a branch on one exact batch size --------------------------------------------------------------
+
+
+class ZeroAtSix(SmallCnn):
+    """Zeroes its logits at batch 6 only: torch.export keeps the batch symbolic and takes the
+    example's branch without narrowing its range, and the tracer's re-trace at batch 5 writes the
+    same graph, so both exporters write a file that is wrong at 6 and nowhere else."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        if x.shape[0] == 6:
+            return logits * 0
+        return logits
+
+
+class NegatesOddAboveFive(SmallCnn):
+    """Negates its logits at batches 7, 9, ...: the re-trace's batch 5 is not among them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        if x.shape[0] > 5 and x.shape[0] % 2 == 1:
+            return -logits
+        return logits
+
+
+@pytest.mark.parametrize("opset", [None, FAST_OPSET], ids=["dynamo", "torchscript"])
+@pytest.mark.parametrize("model_class, wrong_at", [(ZeroAtSix, 6), (NegatesOddAboveFive, 7)])
+def test_a_branch_on_an_exact_batch_size_is_caught_by_the_batch_sweep(tmp_path, opset, model_class, wrong_at):
+    model = _informative(model_class, 4)
+    with pytest.raises(ExportRefused, match=rf"on randn inputs at batch {wrong_at} \(a size of the batch sweep\)") as e:
+        export(tmp_path, model, opset=opset, max_batch=8)
+    assert "\n" not in str(e.value)
+    manifest = e.value.result.manifest
+    assert manifest["parity"]["batch_sizes"] == [1, 2, 3, 8] and manifest["parity"]["batch_sweep"] == [4, 5, 6, 7]
+    assert [b["batch_size"] for b in manifest["parity"]["per_batch"] if not b["passed"]] == [wrong_at]
+    # the refusal is right: the file the exporter wrote is wrong at that size
+    x = torch.randn(wrong_at, *INPUT_SIZE)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert not np.allclose(onnx_outputs(tmp_path / "export" / "model.onnx.failed", x)[0], expected, atol=1e-3)
+
+
+def test_the_batch_sweep_stops_at_sixteen_and_skips_the_sizes_already_fed(tmp_path):
+    assert ExportConfig(out=tmp_path, max_batch=8).parity_sweep_sizes == (4, 5, 6, 7)
+    assert ExportConfig(out=tmp_path, max_batch=3).parity_sweep_sizes == ()
+    assert ExportConfig(out=tmp_path, max_batch=64).parity_sweep_sizes == tuple(range(4, 17))
+    cases = gate_cases(INPUT_SIZE, (1, 2, 8), seed=0, sweep=(3, 4))
+    assert [(len(c.x), c.sweep) for c in cases] == [(1, False), (2, False), (8, False), (3, True), (4, True)]
 
 
 # -- inputs at several scales ---------------------------------------------------------------------

@@ -166,3 +166,45 @@ def test_rtol_alone_decides(wrong_past_four):
     # |y - 2y| = |y| <= rtol * |2y| holds for rtol >= 0.5 and fails below it
     assert gate(wrong_past_four, 0.0, 0.51).passed
     assert not gate(wrong_past_four, 0.0, 0.49).passed
+
+
+# -- --fp16: outputs that are not class scores are judged by relative error -------------------------
+
+
+class OneScore(torch.nn.Module):
+    """One score per sample (shape (N,)): top-1 cannot judge it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = small_cnn(num_classes=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+def scale_output(source, target, factor: float) -> None:
+    """The FP16 file with its output multiplied by ``factor``: wrong, yet every sign is right."""
+    model = onnx.load(str(source))
+    output = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [f"{name}_unscaled" if name == output else name for name in node.output]
+    model.graph.initializer.append(numpy_helper.from_array(np.array(factor, dtype=np.float32), "factor"))
+    model.graph.node.append(onnx.helper.make_node("Mul", [f"{output}_unscaled", "factor"], [output]))
+    onnx.save(model, str(target))
+
+
+def test_an_fp16_output_without_a_class_axis_is_judged_by_relative_error(tmp_path):
+    from compressor.export.fp16 import convert_to_fp16
+    from compressor.export.parity import FP16_MAX_REL_ERR, check_onnx_top1
+
+    model = OneScore().eval()
+    result = export(tmp_path, model, opset=FAST_OPSET)
+    half = convert_to_fp16(result.path("model.onnx"), tmp_path / "half.onnx")
+    for factor in (1.5, 1.05):  # a third off, and 5 % off: both beyond what fp16 rounding does
+        scale_output(half, tmp_path / "wrong.onnx", factor)
+        wrong = check_onnx_top1(model, tmp_path / "wrong.onnx", INPUT_SIZE, 100, 0.99, seed=0)
+        assert wrong.top1_agreement == 1.0, "the signs differ: the old rule would have caught this"
+        assert not wrong.passed and wrong.max_rel_err > FP16_MAX_REL_ERR
+        assert "judged by relative error" in wrong.failure() and "\n" not in wrong.failure()
+    right = check_onnx_top1(model, half, INPUT_SIZE, 100, 0.99, seed=0)
+    assert right.passed and not right.top1_judged and right.max_rel_err < FP16_MAX_REL_ERR / 4, right

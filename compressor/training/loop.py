@@ -142,6 +142,20 @@ class RunContext:
         return self.rank == 0
 
 
+def scaled_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
+    """Step through the gradient scaler; False when it skipped the step (inf/nan gradients
+    under fp16), so the shrink and the controller's step count follow only real steps.
+    A skipped step is the one that lowers the scale; reading it costs a host sync, so
+    only when the scaler is on."""
+    if not scaler.is_enabled():
+        optimizer.step()
+        return True
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return scaler.get_scale() >= scale
+
+
 class Trainer:
     def __init__(
         self,
@@ -332,9 +346,8 @@ class Trainer:
                 raise LossDiverged(self._diverged_message(loss.item(), epoch, step))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.pruner.after_step(lr)
+            if scaled_step(self.scaler, self.optimizer):
+                self.pruner.after_step(lr)
             total_loss += loss.item() * labels.numel()
             correct += int((logits.argmax(1) == labels).sum())
             seen += labels.numel()

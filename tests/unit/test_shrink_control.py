@@ -170,3 +170,22 @@ def test_the_ratio_is_over_the_selected_classes_only():
     now, reference = np.array([4.0, 1.0, 0.0]), np.array([4.0, 100.0, 0.0])
     assert selected_norm_ratio(now, reference, np.array([False, True, False])) == pytest.approx(0.1)
     assert selected_norm_ratio(now, reference, np.array([False, False, True])) == 1.0  # nothing to measure
+
+
+def test_a_step_the_gradient_scaler_skips_is_not_a_step_for_the_shrink():
+    """fp16 training skips steps whose gradients overflowed; the loop must then neither
+    shrink nor count the step (the controller plans with the steps that happened)."""
+    from compressor.training.loop import scaled_step
+
+    weight = nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    scaler.scale((weight * torch.tensor([1.0, float("inf"), 1.0])).sum()).backward()
+    assert scaled_step(scaler, optimizer) is False and torch.equal(weight.detach(), torch.ones(3))
+    optimizer.zero_grad()
+    scaler.scale(weight.sum()).backward()
+    assert scaled_step(scaler, optimizer) is True and torch.all(weight.detach() < 1)
+    plain = torch.amp.GradScaler("cpu", enabled=False)
+    optimizer.zero_grad()
+    weight.sum().backward()
+    assert scaled_step(plain, optimizer) is True

@@ -53,6 +53,12 @@ class Artifacts:
         self.staged.clear()
         self.scratch_files.clear()
 
+    def discard(self, name: str) -> None:
+        """Drop one staged artifact (its step failed; the others may still be promoted)."""
+        path = self.staged.pop(name, None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
     def promote(self) -> list[Path]:
         """All gates passed: give every staged file its real name."""
         self._clear_leftovers()

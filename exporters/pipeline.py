@@ -61,6 +61,14 @@ class ExportRefused(CompressorError):
         self.result = result
 
 
+class Fp16Unsupported(CompressorError):
+    """--fp16 cannot be done for this model; the fp32 ONNX part is written (and verified)."""
+
+    def __init__(self, message: str, result: ExportResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class TensorRTUnavailable(CompressorError):
     """The ONNX part is done and verified; this machine cannot build the engine."""
 
@@ -103,7 +111,7 @@ def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
     artifacts = Artifacts(_claim_out_dir(config), ARTIFACT_NAMES)
     try:
         return _Job(source, config, opset, artifacts).run()
-    except (ExportRefused, TensorRTUnavailable):
+    except (ExportRefused, TensorRTUnavailable, Fp16Unsupported):
         raise
     except BaseException:
         artifacts.cleanup()  # an error, not a verdict: leave no staged or partial files
@@ -214,19 +222,38 @@ class _Job:
     def _fp16(self, onnx_path: Path) -> None:
         c = self.config
         path = self.artifacts.stage(FP16_FILE)
-        with self._timed("fp16_s"):
-            convert_to_fp16(onnx_path, path)
-        unchecked = {"checked": False, "reason": "--no-verify"}
-        self.sections["fp16"] = {"file": FP16_FILE, "io_dtype": "float32", "check": unchecked}
-        if not c.verify:
-            return
-        with self._timed("fp16_verify_s"):
-            top1 = check_onnx_top1(
-                self.model, path, self.input_size, c.fp16_check_batch, c.fp16_min_top1, c.seed, FP16_FILE
-            )
+        try:
+            with self._timed("fp16_s"):
+                convert_to_fp16(onnx_path, path)
+            unchecked = {"checked": False, "reason": "--no-verify"}
+            self.sections["fp16"] = {"file": FP16_FILE, "io_dtype": "float32", "check": unchecked}
+            if not c.verify:
+                return
+            with self._timed("fp16_verify_s"):
+                top1 = check_onnx_top1(
+                    self.model, path, self.input_size, c.fp16_check_batch, c.fp16_min_top1, c.seed, FP16_FILE
+                )
+        except CompressorError as error:
+            # the model or the converter, not the fp32 file, is at fault: keep what was verified
+            self._fp16_unsupported(str(error))
         self.sections["fp16"]["check"] = top1.to_dict()
         if not top1.passed:
             self._refuse(top1.failure(), FP16_REMEDY)
+
+    def _fp16_unsupported(self, reason: str) -> None:
+        """No FP16 file; model.onnx and the manifest (status 'incomplete') are written as if
+        --fp16 had not been given, since their checks passed without it."""
+        self.artifacts.discard(FP16_FILE)
+        self.sections["fp16"] = {"file": None, "status": "unsupported", "reason": reason,
+                                 "check": {"checked": False, "reason": reason}}
+        result = self._finish("incomplete")
+        verified = " (parity verified)" if self.config.verify else ""
+        engine = f" and no {PLAN_FILE}" if self.config.format == "tensorrt" else ""
+        raise Fp16Unsupported(
+            f"{reason}: wrote {ONNX_FILE}{verified} and manifest.json (status 'incomplete') in {result.out}, "
+            f"no {FP16_FILE}{engine}; export without --fp16",
+            result,
+        )
 
     def _tensorrt(self, onnx_path: Path) -> None:
         from compressor.export import tensorrt as trt_export

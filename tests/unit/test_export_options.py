@@ -8,6 +8,8 @@ several times faster than dynamo.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -15,6 +17,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from compressor.errors import CompressorError
 from compressor.export import onnx_export, pipeline
 from compressor.export.config import ExportConfig
 from compressor.export.parity import check_onnx
@@ -208,3 +211,62 @@ def test_an_fp16_output_without_a_class_axis_is_judged_by_relative_error(tmp_pat
         assert "judged by relative error" in wrong.failure() and "\n" not in wrong.failure()
     right = check_onnx_top1(model, half, INPUT_SIZE, 100, 0.99, seed=0)
     assert right.passed and not right.top1_judged and right.max_rel_err < FP16_MAX_REL_ERR / 4, right
+
+
+# -- --fp16 on outputs it cannot convert: refused in one line, the verified fp32 file stays ---------
+
+
+class ScoresAndClass(torch.nn.Module):
+    """Logits and the class index (int64), or a mask of positive logits (bool)."""
+
+    def __init__(self, second: str) -> None:
+        super().__init__()
+        self.net, self.second = small_cnn(), second
+
+    def forward(self, x: torch.Tensor):
+        logits = self.net(x)
+        return logits, (logits.argmax(1) if self.second == "int64" else logits > 0)
+
+
+class NestedFeatures(torch.nn.Module):
+    """A nested output holding a tensor the model also computes with (the pooled features)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = small_cnn()
+
+    def forward(self, x: torch.Tensor):
+        features = self.net.net[:-1](x)
+        return {"logits": self.net.net[-1](features), "aux": (features, features * 2)}
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+def test_fp16_refuses_a_non_float_output_in_one_line_and_keeps_the_verified_fp32_file(tmp_path, dtype):
+    model = ScoresAndClass(dtype).eval()
+    plain = export(tmp_path / "plain", model, opset=FAST_OPSET)
+    with pytest.raises(CompressorError) as refused:  # the CLI prints any CompressorError as its one line
+        export(tmp_path / "half", model, opset=FAST_OPSET, fp16=True)
+    message = str(refused.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert f"--fp16 supports float32 inputs and outputs only, and this model has output_1 ({dtype})" in message
+    out = tmp_path / "half" / "export"
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert (out / "model.onnx").read_bytes() == plain.path("model.onnx").read_bytes()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete" and manifest["parity"]["passed"]
+    assert manifest["fp16"]["status"] == "unsupported" and manifest["fp16"]["file"] is None
+    assert manifest["files"] == plain.manifest["files"]
+
+
+def test_fp16_converts_a_nested_output_the_model_also_computes_with(tmp_path):
+    model = NestedFeatures().eval()
+    result = export(tmp_path, model, opset=FAST_OPSET, fp16=True)
+    assert result.status == "ok" and result.manifest["fp16"]["check"]["passed"]
+    x = torch.randn(5, *INPUT_SIZE, generator=torch.Generator().manual_seed(2))
+    session = ort.InferenceSession(str(result.path("model_fp16.onnx")), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = model(x)
+    for out, ref in zip(got, [expected["logits"], *expected["aux"]]):
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, ref.numpy(), rtol=1e-2, atol=1e-2 * float(ref.abs().max()))

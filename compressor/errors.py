@@ -4,6 +4,7 @@ Anything raised as a ``CompressorError`` is a problem with the user's input or
 model, and the CLI prints its message as one line with a non-zero exit instead of
 a traceback.
 """
+import re
 
 
 class CompressorError(Exception):
@@ -23,13 +24,18 @@ def deprecated(old: str, new: str, stacklevel: int = 3) -> None:
                   DeprecationWarning, stacklevel=stacklevel)
 
 
+# A terminal control sequence: ESC [ parameters letter (colours are "ESC[96m" ... "ESC[0m").
+_ANSI_CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def one_line(error: BaseException | str, limit: int | None = 300) -> str:
     """``error`` squeezed onto one line (every run of whitespace, newlines included, one
     space) and its text cut at ``limit`` characters: the CLI promises one-line errors.
     An exception reads ``Type: message`` (just ``Type`` when it has no message); pass
     ``str(error)``, or any text, to get the message alone.  Every layer squeezes
-    third-party messages with this one function."""
-    text = " ".join(str(error).split())
+    third-party messages with this one function.  Terminal colour codes (torch.export
+    colours its messages) are dropped: they are noise in a log, a JSON report or a pipe."""
+    text = " ".join(_ANSI_CODES.sub("", str(error)).split())
     if limit is not None:
         text = text[:limit]
     if isinstance(error, BaseException):

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from compressor.bench.backends import BACKENDS, BackendError, Workload
+from compressor.bench.backends import BACKENDS, Workload
 from compressor.bench.environment import describe, usable_cores
 from compressor.bench.stats import LatencyStats, compare, summarise
 from compressor.bench.subjects import Group, Subject, check_batch_sizes
@@ -108,17 +108,23 @@ def run_bench(groups: list[Group], config: BenchConfig, on_cell: Callable[[str],
 
 
 def _run_cell(group: Group, backend, workload: Workload, timing: TimingConfig, base: dict):
+    """Time one (group, backend, precision, batch) cell.  Any of our errors in it (a backend
+    missing, an ONNX export or a trace refused, an engine that fails to build or to run) skips
+    what it concerns with its reason; a bench never aborts on one cell."""
     prepared, subjects, skipped = [], [], []
     try:
         for subject in group.subjects:
             try:
                 prepared.append(backend.prepare(subject, workload))
                 subjects.append(subject)
-            except BackendError as error:
+            except CompressorError as error:  # BackendError included
                 skipped.append({**base, "model": subject.name, "reason": str(error)})
         if not prepared:
             return [], skipped
-        measurement = measure(prepared, timing)
+        try:
+            measurement = measure(prepared, timing)
+        except CompressorError as error:
+            return [], skipped + [{**base, "model": s.name, "reason": f"failed while timed: {error}"} for s in subjects]
         stats = [summarise(samples, workload.batch_size) for samples in measurement.samples_ms]
         records = [
             _record(subject, runnable, workload, stats[index], measurement, index, base)

@@ -19,6 +19,8 @@ def test_one_line_squeezes_and_cuts():
     assert one_line(str(error), 8) == "Error(s)"  # text alone: no type
     assert one_line(KeyError()) == "KeyError" and one_line(" a \n b ", None) == "a b"
     assert one_line("x" * 400) == "x" * 300
+    # torch.export colours its messages; a log, bench.json or a pipe gets the text only.
+    assert one_line("Failed. \x1b[96mThis is step 1/3\x1b[0m of exporting") == "Failed. This is step 1/3 of exporting"
 
 
 def test_no_module_squeezes_messages_on_its_own():

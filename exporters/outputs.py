@@ -61,6 +61,7 @@ def output_names(output) -> list[str]:
     the structure (``boxes``, ``0``, ``aux.1`` ...), so a user can tell the outputs apart."""
     if isinstance(output, torch.Tensor):
         return [SINGLE_OUTPUT_NAME]
+    flatten_outputs(output)  # refuses None, numbers and strings in one line (bench exports without the pipeline)
     names: list[str] = []
     _name(output, "", names)
     seen: dict[str, int] = {INPUT_NAME: 1}  # an output called "input" becomes input_1

@@ -58,3 +58,21 @@ def test_a_subject_that_fails_while_timed_is_skipped_with_its_reason(tmp_path: P
     assert result.records == []
     assert [s["model"] for s in result.skipped] == ["flaky dense", "flaky pruned"]
     assert all(s["reason"] == "failed while timed: the engine failed to execute" for s in result.skipped)
+
+
+class ReturnsNone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x), None
+
+
+def test_an_output_onnx_cannot_hold_is_a_skip_with_one_line_not_a_traceback(tmp_path: Path):
+    """bench exports without compress export's pipeline; the output rule must hold there too."""
+    group = model_pair("none", ReturnsNone(), ReturnsNone(), (3, 16, 16), tmp_path)
+    config = BenchConfig(backends=("onnxruntime",), device="cpu", batch_sizes=(1,), timing=QUICK)
+    result = run_bench([group], config)
+    assert result.records == [] and len(result.skipped) == 2
+    assert all("NoneType, not a tensor" in s["reason"] for s in result.skipped)

@@ -99,13 +99,14 @@ def export_command(
     SOURCE is a `compress prune` run directory (its model.pt), a pruned model file, or a
     model name: zoo/torchvision, timm:NAME or module.path:factory (dense, random init: the
     baseline). The exported model runs in ONNX Runtime next to PyTorch on the same inputs:
-    random ones at batch sizes 1, 2, 3 and --max-batch, the max batch scaled far below and
+    random ones at every batch size from 1 to --max-batch (up to 16, then --max-batch itself), the
+    max batch scaled far below and
     far above its range, and, for a run directory, images from the run's validation set.
     Every output is compared; beyond --atol/--rtol the export is refused (exit 1, files
     renamed *.failed).
     Writes model.onnx (symbolic batch dimension) and manifest.json (shapes, MACs, params,
     parity numbers, sha256 of every file, tool versions)."""
-    from compressor.export.pipeline import ExportRefused, TensorRTUnavailable, export_source
+    from compressor.export.pipeline import ExportRefused, Fp16Unsupported, TensorRTUnavailable, export_source
     from compressor.export.sources import resolve_source
 
     try:
@@ -117,7 +118,7 @@ def export_command(
             allow_trace=allow_trace,
         )
         result = export_source(resolved, config)
-    except (TensorRTUnavailable, ExportRefused) as error:
+    except (TensorRTUnavailable, Fp16Unsupported, ExportRefused) as error:
         _print_summary(error.result.manifest, error.result.out)
         raise click.ClickException(str(error)) from error
     except CompressorError as error:
@@ -175,11 +176,16 @@ def _parity_line(parity: dict) -> str:
 
 
 def _gate_inputs(parity: dict) -> str:
-    """'randn batches 1,2,3,8, scaled x0.01/x100, 32 dataset images'"""
-    parts = ["randn batches " + ",".join(str(b) for b in parity["batch_sizes"])]
+    """'randn at every batch 1-8, scaled x0.01/x100, uniform 0-1/0-255, 32 dataset images'"""
+    batches = sorted(set(parity["batch_sizes"]) | set(parity.get("batch_sweep") or []))
+    every = batches == list(range(1, batches[-1] + 1)) and len(batches) > 3
+    parts = [f"randn at every batch 1-{batches[-1]}" if every else "randn batches " + ",".join(map(str, batches))]
     scaled = [label.split()[-1] for label in parity.get("inputs", []) if label.startswith("randn x")]
     if scaled:
         parts.append("scaled " + "/".join(scaled))
+    uniform = [label.split()[-1] for label in parity.get("inputs", []) if label.startswith("uniform")]
+    if uniform:
+        parts.append("uniform " + "/".join(uniform))
     images = (parity.get("dataset_images") or {}).get("used")
     if images:
         parts.append(f"{images} dataset images")
@@ -188,6 +194,11 @@ def _gate_inputs(parity: dict) -> str:
 
 def _top1_line(check: dict) -> str:
     verdict = "passed" if check["passed"] else "FAILED"
+    if not check.get("top1_judged", True):  # no class axis: judged by relative error
+        return (
+            f"{check['backend']} {check['provider']}: max |fp16 - fp32| / max |fp32| {check['max_rel_err']:.2e} on "
+            f"{check['batch_size']} inputs (allowed {check['max_rel_bound']:g}: {verdict})"
+        )
     return (
         f"{check['backend']} {check['provider']}: top-1 agreement {check['top1_agreement']:.1%} of "
         f"{check['batch_size']} (needs {check['min_top1']:.0%}: {verdict}), max abs err {check['max_abs_err']:.2e}"

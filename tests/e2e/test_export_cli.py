@@ -112,6 +112,8 @@ def test_export_a_prune_run_directory(prune_run):
     assert parity["dataset_images"] == {"used": 32, "dataset": "synthetic", "split": "val", "data_dir": None}
     assert parity["inputs"] == ["randn", "randn x0.01", "randn x100", "uniform 0-1", "uniform 0-255", "dataset images"]
     assert "32 dataset images" in result.output
+    # the summary names every kind of input the gate fed, the batch sweep included
+    assert "randn at every batch 1-8, scaled x0.01/x100, uniform 0-1/0-255, 32 dataset images" in result.output
 
 
 def test_the_gate_images_are_the_runs_first_validation_images(prune_run):

@@ -132,7 +132,7 @@ OPTIONS = [
     click.option("--data-dir", type=click.Path(), help="Dataset root (cifar*: where it is/goes; imagefolder: holds train/ and val/)."),
     click.option("--download", is_flag=True, help="Allow torchvision to download CIFAR into --data-dir."),
     click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Batch size per process."),
-    click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader workers (cifar*, imagefolder)."),
+    click.option("--workers", type=click.IntRange(min=0), default=None, help="Data loader processes for cifar*/imagefolder [default: 0 on a CPU run, where they would take cores from training; on a GPU min(8, cores - 1)]. Batches are pinned in memory when training on CUDA."),
     click.option("--image-size", type=click.IntRange(min=8), help="imagefolder crop size [default: 224]."),
     click.option("--synthetic-train", type=click.IntRange(min=1), default=5000, show_default=True, help="Images in the synthetic training set."),
     click.option("--synthetic-val", type=click.IntRange(min=1), default=1000, show_default=True, help="Images in the synthetic validation set."),

@@ -18,8 +18,9 @@ either way the files on disk must not change between the two runs.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,7 +70,8 @@ class DataConfig:
     data_dir: str | None = None  # root for cifar*/imagefolder (imagefolder needs train/ and val/ inside)
     download: bool = False  # only cifar*: allow torchvision to download
     batch_size: int = 128
-    workers: int = 0  # DataLoader workers for cifar*/imagefolder
+    workers: int | None = None  # DataLoader workers for cifar*/imagefolder; None: loader_workers(device)
+    pin_memory: bool = False  # page-locked batches, so copies to a CUDA device can overlap compute
     image_size: int | None = None  # imagefolder crop size (default 224); cifar/synthetic are 32
     synthetic_train: int = 5000  # synthetic set sizes (the CLI default runs in a few minutes on a CPU)
     synthetic_val: int = 1000
@@ -82,7 +84,7 @@ class DataConfig:
         for name in ("batch_size", "synthetic_train", "synthetic_val"):
             if getattr(self, name) < 1:
                 raise CompressorError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise CompressorError(f"--workers must be >= 0, got {self.workers}")
         if self.seed < 0:
             raise CompressorError(f"--seed must be >= 0, got {self.seed}")
@@ -173,6 +175,30 @@ class DataBundle:
         order = torch.randperm(self.train_size, generator=generator)
         length = self.train_size // world_size
         return order[rank * length:(rank + 1) * length]
+
+
+def _loader_splits(config: DataConfig, train: Dataset, val: Dataset) -> tuple[_LoaderSplit, _LoaderSplit]:
+    workers = config.workers or 0  # None (not resolved for a device): the main process
+    return _LoaderSplit(train, workers, config.pin_memory), _LoaderSplit(val, workers, config.pin_memory)
+
+
+def loader_workers(device: torch.device) -> int:
+    """Loader processes when ``--workers`` is not given: none on a CPU run (they would take
+    cores from the training threads); on a GPU enough to keep it fed, one core left over."""
+    if device.type != "cuda":
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores - 1))
+
+
+def for_device(config: DataConfig, device: torch.device) -> DataConfig:
+    """``config`` with what depends on where the run trains filled in: the loader workers
+    (when not given) and pinned memory (on CUDA)."""
+    workers = loader_workers(device) if config.workers is None else config.workers
+    return replace(config, workers=workers, pin_memory=device.type == "cuda")
 
 
 def load_data(config: DataConfig) -> DataBundle:
@@ -337,6 +363,7 @@ class _LoaderSplit:
 
     dataset: Dataset
     workers: int
+    pin_memory: bool = False
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -345,7 +372,7 @@ class _LoaderSplit:
         sampler = [_seeded_items(index, None if seeds is None else seeds[b]) for b, index in enumerate(index_batches)]
         # A private generator: the loader's base-seed draw must not advance the global RNG.
         loader = DataLoader(
-            _SeededSamples(self.dataset), batch_sampler=sampler, num_workers=self.workers,
+            _SeededSamples(self.dataset), batch_sampler=sampler, num_workers=self.workers, pin_memory=self.pin_memory,
             generator=torch.Generator().manual_seed(0),
         )
         try:
@@ -380,7 +407,7 @@ def _cifar(config: DataConfig) -> tuple[_LoaderSplit, _LoaderSplit, int, tuple[i
     train_transform = transforms.Compose((random_crop if config.augment else []) + _normalize(stats))
     train = _open_cifar(config, root, True, train_transform)
     val = _open_cifar(config, root, False, transforms.Compose(_normalize(stats)))
-    return (_LoaderSplit(train, config.workers), _LoaderSplit(val, config.workers), len(train.classes),
+    return (*_loader_splits(config, train, val), len(train.classes),
             (3, CIFAR_SIZE, CIFAR_SIZE))
 
 
@@ -416,7 +443,7 @@ def _imagefolder(config: DataConfig) -> tuple[_LoaderSplit, _LoaderSplit, int, t
             f"{root}/train and {root}/val have different classes (only in train: {only_train[:5]}, "
             f"only in val: {only_val[:5]}); give both the same class subfolders"
         )
-    return (_LoaderSplit(train, config.workers), _LoaderSplit(val, config.workers), len(train.classes),
+    return (*_loader_splits(config, train, val), len(train.classes),
             (3, size, size))
 
 

@@ -146,7 +146,7 @@ def scaled_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) 
     """Step through the gradient scaler; False when it skipped the step (inf/nan gradients
     under fp16), so the shrink and the controller's step count follow only real steps.
     A skipped step is the one that lowers the scale; reading it costs a host sync, so
-    only when the scaler is on."""
+    only when the scaler is on (fp16 training: two syncs per step, everything else one)."""
     if not scaler.is_enabled():
         optimizer.step()
         return True
@@ -342,14 +342,16 @@ class Trainer:
             with self._autocast():
                 logits = network(images)
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
-            if not torch.isfinite(loss):
-                raise LossDiverged(self._diverged_message(loss.item(), epoch, step))
+            # The step's one host sync: loss (for the NaN check and the log) and hits, copied together.
+            step_loss, hits = torch.stack([loss.detach(), (logits.argmax(1) == labels).sum().float()]).tolist()
+            if not math.isfinite(step_loss):
+                raise LossDiverged(self._diverged_message(step_loss, epoch, step))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if scaled_step(self.scaler, self.optimizer):
                 self.pruner.after_step(lr)
-            total_loss += loss.item() * labels.numel()
-            correct += int((logits.argmax(1) == labels).sum())
+            total_loss += step_loss * labels.numel()
+            correct += int(hits)
             seen += labels.numel()
             if bar is not None:
                 bar.update(1)
@@ -395,6 +397,9 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "pruner": self.pruner.state_dict(),
             "rng": torch.get_rng_state(),
+            # Every CUDA device's generator (dropout, random augmentation on the GPU), so a GPU
+            # resume draws what the uninterrupted run would; empty on a CPU run.
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "best_top1": self.best_top1,
             "wall_time_s": self.wall_time_s,
             **self.checkpoint_extra(),
@@ -406,6 +411,9 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scaler.load_state_dict(payload["scaler"])
         torch.set_rng_state(payload["rng"])
+        cuda_states = payload.get("cuda_rng") or []  # absent in checkpoints written before it was kept
+        if cuda_states and self.device.type == "cuda" and len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
         self.best_top1 = float(payload["best_top1"])
         self.wall_time_s = float(payload["wall_time_s"])
 

@@ -22,7 +22,7 @@ import torch
 from compressor.artifacts import RunSummary
 from compressor.atomic import atomic_write_text
 from compressor.training.checkpoint import LATEST, load_checkpoint
-from compressor.training.data import DataConfig, load_data
+from compressor.training.data import DataConfig, for_device, load_data
 from compressor.errors import CompressorError, one_line
 from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
 from compressor.outdir import check_fresh_output, remove_stale_temps  # noqa: F401 - check_fresh_output: API
@@ -94,11 +94,11 @@ def conflicts(saved: dict, given: dict) -> list[str]:
 def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     rank, world_size = distributed_context()
     torch.manual_seed(spec.train.seed)
-    data = load_data(spec.data)
+    device = resolve_device(spec.train.device)
+    data = load_data(for_device(spec.data, device))
     # Built before the model so a too-large subset fails before anything heavy.
     selection = data.selection_batches(spec.prune.selection_samples) if spec.prune.schedule == "laasp" else None
     model_spec = ModelSpec(spec.model, data.num_classes, data.input_size, spec.prune.ignore)
-    device = resolve_device(spec.train.device)
     if resume_payload is None:
         model = build(spec.model, data.num_classes, spec.weights, input_size=data.input_size)
         model.to(device)

@@ -1,4 +1,5 @@
 """Data layer: deterministic, resumable, shardable batches; synthetic, CIFAR and image-folder sources; errors."""
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -227,3 +228,16 @@ def test_ddp_shard_smaller_than_a_batch_and_bad_rank(plain):
         plain.batches_per_epoch(world_size=8)
     with pytest.raises(CompressorError, match="rank 2"):
         plain.train_batches(0, rank=2, world_size=2)
+
+
+def test_loader_workers_and_pinning_follow_the_device():
+    """A CPU run keeps loading in the training process (workers would take its cores); a CUDA
+    run gets loader processes and page-locked batches; a given --workers always wins."""
+    from compressor.training.data import DataConfig, for_device, loader_workers
+
+    cpu = for_device(DataConfig(dataset="imagefolder"), torch.device("cpu"))
+    assert (cpu.workers, cpu.pin_memory) == (0, False)
+    cuda = for_device(DataConfig(dataset="imagefolder"), torch.device("cuda"))
+    assert cuda.pin_memory and cuda.workers == loader_workers(torch.device("cuda")) >= 1
+    assert 1 <= cuda.workers <= 8 and cuda.workers <= max(1, len(os.sched_getaffinity(0)) - 1)
+    assert for_device(DataConfig(dataset="imagefolder", workers=3), torch.device("cpu")).workers == 3

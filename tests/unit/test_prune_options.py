@@ -585,3 +585,24 @@ def test_progress_draws_a_bar_per_epoch_on_stderr(tmp_path, capsys, progress):
     run.run()
     err = capsys.readouterr().err
     assert ("epoch 2/2" in err) == progress
+
+
+# -- the training step's host syncs -------------------------------------------------------------
+SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
+
+
+def test_a_training_step_reads_the_device_once(tmp_path, monkeypatch):
+    """Every read of a tensor's value by the host (a sync on a GPU) is counted over one epoch of
+    4 steps: the loss, its NaN check and the hits come back together, once per step."""
+    run = trainer(tmp_path, small_cnn(), bundle(train=32), train_config(epochs=1), dense(1))
+    reads = []
+    for name in SYNCS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    run._train_epoch(0)
+    assert run.data.batches_per_epoch(1) == 4 and reads == ["tolist"] * 4

@@ -5,7 +5,8 @@ Written against the TensorRT Python API of 10.x and 11.x:
 * 11.x builds strongly typed networks only and has no ``BuilderFlag.FP16``: an FP16
   engine is built from the FP16 ONNX (``model_fp16.onnx``).  10.x builds FP16 from the
   fp32 ONNX with the builder flag.  ``fp16_from_onnx()`` says which applies.
-* One optimisation profile for the batch dim (min 1, opt = max = --max-batch), a
+* One optimisation profile for the batch dim (min 1, opt = max = --max-batch; an ONNX
+  whose batch is fixed at B gets min = opt = max = B, the only shape it can take), a
   workspace limit, a pinned builder optimisation level (engines of a pruned and a
   dense model are then built the same way), and a timing cache file reused across
   builds (it makes rebuilding many similar pruned variants much faster).
@@ -98,13 +99,24 @@ class EngineBuild:
         return asdict(self)
 
 
-def default_timing_cache() -> Path:
-    """Per user, TensorRT version and GPU: a cache is only valid for that combination."""
+def build_key(tensorrt: str, gpu_name: str, capability: tuple[int, int]) -> str:
+    """What a timing cache or an engine is only valid for: the TensorRT version and the GPU
+    (its name, and its compute capability, which the kernels are compiled for)."""
+    device = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower()
+    return f"tensorrt-{tensorrt}-{device}-sm{capability[0]}{capability[1]}"
+
+
+def current_build_key() -> str:
+    """``build_key`` of this machine's TensorRT and first CUDA GPU."""
     import tensorrt as trt
 
+    return build_key(str(trt.__version__), torch.cuda.get_device_name(0), tuple(torch.cuda.get_device_capability(0)))
+
+
+def default_timing_cache() -> Path:
+    """Per user, TensorRT version and GPU: a cache is only valid for that combination."""
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onecycle-compress"
-    device = re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name(0)).strip("-").lower()
-    return root / f"tensorrt-{trt.__version__}-{device}.timing-cache"
+    return root / f"{current_build_key()}.timing-cache"
 
 
 def build_engine(spec: EngineSpec) -> EngineBuild:
@@ -122,11 +134,14 @@ def build_engine(spec: EngineSpec) -> EngineBuild:
     if hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
     route = _fp16_route(trt, config, spec)
-    profile = _add_profile(builder, network, config, spec.max_batch)
+    profile = _add_profile(builder, network, config, spec.max_batch, spec.onnx_path.name)
     cache, reused = _attach_timing_cache(config, spec.timing_cache)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise CompressorError(f"TensorRT could not build an engine from {spec.onnx_path.name} (see its log above)")
+        raise CompressorError(
+            f"TensorRT could not build an engine from {spec.onnx_path.name} with a profile for batch "
+            f"{profile['min'][0]}..{profile['max'][0]} (see its log above)"
+        )
     make_readable(atomic_write(spec.plan_path, lambda stream: stream.write(serialized)))
     _save_timing_cache(cache, spec.timing_cache)
     return EngineBuild(
@@ -168,13 +183,42 @@ def _fp16_route(trt, config, spec: EngineSpec) -> str | None:
     return "fp16-onnx"
 
 
-def _add_profile(builder, network, config, max_batch: int) -> dict:
+def profile_shapes(input_shape, max_batch: int, name: str = "the input") -> dict[str, tuple[int, ...]]:
+    """min/opt/max shapes of the one profile, from the network input's shape (-1 = dynamic).
+
+    A symbolic batch: min 1, opt = max = ``max_batch``.  A batch fixed at B in the ONNX:
+    min = opt = max = B (a profile starting at 1 would not fit the network and the build
+    fails); asking such a file for another batch is refused here, in one line."""
+    dims = tuple(int(d) for d in input_shape)
+    if len(dims) < 1 or any(d < 0 for d in dims[1:]):
+        raise CompressorError(f"{name} has shape {list(dims)}; only its batch dimension may be dynamic for TensorRT")
+    rest = dims[1:]
+    if dims[0] >= 0:
+        if dims[0] != max_batch:
+            raise CompressorError(
+                f"{name} has a fixed batch of {dims[0]}: its engine's profile allows batch {dims[0]} only, "
+                f"not {max_batch}"
+            )
+        fixed = (dims[0], *rest)
+        return {"min": fixed, "opt": fixed, "max": fixed}
+    return {"min": (1, *rest), "opt": (max_batch, *rest), "max": (max_batch, *rest)}
+
+
+def _add_profile(builder, network, config, max_batch: int, file_name: str) -> dict:
     tensor = network.get_input(0)
-    rest = tuple(int(d) for d in tuple(tensor.shape)[1:])
-    shapes = {"min": (1, *rest), "opt": (max_batch, *rest), "max": (max_batch, *rest)}
+    shapes = profile_shapes(tuple(tensor.shape), max_batch, f"{file_name} (input '{tensor.name}')")
     profile = builder.create_optimization_profile()
-    profile.set_shape(tensor.name, shapes["min"], shapes["opt"], shapes["max"])
-    config.add_optimization_profile(profile)
+    batches = f"batch {shapes['min'][0]}..{shapes['max'][0]}"
+    # IOptimizationProfile.set_shape returns None in the Python API of 10.x and 11.x: the
+    # bindings turn setDimensions' false into a RuntimeError ("... inconsistent ...").
+    try:
+        profile.set_shape(tensor.name, shapes["min"], shapes["opt"], shapes["max"])
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise CompressorError(
+            f"TensorRT refused the optimisation profile for {batches} of input '{tensor.name}': {one_line(error, 200)}"
+        ) from error
+    if config.add_optimization_profile(profile) < 0:  # -1: the profile is not valid for this network
+        raise CompressorError(f"TensorRT refused the optimisation profile for {batches} of input '{tensor.name}'")
     return {"input": tensor.name, **{k: list(v) for k, v in shapes.items()}}
 
 

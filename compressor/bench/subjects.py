@@ -99,7 +99,7 @@ class Subject:
     def _fp16_onnx(self) -> Path:
         from compressor.export.fp16 import convert_to_fp16
 
-        target = (self.cache or _scratch()) / f"{self.stem}_fp16.onnx"
+        target = self.cache_folder() / f"{self.stem}_fp16.onnx"
         if "onnx-fp32" not in self.files and self.model is None:
             raise BackendError(f"{self.name}: an FP16 ONNX is made from the model; give model_fp16.onnx instead")
         source = self.onnx("fp32")
@@ -107,15 +107,35 @@ class Subject:
         return cached(target, "fp16 of " + file_sha256(source), lambda temp: convert_to_fp16(source, temp))
 
     def _build_engine(self, workload: Workload) -> Path:
-        from compressor.export.tensorrt import EngineSpec, build_engine, default_timing_cache, fp16_from_onnx
+        from compressor.export.tensorrt import (EngineSpec, build_engine, current_build_key, default_timing_cache,
+                                                fp16_from_onnx)
 
         fp16 = workload.precision == "fp16"
         onnx_path = self.onnx("fp16" if fp16 and fp16_from_onnx() else "fp32")
-        folder = self.cache if self.cache is not None else _scratch()  # never beside a user's own file
-        target = folder / f"{self.stem}_{workload.precision}_b{workload.batch_size}.plan"
+        target = self.cache_folder() / f"{self.stem}_{workload.precision}_b{workload.batch_size}.plan"
         make = lambda path: build_engine(  # noqa: E731
-            EngineSpec(onnx_path, path, workload.batch_size, fp16, 4 << 30, 3, default_timing_cache()))
-        return cached(target, "engine of " + file_sha256(onnx_path), make)
+            EngineSpec(onnx_path, path, workload.batch_size, fp16, ENGINE_WORKSPACE, ENGINE_OPT_LEVEL,
+                       default_timing_cache()))
+        key = engine_key(file_sha256(onnx_path), workload.precision, workload.batch_size, current_build_key())
+        return cached(target, key, make)
+
+    def cache_folder(self) -> Path:
+        """Where this subject's derived files go: its model's bench cache, or for a file given
+        directly this process's scratch folder (never the current directory, never beside the
+        user's file)."""
+        return self.cache if self.cache is not None else _scratch()
+
+
+ENGINE_WORKSPACE = 4 << 30
+ENGINE_OPT_LEVEL = 3
+
+
+def engine_key(onnx_sha256: str, precision: str, batch_size: int, build_key: str) -> str:
+    """What a cached engine must have been built from and for: the ONNX, the precision and
+    batch of its profile, and the TensorRT version and GPU (``tensorrt.build_key``), since an
+    engine only deserialises on the version and GPU that built it."""
+    return (f"engine of {onnx_sha256} | {precision} batch {batch_size} | workspace {ENGINE_WORKSPACE} "
+            f"level {ENGINE_OPT_LEVEL} | {build_key}")
 
 
 @functools.lru_cache(maxsize=1)

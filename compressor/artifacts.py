@@ -166,6 +166,8 @@ class BenchRecord(_Speedup, LatencyFigures):
     precision: str
     batch_size: int
     provider: str
+    provider_options: dict[str, str] | None
+    session_config: dict[str, str] | None
     threads: int | None
     timer: str
     macs: int | None

@@ -150,6 +150,10 @@ def _record(subject: Subject, runnable, workload: Workload, stats: LatencyStats,
         "variant": subject.variant,
         **base,
         "provider": runnable.provider,
+        # what the runtime was configured with (ONNX Runtime's provider options and session
+        # config entries; None for backends that take none), so a cell says what it measured
+        "provider_options": runnable.provider_options,
+        "session_config": runnable.session_config,
         "threads": workload.threads if workload.device == "cpu" else None,
         "timer": runnable.timer,
         "macs": subject.macs,

@@ -187,6 +187,29 @@ def test_batch_size_the_file_cannot_take(tmp_path):
                    1, "batch sizes 1..8", "--batch-size 16", "--max-batch 16")
 
 
+def test_an_onnx_file_given_directly_writes_nothing_beside_it_nor_in_the_current_directory(tmp_path, monkeypatch):
+    """Derived files (an FP16 ONNX, an engine) of a file given directly go to bench's own
+    cache, never beside the user's file or into the working directory."""
+    source, work = tmp_path / "models", tmp_path / "work"
+    source.mkdir()
+    work.mkdir()
+    fixed = _fixed_batch_onnx(source / "fixed.onnx", 2)  # a fixed batch B > 1 is accepted at B
+    monkeypatch.chdir(work)
+    source.chmod(0o555)  # read-only: a write there fails loudly (unless run as root; the listing checks then)
+    try:
+        result = invoke(str(fixed), "--batch-size", "2", "--precision", "fp32,fp16",
+                        "--backend", "onnxruntime,onnxruntime-cuda,onnxruntime-trt,tensorrt",
+                        "--out", str(tmp_path / "reports"), *FAST)
+    finally:
+        source.chmod(0o755)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in source.iterdir()) == ["fixed.onnx"]
+    assert list(work.iterdir()) == []
+    record = json.loads((tmp_path / "reports" / "bench.json").read_text())["records"][0]
+    assert record["batch_size"] == 2 and record["provider"] == "CPUExecutionProvider"
+    assert record["provider_options"] == {} and record["session_config"] == {}
+
+
 def test_nothing_runnable_fails(pruned_file, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("on a GPU machine the GPU backends can run")

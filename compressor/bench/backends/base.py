@@ -59,6 +59,8 @@ class Artifacts(Protocol):
 class Prepared(Protocol):
     timer: str
     provider: str  # what actually runs it, e.g. "CPUExecutionProvider" or "torch eager cpu"
+    provider_options: dict[str, str] | None  # ONNX Runtime's provider options; None elsewhere
+    session_config: dict[str, str] | None  # ONNX Runtime's session config entries; None elsewhere
 
     def __call__(self) -> None: ...
 

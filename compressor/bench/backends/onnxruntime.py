@@ -6,8 +6,13 @@ session must really get the provider asked for: ORT silently falls back to the
 CPU when a GPU provider cannot load, and that fallback would be timed as if it
 were the GPU.  Inputs are bound once through IOBinding (on the device for GPU
 providers), so the timed call is the inference and not a host copy.
+
+What each session is given is decided by ``session_plan`` (a pure function) and
+recorded in every bench record (``provider_options``, ``session_config``).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,6 +23,56 @@ from compressor.errors import one_line
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
+
+
+# ORT's session option that makes a session refuse to load when some node would run on
+# the CPU provider instead of the one asked for (onnxruntime_session_options_config_keys.h).
+DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
+TRT_WORKSPACE = 4 << 30  # as the native engines compress bench builds (subjects.ENGINE_WORKSPACE)
+TRT_OPT_LEVEL = 3  # the builder optimisation level of the native engines
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """What an ONNX Runtime session is created with for one backend and precision."""
+
+    provider: str
+    provider_options: dict[str, str] = field(default_factory=dict)
+    config_entries: dict[str, str] = field(default_factory=dict)
+    onnx_precision: str = "fp32"  # which ONNX file the session loads
+
+
+def session_plan(provider: str, precision: str) -> SessionPlan:
+    """Provider options and session config for ``provider`` at ``precision``.
+
+    * TensorRT provider: always the fp32 ONNX; fp16 reaches TensorRT as its FP16 builder
+      flag (``trt_fp16_enable``), as the native fp16 engines are built, not as an
+      fp16-cast graph (that would time ORT's casts, and TensorRT would build a different
+      network).  The ORT TensorRT provider has no TF32 option (none among its trt_*
+      provider options): TF32 stays at TensorRT's default there (on for Ampere and newer)
+      while the native engines clear it; each record's ``provider_options`` says so.  No engine or timing cache: ORT names them without the TensorRT version and
+      writes them into the current directory unless told otherwise; the engine is built in
+      ``prepare``, outside the timed loop, so a cache would only save build time.  CPU
+      fallback is disabled: a node TensorRT does not take would otherwise run on the CPU
+      provider inside the timed call, and the cell would not measure TensorRT.
+    * CUDA provider: the fp16 cell runs the FP16 ONNX (the CUDA provider has no precision
+      flag).  Its CPU fallback stays allowed: ORT deliberately places small shape
+      computations on the CPU for the CUDA provider, which disabling it would refuse.
+    * CPU provider: defaults.
+    """
+    if provider == TENSORRT:
+        options = {
+            "device_id": "0",
+            "trt_fp16_enable": "1" if precision == "fp16" else "0",
+            "trt_max_workspace_size": str(TRT_WORKSPACE),
+            "trt_builder_optimization_level": str(TRT_OPT_LEVEL),
+            "trt_engine_cache_enable": "0",
+            "trt_timing_cache_enable": "0",
+        }
+        return SessionPlan(provider, options, {DISABLE_CPU_FALLBACK: "1"}, "fp32")
+    if provider == CUDA:
+        return SessionPlan(provider, {"device_id": "0"}, {}, precision)
+    return SessionPlan(provider, {}, {}, precision)
 
 
 def _available_providers() -> list[str]:
@@ -33,11 +88,13 @@ class OrtRunnable:
     # its own stream), so wall-clock timing is right on every provider.
     timer = PERF_COUNTER
 
-    def __init__(self, session, workload: Workload, device_name: str):
+    def __init__(self, session, workload: Workload, device_name: str, plan: SessionPlan):
         import onnxruntime as ort
 
         self.session = session
         self.provider = session.get_providers()[0]
+        self.provider_options = dict(plan.provider_options)
+        self.session_config = dict(plan.config_entries)
         data = np.random.default_rng(0).standard_normal(workload.shape, dtype=np.float32)
         self.binding = session.io_binding()
         name = session.get_inputs()[0].name
@@ -84,19 +141,27 @@ class OnnxRuntime:
     def prepare(self, artifacts, workload: Workload) -> OrtRunnable:
         import onnxruntime as ort
 
-        path = artifacts.onnx(workload.precision)
         provider = self.provider_for(workload.device)
+        plan = session_plan(provider, workload.precision)
+        path = artifacts.onnx(plan.onnx_precision)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if workload.threads:
             options.intra_op_num_threads = workload.threads
         options.inter_op_num_threads = 1
+        for key, value in plan.config_entries.items():
+            options.add_session_config_entry(key, value)
         try:
-            session = ort.InferenceSession(str(path), sess_options=options, providers=[provider])
+            session = ort.InferenceSession(str(path), sess_options=options, providers=[provider],
+                                           provider_options=[plan.provider_options])
         except Exception as error:  # noqa: BLE001 - load failures belong to the model/provider pair
+            if plan.config_entries.get(DISABLE_CPU_FALLBACK) == "1" and "fallback" in str(error).lower():
+                raise BackendError(
+                    f"{provider} does not take every node of {path.name}; not timing a partial CPU fallback"
+                ) from error
             raise BackendError(f"ONNX Runtime could not load {path.name} with {provider}: {one_line(error, 200)}") from error
         got = session.get_providers()
         if not got or got[0] != provider:
             raise BackendError(f"ONNX Runtime gave providers {got} instead of {provider}; not timing a fallback")
-        return OrtRunnable(session, workload, "cpu" if provider == CPU else "cuda")
+        return OrtRunnable(session, workload, "cpu" if provider == CPU else "cuda", plan)

@@ -17,6 +17,8 @@ from compressor.export.tensorrt import tensorrt_available, tensorrt_version
 
 class EngineRunnable:
     timer = CUDA_EVENTS
+    provider_options = None  # the engine's build settings are fixed when it is built
+    session_config = None
 
     def __init__(self, plan_path, workload: Workload):
         import tensorrt as trt

@@ -18,6 +18,9 @@ from compressor.errors import one_line
 
 
 class TorchRunnable:
+    provider_options = None  # no runtime options: PyTorch runs the module itself
+    session_config = None
+
     def __init__(self, model, workload: Workload, provider: str):
         self.model = model
         self.provider = provider

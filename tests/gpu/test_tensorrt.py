@@ -26,6 +26,20 @@ trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip ins
 CIFAR = (3, 32, 32)
 
 
+@pytest.fixture(autouse=True)
+def strict_fp32_reference():
+    """PyTorch's CUDA reference in IEEE fp32, like the fp32 engines (built with TF32
+    cleared): with TF32 on, the reference itself would be off by ~1e-3 and the
+    comparisons below would measure PyTorch's rounding, not the engine's.  Restored after."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """One fp32 + fp16 TensorRT export of ResNet-20, shared by the checks below."""
@@ -92,7 +106,35 @@ def test_engine_runs_at_every_batch_size_up_to_the_profile_max(exported):
         x = torch.randn(batch, *CIFAR)
         with torch.no_grad():
             reference = model(x.cuda()).float().cpu().numpy()
-        output = runner(x)
+        output = runner(x)[0]  # one array per engine output
         assert output.shape == reference.shape
         assert (output.argmax(1) == reference.argmax(1)).all()
         np.testing.assert_allclose(output, reference, atol=1e-3, rtol=1e-3)
+
+
+def test_a_fixed_batch_onnx_builds_an_engine_for_exactly_that_batch(tmp_path):
+    """An ONNX whose batch is fixed at 4 (compress bench accepts one): the profile is 4..4,
+    and asking it for another batch is one line naming the batch it allows."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from compressor.errors import CompressorError
+    from compressor.export.tensorrt import EngineSpec, build_engine, tensorrt_available
+
+    available, found = tensorrt_available()
+    if not available:
+        pytest.skip(found)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["input"], ["output"])], "fixed",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [4, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [4, 3, 8, 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "fixed.onnx"))
+    spec = lambda batch: EngineSpec(tmp_path / "fixed.onnx", tmp_path / f"b{batch}.plan", batch, False,  # noqa: E731
+                                    1 << 28, 3, tmp_path / "timing.cache")
+    build = build_engine(spec(4))
+    assert build.profile["min"] == build.profile["opt"] == build.profile["max"] == [4, 3, 8, 8]
+    with pytest.raises(CompressorError, match="allows batch 4 only"):
+        build_engine(spec(8))

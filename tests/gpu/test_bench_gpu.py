@@ -52,5 +52,8 @@ def test_gpu_bench_fp32_and_fp16(pruned_file, tmp_path):
     for record in report["records"]:
         if record["backend"] == "onnxruntime":  # --device cuda: the CUDA provider, never a silent CPU fallback
             assert record["provider"] == "CUDAExecutionProvider"
+        if record["backend"] == "onnxruntime-trt":  # fp16 as TensorRT's flag, no per-node CPU fallback
+            assert record["provider_options"]["trt_fp16_enable"] == ("1" if record["precision"] == "fp16" else "0")
+            assert record["session_config"] == {"session.disable_cpu_ep_fallback": "1"}
     covered = {r["backend"] for r in report["records"]} | {s["backend"] for s in report["skipped"]}
     assert covered == {"torch", "onnxruntime", "onnxruntime-trt", "tensorrt"}

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from onnx import TensorProto, helper
 
 from compressor.bench.rounding import SweepConfig, auto_round_to, choose
+from compressor.bench.subjects import resolve
 from compressor.bench.timing import TimingConfig
 from compressor import CostModel, ModelSpec, SelectionConfig, analyse, apply_plan, group_l2, save_pruned, select_plan
 from compressor.cli import main
@@ -207,6 +208,10 @@ def test_an_onnx_file_given_directly_writes_nothing_beside_it_nor_in_the_current
     assert list(work.iterdir()) == []
     record = json.loads((tmp_path / "reports" / "bench.json").read_text())["records"][0]
     assert record["batch_size"] == 2 and record["provider"] == "CPUExecutionProvider"
+    # where the GPU cells' derived files (an FP16 ONNX, engines) would go: bench's own folder
+    (subject,) = resolve([str(fixed)])[0].subjects
+    folder = subject.cache_folder().resolve()
+    assert folder not in (source.resolve(), work.resolve()) and source.resolve() not in folder.parents
     assert record["provider_options"] == {} and record["session_config"] == {}
 
 

@@ -32,7 +32,13 @@ class EngineRunnable:
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         check_profile(self.engine, inputs[0], workload.batch_size, plan_path.name)
-        self.context.set_input_shape(inputs[0], workload.shape)
+        # set_input_shape returns False (it does not raise) for a shape the profile does not take
+        if not self.context.set_input_shape(inputs[0], workload.shape):
+            low, _, high = self.engine.get_tensor_profile_shape(inputs[0], 0)
+            raise CompressorError(
+                f"{plan_path.name} does not accept input shape {workload.shape}; its profile allows "
+                f"{tuple(low)}..{tuple(high)}"
+            )
         self.stream = torch.cuda.Stream()
         self.buffers = {}
         for name in inputs + outputs:

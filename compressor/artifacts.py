@@ -25,7 +25,8 @@ class RunData(TypedDict):
     data_dir: str | None
     download: bool
     batch_size: int
-    workers: int
+    workers: int | None  # None: chosen by the device the run trained on
+    pin_memory: bool
     image_size: int | None
     synthetic_train: int
     synthetic_val: int

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from compressor.bench.bench import BenchResult
+from compressor.bench.timing import TIMER_WORDS
 from compressor.atomic import atomic_write, atomic_write_text
 
 COLUMNS = (
@@ -94,6 +95,9 @@ def format_markdown(result: BenchResult, title: str = "compress bench") -> str:
         f">= {timing['min_runs']} runs and {timing['min_time_s']} s per variant in {timing['rounds']} interleaved rounds; "
         "speed-up = dense median / pruned median, efficiency = speed-up / MACs ratio."
     )
+    timers = sorted({r["timer"] for r in result.records})
+    if timers:
+        lines.append("Clock: " + "; ".join(TIMER_WORDS.get(t, t) for t in timers) + ".")
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(result)]
     note = _macs_note(result)

@@ -9,8 +9,12 @@ Per round each variant runs enough iterations for its share of ``min_runs`` and
 Clocks: on the CPU each call is timed with a host clock, ``perf_counter_ns`` unless
 the caller passes another (tests pass a fake one, so what they assert does not
 depend on how busy the machine is).  The warm-up is governed by the same clock.  On
-CUDA a pair of events is recorded around each call on the variant's stream and read
-after the block, so the timed loop has no host synchronisation.
+CUDA every backend is timed the same way, so their cells compare: the host clock
+around the call and a device-wide synchronise after it (``CUDA_WALL``).  ONNX
+Runtime's ``run_with_iobinding`` synchronises its own stream and cannot record
+events on ours, so events for PyTorch and TensorRT would time a different thing
+(no launch or sync overhead) than ONNX Runtime's wall clock; one method for all
+costs each call a few microseconds of synchronisation, the same for every cell.
 """
 from __future__ import annotations
 
@@ -20,7 +24,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 PERF_COUNTER = "perf_counter"
-CUDA_EVENTS = "cuda-events"
+CUDA_WALL = "perf_counter + cuda device synchronize"
+TIMER_WORDS = {  # what bench.md says about each
+    PERF_COUNTER: "host clock (perf_counter) around each call",
+    CUDA_WALL: "host clock around each call, then a device-wide CUDA synchronise (every backend alike)",
+}
 MAX_RUNS_PER_BLOCK = 100_000
 NS_PER_S = 1e9
 
@@ -30,7 +38,7 @@ Clock = Callable[[], int]  # a monotonic host clock in integer nanoseconds
 class Runnable(Protocol):
     """One inference on buffers prepared once; ``timer`` says how to time it."""
 
-    timer: str  # PERF_COUNTER or CUDA_EVENTS
+    timer: str  # timer_for(device)
 
     def __call__(self) -> None: ...
 
@@ -117,32 +125,24 @@ def _wall_call(variant: Runnable, clock: Clock) -> float:
     return (clock() - started) / NS_PER_S
 
 
+def timer_for(device: str) -> str:
+    """The one timing method of every backend on ``device``."""
+    return CUDA_WALL if device == "cuda" else PERF_COUNTER
+
+
 def _synchronise(variant: Runnable) -> None:
-    if variant.timer == CUDA_EVENTS:
-        variant.stream.synchronize()
+    if variant.timer == CUDA_WALL:
+        import torch
+
+        torch.cuda.synchronize()  # device-wide: waits for ONNX Runtime's and TensorRT's streams too
 
 
 def time_block(variant: Runnable, runs: int, clock: Clock = time.perf_counter_ns) -> list[float]:
-    """``runs`` samples in milliseconds; CUDA variants ignore ``clock`` (events time them)."""
-    if variant.timer == CUDA_EVENTS:
-        return _time_cuda(variant, runs)
+    """``runs`` samples in milliseconds, each the call plus (on CUDA) the synchronise."""
     samples = []
     for _ in range(runs):
         started = clock()
         variant()
+        _synchronise(variant)
         samples.append((clock() - started) / 1e6)
     return samples
-
-
-def _time_cuda(variant, runs: int) -> list[float]:
-    import torch
-
-    stream = variant.stream
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-    for start, end in zip(starts, ends):
-        start.record(stream)
-        variant()
-        end.record(stream)
-    stream.synchronize()
-    return [start.elapsed_time(end) for start, end in zip(starts, ends)]

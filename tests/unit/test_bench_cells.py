@@ -76,3 +76,17 @@ def test_an_output_onnx_cannot_hold_is_a_skip_with_one_line_not_a_traceback(tmp_
     result = run_bench([group], config)
     assert result.records == [] and len(result.skipped) == 2
     assert all("NoneType, not a tensor" in s["reason"] for s in result.skipped)
+
+
+def test_every_backend_on_a_device_is_timed_one_way_and_bench_md_says_which(tmp_path: Path):
+    from compressor.bench.report import format_markdown
+    from compressor.bench.timing import CUDA_WALL, PERF_COUNTER, timer_for
+
+    assert (timer_for("cpu"), timer_for("cuda")) == (PERF_COUNTER, CUDA_WALL)
+    group = model_pair("small", nn.Sequential(nn.Conv2d(3, 4, 3)), nn.Sequential(nn.Conv2d(3, 2, 3)), (3, 16, 16),
+                       tmp_path)
+    config = BenchConfig(backends=("torch", "onnxruntime"), device="cpu", batch_sizes=(1,), timing=QUICK)
+    result = run_bench([group], config)
+    assert {r["backend"] for r in result.records} == {"torch", "onnxruntime"}
+    assert {r["timer"] for r in result.records} == {PERF_COUNTER}
+    assert "Clock: host clock (perf_counter) around each call." in format_markdown(result)

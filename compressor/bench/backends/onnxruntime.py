@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compressor.bench.backends.base import BackendError, Workload, gpu_missing
-from compressor.bench.timing import PERF_COUNTER
+from compressor.bench.timing import timer_for
 from compressor.errors import one_line
 
 CPU = "CPUExecutionProvider"
@@ -84,12 +84,10 @@ def _available_providers() -> list[str]:
 
 
 class OrtRunnable:
-    # ORT's run_with_iobinding returns after the provider has finished (it synchronises
-    # its own stream), so wall-clock timing is right on every provider.
-    timer = PERF_COUNTER
-
     def __init__(self, session, workload: Workload, device_name: str, plan: SessionPlan):
         import onnxruntime as ort
+
+        self.timer = timer_for(workload.device)
 
         self.session = session
         self.provider = session.get_providers()[0]

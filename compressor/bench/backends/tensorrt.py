@@ -1,8 +1,8 @@
 """The TensorRT backend: a serialized engine run with ``execute_async_v3``.
 
 Input and output buffers are torch CUDA tensors allocated once; the call enqueues
-the engine on its own stream and CUDA events around it time the GPU work, with no
-host synchronisation inside the timed loop.  The engine's optimisation profile
+the engine on its own stream, timed like every GPU backend (host clock and a device
+synchronise: ``compressor.bench.timing``).  The engine's optimisation profile
 decides which batch sizes it accepts; any other is refused before timing.
 """
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 
 from compressor.bench.backends.base import BackendError, Workload, gpu_missing
-from compressor.bench.timing import CUDA_EVENTS
+from compressor.bench.timing import CUDA_WALL
 from compressor.errors import CompressorError
 from compressor.export.tensorrt import tensorrt_available, tensorrt_version
 
 
 class EngineRunnable:
-    timer = CUDA_EVENTS
+    timer = CUDA_WALL  # timer_for("cuda"): engines only run on CUDA
     provider_options = None  # the engine's build settings are fixed when it is built
     session_config = None
 

@@ -13,7 +13,7 @@ import shutil
 import torch
 
 from compressor.bench.backends.base import BackendError, Workload
-from compressor.bench.timing import CUDA_EVENTS, PERF_COUNTER
+from compressor.bench.timing import CUDA_WALL, timer_for
 from compressor.errors import one_line
 
 
@@ -24,7 +24,7 @@ class TorchRunnable:
     def __init__(self, model, workload: Workload, provider: str):
         self.model = model
         self.provider = provider
-        self.timer = CUDA_EVENTS if workload.device == "cuda" else PERF_COUNTER
+        self.timer = timer_for(workload.device)
         dtype = torch.float16 if workload.precision == "fp16" else torch.float32
         host = torch.randn(workload.shape, generator=torch.Generator().manual_seed(0))
         if workload.device == "cuda":
@@ -38,7 +38,7 @@ class TorchRunnable:
 
     def __call__(self) -> None:
         with torch.inference_mode():
-            if self.timer == CUDA_EVENTS:
+            if self.timer == CUDA_WALL:  # on CUDA: on the runnable's own stream
                 with torch.cuda.stream(self.stream):
                     self.model(self.input)
             else:

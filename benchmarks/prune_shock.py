@@ -102,8 +102,11 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--out", default="benchmarks/results/prune_shock_30ep")
+    parser.add_argument("--append", action="store_true", help="add these rows to the saved ones (same settings)")
     args = parser.parse_args()
-    rows: list[dict] = []
+    saved = Path(f"{args.out}.json")
+    rows: list[dict] = json.loads(saved.read_text()) if args.append and saved.exists() else []
+    args.commands = _commands(args)
     with tempfile.TemporaryDirectory() as workdir:
         for seed in args.seeds:
             for model in args.models:
@@ -115,15 +118,28 @@ def main() -> None:
                         _write(rows, args)
 
 
+def _commands(args) -> list[str]:
+    """Every command that wrote rows into this file, this one last."""
+    saved = Path(f"{args.out}.md")
+    earlier = []
+    if args.append and saved.exists():
+        earlier = [line[len("Command: "):] for line in saved.read_text().splitlines() if line.startswith("Command: ")]
+    this = (
+        f"`python -m benchmarks.prune_shock --models {' '.join(args.models)} --variants {' '.join(args.variants)} "
+        f"--reductions {' '.join(map(str, args.reductions))} --seeds {' '.join(map(str, args.seeds))} "
+        f"--epochs {args.epochs} --train {args.train} --val {args.val} --batch-size {args.batch_size} --out {args.out}"
+        f"{' --append' if args.append else ''}`"
+    )
+    return earlier + [this]
+
+
 def _write(rows: list[dict], args) -> None:
     header = (
         "# Prune shock and final top-1 at an equal budget, on `synthetic`\n\n"
         f"{args.epochs} epochs, {args.train} training / {args.val} validation images, batch {args.batch_size}, "
         f"SGD Nesterov lr 0.1 step schedule, random init. CPU {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}.\n\n"
-        f"Command: `python -m benchmarks.prune_shock --models {' '.join(args.models)} --variants {' '.join(args.variants)} "
-        f"--reductions {' '.join(map(str, args.reductions))} --seeds {' '.join(map(str, args.seeds))} "
-        f"--epochs {args.epochs} --train {args.train} --val {args.val} --batch-size {args.batch_size} --out {args.out}`\n\n"
+        + "".join(f"Command: {command}\n" for command in args.commands) + "\n"
     )
     Path(f"{args.out}.md").write_text(header + table(rows) + "\n")
     Path(f"{args.out}.json").write_text(json.dumps(rows, indent=1))

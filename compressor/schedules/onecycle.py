@@ -400,8 +400,22 @@ class OneCyclePruner:
         self.indicator.load_state(saved["indicator"])
         self.schedule.load_state(saved["schedule"])
         self.graph, self.cost = self._analyse()
+        self._check_reference()
         if self.state.candidate is not None and self.state.reg_on_epoch is not None and not self.pruned:
             self._aim_shrink(PruningPlan.from_dict(self.state.candidate))
+
+    def _check_reference(self) -> None:
+        """A saved shrink reference must be one finite, non-negative norm per class of this
+        model, or the controller would fail (or steer on garbage) epochs into the resumed run."""
+        reference = self.state.reg_reference
+        if reference is None:
+            return
+        values = np.asarray(reference, dtype=float)
+        if values.shape != self.graph.labels.shape or not np.all(np.isfinite(values) & (values >= 0)):
+            raise CompressorError(
+                f"the saved shrink reference has {values.size} values for a model with {self.graph.labels.size} "
+                "channel classes, or values that are not finite non-negative norms"
+            )
 
     # -- the work ---------------------------------------------------------------------------
     def _check_reachable(self) -> None:

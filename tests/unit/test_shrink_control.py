@@ -189,3 +189,16 @@ def test_a_step_the_gradient_scaler_skips_is_not_a_step_for_the_shrink():
     optimizer.zero_grad()
     weight.sum().backward()
     assert scaled_step(plain, optimizer) is True
+
+
+@pytest.mark.parametrize("tamper", [lambda r: r[:-1], lambda r: [float("nan")] * len(r), lambda r: [-1.0] * len(r)])
+def test_a_tampered_shrink_reference_in_a_checkpoint_is_refused_on_load(tamper):
+    """A resumed run must not fail (or steer on garbage) epochs later: the reference is checked when loaded."""
+    from compressor.errors import CompressorError
+
+    pruner, _ = run(5, 10, reg_start=0, stop_after=0)
+    saved = pruner.state_dict()
+    saved["state"]["reg_reference"] = tamper(saved["state"]["reg_reference"])
+    with pytest.raises(CompressorError, match="shrink reference"):
+        OneCyclePruner(copy.deepcopy(pruner.model), torch.zeros(1, 3, 8, 8), pruner.config, state=saved)
+    OneCyclePruner(copy.deepcopy(pruner.model), torch.zeros(1, 3, 8, 8), pruner.config, state=pruner.state_dict())

@@ -1,5 +1,5 @@
 """The ``compress`` command line: the group, and one module per command beside it
-(``info``, ``models``, ``prune``, ``export``, ``bench``).
+(``info``, ``models``, ``prune``, ``export``, ``eval``, ``bench``).
 
 User mistakes (unknown model, bad sizes, unreachable targets, unreadable files)
 end with one line on stderr and exit code 1 (2 for malformed options), never a
@@ -21,6 +21,7 @@ import click
 
 from compressor import __version__
 from compressor.cli.bench import bench_command
+from compressor.cli.evaluate import eval_command
 from compressor.cli.export import export_command
 from compressor.cli.info import info_command
 from compressor.cli.logs import show_logs
@@ -43,7 +44,7 @@ def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     show_logs(ctx, logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
-for _command in (models_command, info_command, prune_command, export_command, bench_command):
+for _command in (models_command, info_command, prune_command, export_command, eval_command, bench_command):
     main.add_command(_command)
 
 if __name__ == "__main__":

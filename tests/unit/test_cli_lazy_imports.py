@@ -21,7 +21,8 @@ from compressor.cli import main
 REPO = Path(__file__).resolve().parents[2]
 # torch and the ONNX stack cost seconds; the engine, exporters and benchmark backends import them.
 MUST_NOT_IMPORT = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "onnxsim", "tensorrt", "timm",
-                   "compressor.engine.analysis", "compressor.export.pipeline", "compressor.export.onnx_export", "compressor.bench.backends")
+                   "compressor.engine.analysis", "compressor.export.pipeline", "compressor.export.onnx_export", "compressor.bench.backends",
+                   "compressor.evaluation")  # eval's library: torch and ONNX Runtime
 PROBE = """
 import json, runpy, sys
 sys.argv = ["compress", *sys.argv[1:]]
@@ -44,7 +45,7 @@ def help_in_fresh_interpreter(*args: str) -> tuple[str, dict]:
 
 
 def test_every_command_is_checked():
-    assert set(COMMANDS) == {"models", "info", "prune", "export", "bench"}
+    assert set(COMMANDS) == {"models", "info", "prune", "export", "eval", "bench"}
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

@@ -11,6 +11,7 @@ inside functions too (a lazy import is still a dependency), except the ones unde
     training      a prune run: data, loop, checkpoints, artifacts, the model file format
     integrations  other frameworks' loops (Lightning)
     export        ONNX / TensorRT behind a gate (exporters/ on disk: compressor.export)
+    evaluation    the library behind `compress eval`: accuracy of a run's model and its exports
     bench         the library behind `compress bench`
     cli           one module per command
 """
@@ -26,7 +27,7 @@ else:  # pragma: no cover - CI runs 3.11
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ["base", "engine", "schedules", "models", "training", "integrations", "export", "bench", "cli"]
+LAYERS = ["base", "engine", "schedules", "models", "training", "integrations", "export", "evaluation", "bench", "cli"]
 # Where each installed package lives on disk (pyproject's package-dir, and the plain ones).
 SOURCES = {"compressor": ROOT / "compressor", "compressor.export": ROOT / "exporters",
            "compressor.models": ROOT / "models"}

@@ -1,0 +1,101 @@
+"""``compress eval``: the accuracy of every model file you ship, on real images.
+
+torch and ONNX Runtime are imported inside the command (``compressor.evaluation``),
+so ``compress --help`` stays fast.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from compressor.choices import DATASETS
+from compressor.cli.common import trust_code_flag
+from compressor.errors import CompressorError
+
+SPLITS = ("val", "train")  # compressor.evaluation.data.SPLITS, named here without torch
+
+
+@click.command("eval", context_settings={"max_content_width": 110})
+@click.argument("source", nargs=-1, required=True)
+@click.option(
+    "--data", type=click.Choice(DATASETS),
+    help="Dataset to evaluate on [default: the run's own, read from its summary.json with its evaluation "
+    "preprocessing]. Needed when SOURCE is not a run (a model file elsewhere, .onnx files, an export whose run "
+    "is gone). Nothing is ever downloaded.",
+)
+@click.option(
+    "--data-dir", type=click.Path(),
+    help="Folder holding the dataset (cifar10/cifar100: the folder with cifar-10-batches-py/ or cifar-100-python/; "
+    "imagefolder: the folder with train/ and val/). Alone, it points a run's own dataset at a new place.",
+)
+@click.option(
+    "--split", type=click.Choice(SPLITS), default="val", show_default=True,
+    help="Which split: val, or train read without augmentation (no random crop or flip), in order.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images of the split.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1),
+    help="Images per batch [default: the run's own batch size, else 128]. Every model sees the same batches.",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False),
+    help="Also write the report as JSON to this file (written atomically; its folder must exist).",
+)
+@trust_code_flag()
+def eval_command(source: tuple[str, ...], data, data_dir, split, limit, batch_size, json_path, trust_code) -> None:
+    """Measure top-1, top-5 and loss of SOURCE's models on the same images.
+
+    SOURCE is a `compress prune` run directory (its model.pt, and every ONNX file of RUN/export
+    when it has been exported), a pruned model file (.pt/.pth), an export directory (every
+    .onnx/.plan file its manifest.json lists, plus the run's model.pt when the run still exists),
+    or one or more .onnx files.
+
+    PyTorch runs in fp32 on the CPU, ONNX files in ONNX Runtime (CUDA when available, else CPU),
+    .plan engines in TensorRT (skipped, with the reason, without a GPU and TensorRT). Each row
+    reports top-1, top-5 (5 or more classes), mean cross-entropy, the image count, where it ran,
+    and its top-1 agreement with PyTorch. A run's PyTorch row reproduces the validation top-1 its
+    summary.json recorded. Evaluating an export directory adds an "evaluation" section to its
+    manifest.json (the files it lists are not touched); nothing else is written but --json.
+    """
+    from compressor.evaluation import evaluate
+
+    try:
+        target = _json_target(json_path)
+        report = evaluate(
+            list(source), data=data, data_dir=data_dir, split=split, limit=limit, batch_size=batch_size,
+            trust_code=trust_code,
+        )
+        if target is not None:
+            _write_json(target, report.to_dict())
+    except CompressorError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(report.table())
+    if target is not None:
+        click.echo(f"  report in {target}")
+
+
+def _json_target(text: str | None) -> Path | None:
+    """Checked before the (long) evaluation: an existing, writable folder, not a folder itself."""
+    if text is None:
+        return None
+    path = Path(text)
+    folder = path.parent
+    if not folder.is_dir():
+        raise CompressorError(f"--json {path}: the folder {folder} does not exist")
+    if path.is_dir():
+        raise CompressorError(f"--json {path} is a directory; give a file name")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CompressorError(f"--json {path}: the folder {folder} is not writable")
+    return path
+
+
+def _write_json(path: Path, report: dict) -> None:
+    from compressor.atomic import atomic_write_text
+
+    try:
+        atomic_write_text(path, json.dumps(report, indent=1, allow_nan=False) + "\n")
+    except (OSError, ValueError) as error:
+        raise CompressorError(f"could not write --json {path}: {error}") from error

@@ -42,7 +42,9 @@ SPLITS = ("val", "train")  # compressor.evaluation.data.SPLITS, named here witho
 )
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False),
-    help="Also write the report as JSON to this file (written atomically; its folder must exist).",
+    help="Also write the report as JSON to this file (written atomically; its folder must exist): the data "
+    "used and one row per model with top1/top5 in percent, correct counts, loss, top1_agreement (0-1), "
+    "backend and provider, or the reason it was skipped.",
 )
 @trust_code_flag()
 def eval_command(source: tuple[str, ...], data, data_dir, split, limit, batch_size, json_path, trust_code) -> None:

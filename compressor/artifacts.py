@@ -122,12 +122,14 @@ class ExportManifest(TypedDict):
     trace_check: str | None
     inputs: list[dict[str, Any]] | None
     outputs: list[dict[str, Any]] | None
+    bundle: dict[str, Any] | None  # how to feed the model: input, preprocessing, class names, output meaning
     macs: int | None
     params: int | None
     max_batch: int
     simplify: dict[str, Any] | None
     parity: dict[str, Any]
     fp16: dict[str, Any] | None
+    int8: dict[str, Any] | None
     tensorrt: dict[str, Any] | None
     files: dict[str, dict[str, Any]]
     versions: dict[str, Any]
@@ -140,6 +142,7 @@ class _Speedup(TypedDict, total=False):
     speedup: float
     efficiency: float
     macs_ratio: float | None
+    speedup_vs_dense_fp32: float  # fp16/int8 records: the dense fp32 median over this one
 
 
 class LatencyFigures(TypedDict):

@@ -18,6 +18,16 @@ DEFAULT_MAX_BATCH = 8
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
 FP16_MIN_TOP1 = 0.99
+# INT8 (``compressor.export.int8``): named here so that the CLI lists them without the ONNX stack.
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+# symmetric: signed int8 activations, zero point 0 (TensorRT's explicit quantization takes only
+# these; ONNX Runtime's CPU provider runs them, but with slower S8S8 kernels on x86).
+# asymmetric: uint8 activations with a zero point (ONNX Runtime CPU's fast U8S8 kernels).
+INT8_ACTIVATIONS = ("symmetric", "asymmetric")
+DEFAULT_CALIB_SAMPLES = 256
+INT8_MIN_AGREEMENT = 0.99
+INT8_CHECK_IMAGES = 500
+MIN_INT8_CHECK_IMAGES = 100  # fewer cannot judge 99 % agreement (one miss in 100)
 # Upper bounds that keep the gate a gate: an fp32 export that is right differs from
 # PyTorch by ~1e-5 relative; 10 % relative or a whole logit absolute is already loose,
 # and `--atol inf` would pass anything.
@@ -66,6 +76,16 @@ class ExportConfig:
     trt_workspace_bytes: int = 2 << 30
     trt_optimization_level: int = 3  # TensorRT's default, pinned so engines compare fairly
     trt_timing_cache: Path | None = None  # None: a per-user cache shared by every export
+    int8: bool = False  # also model_int8.onnx (QDQ), calibrated and gated on held-out images
+    calib_data: str | None = None  # dataset kind to calibrate on; None: the run's own dataset
+    calib_data_dir: str | None = None
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
+    calib_method: str = "minmax"
+    int8_min_agreement: float = INT8_MIN_AGREEMENT
+    int8_exclude: tuple[str, ...] = ()  # ONNX node names kept in float
+    int8_fallback: bool = True  # keep the most sensitive layers in float until the gate passes
+    int8_check_images: int = INT8_CHECK_IMAGES
+    int8_activations: str = "symmetric"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -77,8 +97,32 @@ class ExportConfig:
         _check_tolerance("--rtol", self.rtol, MAX_RTOL)
         if self.parity_images < 0:
             raise CompressorError(f"parity_images must be >= 0, got {self.parity_images}")
+        self._check_int8()
         if self.input_size is not None and (len(self.input_size) != 3 or min(self.input_size) < 1):
             raise CompressorError(f"input size must be three positive integers C,H,W, got {self.input_size}")
+
+    def _check_int8(self) -> None:
+        object.__setattr__(self, "int8_exclude", tuple(self.int8_exclude))
+        if not self.int8:
+            asked = [flag for flag, value in (("--calib-data", self.calib_data), ("--calib-data-dir", self.calib_data_dir),
+                                              ("--int8-exclude", self.int8_exclude)) if value]
+            if asked:
+                raise CompressorError(f"{asked[0]} applies to INT8 export; add --int8")
+            return
+        if self.calib_method not in CALIB_METHODS:
+            raise CompressorError(f"unknown --calib-method {self.calib_method!r}; choose one of {', '.join(CALIB_METHODS)}")
+        if self.int8_activations not in INT8_ACTIVATIONS:
+            raise CompressorError(f"unknown --int8-activations {self.int8_activations!r}; choose one of "
+                                  f"{', '.join(INT8_ACTIVATIONS)}")
+        if self.format == "tensorrt" and self.int8_activations != "symmetric":
+            raise CompressorError("--format tensorrt --int8 needs --int8-activations symmetric: TensorRT's explicit "
+                                  "quantization takes only signed int8 with zero point 0")
+        if self.calib_samples < 1:
+            raise CompressorError(f"--calib-samples must be >= 1, got {self.calib_samples}")
+        if not (math.isfinite(self.int8_min_agreement) and 0.5 <= self.int8_min_agreement <= 1.0):
+            raise CompressorError(f"--int8-min-agreement must be between 0.5 and 1, got {self.int8_min_agreement:g}")
+        if self.int8_check_images < MIN_INT8_CHECK_IMAGES:
+            raise CompressorError(f"int8_check_images must be >= {MIN_INT8_CHECK_IMAGES}, got {self.int8_check_images}")
 
     @property
     def parity_batch_sizes(self) -> tuple[int, ...]:
@@ -99,6 +143,7 @@ class ExportConfig:
             data[key] = None if data[key] is None else str(data[key])
         if self.input_size is not None:
             data["input_size"] = list(self.input_size)
+        data["int8_exclude"] = list(self.int8_exclude)
         return data
 
 

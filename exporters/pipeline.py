@@ -35,9 +35,13 @@ ONNX_FILE = "model.onnx"
 FP16_FILE = "model_fp16.onnx"
 PLAN_FILE = "model.plan"
 FP16_PLAN_FILE = "model_fp16.plan"
-ARTIFACT_NAMES = (ONNX_FILE, FP16_FILE, PLAN_FILE, FP16_PLAN_FILE)
+INT8_FILE = "model_int8.onnx"
+INT8_PLAN_FILE = "model_int8.plan"
+ARTIFACT_NAMES = (ONNX_FILE, FP16_FILE, INT8_FILE, PLAN_FILE, FP16_PLAN_FILE, INT8_PLAN_FILE)
 # Random-init or barely trained models have near-tied logits that half precision reorders.
 FP16_REMEDY = "FP16 changes this model's top-1 too often: export without --fp16"
+INT8_REMEDY = ("calibrate on more or other images (--calib-samples, --calib-data, --calib-method), keep layers in "
+               "float (--int8-exclude), or export without --int8")
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,11 @@ class _Job:
         self.input_size = tuple(config.input_size or source.input_size)
         self.exported: OnnxExport | None = None
         self.timings: dict[str, float] = {}
-        self.sections: dict = {"parity": {"checked": False, "reason": "--no-verify"}, "fp16": None, "tensorrt": None}
+        self.sections: dict = {"parity": {"checked": False, "reason": "--no-verify"}, "fp16": None, "int8": None,
+                               "tensorrt": None}
         self.images: torch.Tensor | None = None  # real images for the gate, when the source has a dataset
+        self.calibration = None  # ``calibration.CalibrationSets`` with --int8
+        self.int8_reference = None  # PyTorch fp32 logits on the calibration split's held-out images
 
     def run(self) -> ExportResult:
         with self._timed("count_s"):
@@ -143,32 +150,55 @@ class _Job:
             self.sections.update(macs=count_macs(self.model, example), params=count_params(self.model))
         if self.config.verify:
             self._load_gate_images()
+        if self.config.int8:
+            self._load_calibration()  # bad calibration data is refused before anything is written
         onnx_path = self._export()
         self._simplify_and_verify(onnx_path)
         if self.config.fp16:
             self._fp16(onnx_path)
+        if self.config.int8:
+            self._int8(onnx_path)
         if self.config.format == "tensorrt":
             self._tensorrt(onnx_path)
         return self._finish("ok" if self.config.verify else "unverified")
 
     # -- steps ---------------------------------------------------------------------------
 
+    def _run_dir(self) -> Path | None:
+        """The run directory the source came from, whose dataset the gates read."""
+        path = self.source.path
+        if self.source.kind == "run":
+            return path
+        if self.source.kind == "file" and path.name == "model.pt" and (path.parent / "summary.json").is_file():
+            return path.parent  # RUN/model.pt given as a file: still the run's data
+        return None
+
     def _load_gate_images(self) -> None:
         from compressor.export.gate_images import run_images
 
-        path = self.source.path
-        run_dir = path if self.source.kind == "run" else None
-        if self.source.kind == "file" and path.name == "model.pt" and (path.parent / "summary.json").is_file():
-            run_dir = path.parent  # RUN/model.pt given as a file: still the run's data
         with self._timed("gate_images_s"):
-            self.images, self.sections["gate_images"] = run_images(run_dir, self.config.parity_images, self.input_size)
+            self.images, self.sections["gate_images"] = run_images(
+                self._run_dir(), self.config.parity_images, self.input_size)
+
+    def _load_calibration(self) -> None:
+        from compressor.export import calibration
+        from compressor.export.int8 import reference_logits
+
+        c = self.config
+        with self._timed("int8_data_s"):
+            data = calibration.data_config_for(self._run_dir(), c.calib_data, c.calib_data_dir, self.input_size)
+            self.calibration = calibration.calibration_sets(data, c.calib_samples, c.int8_check_images,
+                                                            self.input_size)
+            self.int8_reference = reference_logits(self.model, self.calibration.check)
 
     def _export(self) -> Path:
         path = self.artifacts.stage(ONNX_FILE)
         with self._timed("export_s"):
             self.exported = export_onnx(self.model, self.input_size, path, self.opset, self.config.allow_trace)
+        from compressor.export.bundle import bundle_section
+
         inputs, outputs = io_signature(onnx.load(str(path), load_external_data=False))
-        self.sections.update(inputs=inputs, outputs=outputs)
+        self.sections.update(inputs=inputs, outputs=outputs, bundle=bundle_section(self._run_dir(), inputs, outputs))
         return path
 
     def _simplify_and_verify(self, onnx_path: Path) -> None:
@@ -255,6 +285,29 @@ class _Job:
             result,
         )
 
+    def _int8(self, onnx_path: Path) -> None:
+        from compressor.export.int8 import Int8Settings, quantize_gated
+
+        c = self.config
+        path = self.artifacts.stage(INT8_FILE)
+        settings = Int8Settings(c.calib_method, c.int8_min_agreement if c.verify else 0.0, c.int8_exclude,
+                                c.int8_activations == "symmetric", c.int8_fallback and c.verify)
+        with self._timed("int8_s"):
+            outcome = quantize_gated(onnx_path, path, self.artifacts.scratch, self.calibration, self.int8_reference,
+                                     settings)
+        calibration = {**self.calibration.note, "method": c.calib_method}
+        check = outcome.to_dict() if c.verify else {"checked": False, "reason": "--no-verify",
+                                                     "agreement": outcome.agreement}
+        self.sections["int8"] = {
+            "file": INT8_FILE, "format": "QDQ", "weights": "int8, symmetric, per output channel",
+            "activations": ("int8, symmetric, per tensor" if c.int8_activations == "symmetric"
+                            else "uint8, asymmetric (zero point), per tensor"),
+            "consumers": (["onnxruntime", "tensorrt"] if c.int8_activations == "symmetric" else ["onnxruntime"]),
+            "calibration": calibration, "check": check,
+        }
+        if c.verify and not outcome.passed:
+            self._refuse(outcome.failure(INT8_FILE, calibration), INT8_REMEDY, "INT8 gate")
+
     def _tensorrt(self, onnx_path: Path) -> None:
         from compressor.export import tensorrt as trt_export
 
@@ -273,6 +326,8 @@ class _Job:
         if self.config.fp16:
             source = self.artifacts.staged[FP16_FILE] if trt_export.fp16_from_onnx() else onnx_path
             self._engine(trt_export, source, FP16_PLAN_FILE, fp16=True)
+        if self.config.int8:
+            self._int8_engine(trt_export)
 
     def _engine(self, trt_export, onnx_path: Path, name: str, fp16: bool) -> None:
         c = self.config
@@ -299,15 +354,41 @@ class _Job:
         if not report.passed:
             self._refuse(report.failure(), FP16_REMEDY if fp16 else "loosen --atol/--rtol")
 
+    def _int8_engine(self, trt_export) -> None:
+        """TensorRT's explicit quantization of model_int8.onnx, judged like the ONNX file: top-1
+        agreement with PyTorch fp32 on the held-out calibration-split images."""
+        c = self.config
+        spec = trt_export.EngineSpec(
+            self.artifacts.staged[INT8_FILE], self.artifacts.stage(INT8_PLAN_FILE), c.max_batch, False,
+            c.trt_workspace_bytes, c.trt_optimization_level, c.trt_timing_cache or trt_export.default_timing_cache(),
+            int8=True,
+        )
+        with self._timed(f"{INT8_PLAN_FILE}_build_s"):
+            build = trt_export.build_engine(spec)
+        section = self.sections["tensorrt"]
+        section["engines"][INT8_PLAN_FILE] = {**build.to_dict(), "onnx_file": INT8_FILE}
+        if not c.verify:
+            return
+        with self._timed(f"{INT8_PLAN_FILE}_verify_s"):
+            agreement = trt_export.engine_agreement(spec.plan_path, self.calibration.check, self.int8_reference,
+                                                    c.max_batch, self._output_names())
+        passed = agreement >= c.int8_min_agreement
+        section["int8_check"] = {"agreement": agreement, "min_agreement": c.int8_min_agreement,
+                                 "check_images": len(self.calibration.check), "passed": passed}
+        if not passed:
+            self._refuse(f"{INT8_PLAN_FILE} agrees with PyTorch fp32 on top-1 for only {agreement:.1%} of "
+                         f"{len(self.calibration.check)} held-out images (needs {c.int8_min_agreement:.0%})",
+                         INT8_REMEDY, "INT8 gate")
+
     def _output_names(self) -> list[str]:
         return [output["name"] for output in self.sections.get("outputs") or []]
 
     # -- endings -------------------------------------------------------------------------
 
-    def _refuse(self, reason: str, remedy: str = "loosen --atol/--rtol") -> None:
+    def _refuse(self, reason: str, remedy: str = "loosen --atol/--rtol", gate: str = "parity gate") -> None:
         result = self._write(self.artifacts.fail(), "failed", reason)
         raise ExportRefused(
-            f"parity gate refused the export: {reason}; the files in {result.out} are renamed *.failed and "
+            f"{gate} refused the export: {reason}; the files in {result.out} are renamed *.failed and "
             f"manifest.json says status 'failed' ({remedy}, or skip the gate with --no-verify)",
             result,
         )
@@ -337,12 +418,14 @@ class _Job:
             "trace_check": exported.trace_check if exported else None,
             "inputs": self.sections.get("inputs"),
             "outputs": self.sections.get("outputs"),
+            "bundle": self.sections.get("bundle"),
             "macs": self.sections.get("macs"),
             "params": self.sections.get("params"),
             "max_batch": self.config.max_batch,
             "simplify": self.sections.get("simplify"),
             "parity": self.sections["parity"],
             "fp16": self.sections["fp16"],
+            "int8": self.sections["int8"],
             "tensorrt": self.sections["tensorrt"],
             "files": files_section(files),
             "versions": tool_versions(),

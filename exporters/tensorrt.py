@@ -77,13 +77,14 @@ class EngineSpec:
     workspace_bytes: int
     optimization_level: int
     timing_cache: Path
+    int8: bool = False  # the ONNX is INT8 QDQ (explicit quantization)
 
 
 @dataclass(frozen=True)
 class EngineBuild:
     """How an engine was built, for the manifest."""
 
-    precision: str  # "fp32" or "fp16"
+    precision: str  # "fp32", "fp16" or "int8"
     fp16_route: str | None  # "fp16-onnx" (strongly typed) or "builder-flag" (10.x)
     tf32: bool
     profile: dict
@@ -134,6 +135,7 @@ def build_engine(spec: EngineSpec) -> EngineBuild:
     if hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
     route = _fp16_route(trt, config, spec)
+    _int8_flag(trt, config, spec)
     profile = _add_profile(builder, network, config, spec.max_batch, spec.onnx_path.name)
     cache, reused = _attach_timing_cache(config, spec.timing_cache)
     serialized = builder.build_serialized_network(network, config)
@@ -145,7 +147,7 @@ def build_engine(spec: EngineSpec) -> EngineBuild:
     make_readable(atomic_write(spec.plan_path, lambda stream: stream.write(serialized)))
     _save_timing_cache(cache, spec.timing_cache)
     return EngineBuild(
-        precision="fp16" if spec.fp16 else "fp32",
+        precision="int8" if spec.int8 else "fp16" if spec.fp16 else "fp32",
         fp16_route=route,
         tf32=False,
         profile=profile,
@@ -181,6 +183,14 @@ def _fp16_route(trt, config, spec: EngineSpec) -> str | None:
         config.set_flag(trt.BuilderFlag.FP16)
         return "builder-flag"
     return "fp16-onnx"
+
+
+def _int8_flag(trt, config, spec: EngineSpec) -> None:
+    """A QDQ graph is explicitly quantized.  10.x (weakly typed) still wants the INT8 flag
+    to run its Q/DQ layers in int8; 11.x is strongly typed, has no such flag and takes the
+    precision from the Q/DQ nodes."""
+    if spec.int8 and hasattr(trt.BuilderFlag, "INT8"):
+        config.set_flag(trt.BuilderFlag.INT8)
 
 
 def profile_shapes(input_shape, max_batch: int, name: str = "the input") -> dict[str, tuple[int, ...]]:
@@ -332,3 +342,13 @@ def check_engine_top1(model: nn.Module, plan_path: Path, input_size, batch: int,
     with strict_fp32():
         return check_top1(reference, EngineRunner(plan_path, output_order), input_size, batch, max_batch, min_top1,
                           seed, _labels(name or plan_path.name))
+
+
+def engine_agreement(plan_path: Path, images: torch.Tensor, reference: np.ndarray, max_batch: int,
+                     output_order: list[str] | None = None) -> float:
+    """Top-1 agreement of an engine's first output with ``reference`` on ``images``."""
+    from compressor.export.int8 import top1_agreement
+
+    engine = EngineRunner(plan_path, output_order)
+    logits = np.concatenate([engine(batch)[0] for batch in images.split(max_batch)])
+    return top1_agreement(logits, reference)

@@ -11,7 +11,11 @@ import click
 
 from compressor.cli.common import parse_input_size, trust_code_flag
 from compressor.errors import CompressorError
-from compressor.export.config import DEFAULT_ATOL, DEFAULT_MAX_BATCH, DEFAULT_RTOL, FORMATS, MAX_ATOL, MAX_RTOL, ExportConfig
+from compressor.choices import DATASETS
+from compressor.export.config import (
+    CALIB_METHODS, DEFAULT_ATOL, INT8_ACTIVATIONS, DEFAULT_CALIB_SAMPLES, DEFAULT_MAX_BATCH, DEFAULT_RTOL, FORMATS, INT8_CHECK_IMAGES,
+    INT8_MIN_AGREEMENT, MAX_ATOL, MAX_RTOL, ExportConfig,
+)
 from compressor.export.opsets import DEFAULT_OPSET, check_opset, supported_range_text
 
 
@@ -47,6 +51,55 @@ OPTIONS = [
         "--fp16", is_flag=True,
         help="Also write model_fp16.onnx (FP16 weights and math, float32 inputs/outputs; the way to FP16 on "
         "TensorRT 11) and, with --format tensorrt, model_fp16.plan; checked for >= 99% top-1 agreement.",
+    ),
+    click.option(
+        "--int8", is_flag=True,
+        help="Also write model_int8.onnx: QDQ INT8 by ONNX Runtime's static quantization (int8 weights, symmetric, "
+        "per output channel; calibrated activations, see --int8-activations); with --format tensorrt also "
+        "model_int8.plan (TensorRT's explicit quantization). Calibrated on images of the run's "
+        "training split (no augmentation, never the validation split) and judged by top-1 agreement with PyTorch "
+        f"fp32 on {INT8_CHECK_IMAGES} other images of that split (see --int8-min-agreement).",
+    ),
+    click.option(
+        "--calib-data", type=click.Choice(DATASETS),
+        help="--int8: the dataset to calibrate on [default: the run's own; required for a model file or name].",
+    ),
+    click.option(
+        "--calib-data-dir", type=click.Path(),
+        help="--int8: folder of --calib-data (cifar*: the folder holding cifar-10-batches-py/; imagefolder: the "
+        "folder with train/ inside). Nothing is downloaded.",
+    ),
+    click.option(
+        "--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True,
+        help="--int8: number of training-split images the activation ranges are calibrated on.",
+    ),
+    click.option(
+        "--calib-method", type=click.Choice(CALIB_METHODS), default="minmax", show_default=True,
+        help="--int8: how ONNX Runtime turns the calibration activations into ranges: minmax (the observed range), "
+        "entropy (KL-divergence optimal clipping) or percentile (clip the top 0.001 %).",
+    ),
+    click.option(
+        "--int8-min-agreement", type=click.FloatRange(min=0.5, max=1.0), default=INT8_MIN_AGREEMENT,
+        show_default=True,
+        help="--int8 gate: the INT8 model must pick PyTorch fp32's class on at least this share of the held-out "
+        "images, else the export is refused (files renamed *.failed).",
+    ),
+    click.option(
+        "--int8-exclude", multiple=True, metavar="NODE",
+        help="--int8: keep this ONNX node (a Conv/Gemm/MatMul name; a wrong name is refused with the list) in "
+        "float. Repeatable.",
+    ),
+    click.option(
+        "--int8-activations", type=click.Choice(INT8_ACTIVATIONS), default="symmetric", show_default=True,
+        help="--int8: symmetric (signed int8, zero point 0) is what TensorRT takes, and ONNX Runtime's CPU "
+        "provider runs it too, with slower S8S8 kernels on x86; asymmetric (uint8 with a zero point) runs ONNX "
+        "Runtime's fast U8S8 CPU kernels but TensorRT refuses it. Ship TensorRT: symmetric; ship ONNX Runtime on "
+        "CPU: asymmetric.",
+    ),
+    click.option(
+        "--int8-fallback/--no-int8-fallback", default=True, show_default=True,
+        help="--int8: when the gate fails, keep the layers that hurt agreement most in float, one at a time, "
+        "until it passes (at most a quarter of the layers; the manifest lists them).",
     ),
     click.option(
         "--simplify/--no-simplify", default=True, show_default=True,
@@ -91,8 +144,9 @@ def export_options(command):
 @click.argument("source")
 @export_options
 def export_command(
-    source: str, format_: str, out, input_size, opset, max_batch, fp16, simplify, atol, rtol, allow_trace, no_verify,
-    overwrite, trust_code,
+    source: str, format_: str, out, input_size, opset, max_batch, fp16, int8, calib_data, calib_data_dir,
+    calib_samples, calib_method, int8_min_agreement, int8_exclude, int8_activations, int8_fallback, simplify, atol, rtol, allow_trace,
+    no_verify, overwrite, trust_code,
 ) -> None:
     """Export SOURCE to ONNX (and TensorRT) behind a parity gate.
 
@@ -115,7 +169,9 @@ def export_command(
         config = ExportConfig(
             out=Path(out) if out else resolved.default_out, format=format_, opset=opset, max_batch=max_batch,
             fp16=fp16, simplify=simplify, atol=atol, rtol=rtol, verify=not no_verify, overwrite=overwrite,
-            allow_trace=allow_trace,
+            allow_trace=allow_trace, int8=int8, calib_data=calib_data, calib_data_dir=calib_data_dir,
+            calib_samples=calib_samples, calib_method=calib_method, int8_min_agreement=int8_min_agreement,
+            int8_exclude=tuple(int8_exclude), int8_fallback=int8_fallback, int8_activations=int8_activations,
         )
         result = export_source(resolved, config)
     except (TensorRTUnavailable, Fp16Unsupported, ExportRefused) as error:
@@ -159,11 +215,29 @@ def _print_checks(manifest: dict) -> None:
     check = (manifest.get("fp16") or {}).get("check") or {}
     if check.get("checked"):
         click.echo(f"  fp16   {_top1_line(check)}")
+    int8 = manifest.get("int8") or {}
+    if (int8.get("check") or {}).get("rule"):
+        click.echo(f"  int8   {_int8_line(int8)}")
     trt = manifest.get("tensorrt") or {}
     if trt.get("parity"):
         click.echo(f"  tensorrt parity {_parity_line(trt['parity'])}")
     if trt.get("fp16_parity"):
         click.echo(f"  tensorrt fp16   {_top1_line(trt['fp16_parity'])}")
+    if trt.get("int8_check"):
+        check = trt["int8_check"]
+        click.echo(f"  tensorrt int8   top-1 agreement {check['agreement']:.1%} of {check['check_images']} held-out "
+                   f"images (needs {check['min_agreement']:.0%}: {'passed' if check['passed'] else 'FAILED'})")
+
+
+def _int8_line(int8: dict) -> str:
+    check, calibration = int8["check"], int8["calibration"]
+    verdict = "passed" if check["passed"] else "FAILED"
+    floats = f", {len(check['float_layers'])} layer(s) kept in float" if check["float_layers"] else ""
+    return (
+        f"QDQ calibrated on {calibration['samples']} {calibration['dataset']} train images ({calibration['method']}): "
+        f"top-1 agreement {check['agreement']:.1%} of {check['check_images']} held-out images "
+        f"(needs {check['min_agreement']:.0%}: {verdict}){floats}"
+    )
 
 
 def _parity_line(parity: dict) -> str:

@@ -24,6 +24,8 @@ AMP_MODES = ("none", "bf16", "fp16")
 # offers these same names), and the one it measures for unless told.
 BENCH_BACKENDS = ("torch", "torch-compile", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt")
 DEFAULT_DEPLOY_BACKEND = "onnxruntime"
+# compress bench --precision (int8: the QDQ ONNX, timed on the ONNX backends and TensorRT).
+BENCH_PRECISIONS = ("fp32", "fp16", "int8")
 # --seed: numpy's SeedSequence and torch's generators take any value up to here; past it
 # they overflow deep inside a run.
 MAX_SEED = 2**32 - 1

@@ -19,6 +19,7 @@ from compressor.bench.stats import LatencyStats, compare, summarise
 from compressor.bench.subjects import Group, Subject, check_batch_sizes
 from compressor.bench.timing import TimingConfig, measure
 from compressor.artifacts import BenchReport
+from compressor.choices import BENCH_PRECISIONS
 from compressor.errors import CompressorError
 
 FORMAT = "compressor.bench/1"
@@ -39,6 +40,9 @@ class BenchConfig:
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown:
             raise CompressorError(f"unknown backend '{unknown[0]}'; choose from {', '.join(BACKENDS)}")
+        wrong = [p for p in self.precisions if p not in BENCH_PRECISIONS]
+        if wrong:
+            raise CompressorError(f"unknown precision '{wrong[0]}'; choose from {', '.join(BENCH_PRECISIONS)}")
         if not self.backends or not self.batch_sizes or not self.precisions:
             raise CompressorError("give at least one backend, batch size and precision")
         if any(b < 1 for b in self.batch_sizes):
@@ -103,8 +107,23 @@ def run_bench(groups: list[Group], config: BenchConfig, on_cell: Callable[[str],
         cell_records, cell_skipped = _run_cell(group, backend, workload, config.timing, base)
         records.extend(cell_records)
         skipped.extend(cell_skipped)
+    _add_combined_speedups(records)
     config_dict = {**asdict(config), "device": device, "threads": threads}
     return BenchResult(describe(threads), config_dict, records, skipped)
+
+
+def _add_combined_speedups(records: list[dict]) -> None:
+    """Pruning and reduced precision together: each fp16/int8 record against the dense fp32
+    record of its group, backend and batch, where one was timed (the model a user starts from)."""
+    def group(record: dict) -> str | None:
+        return record["model"] if record["variant"] == "dense" else record.get("baseline")
+
+    start = {(r["model"], r["backend"], r["batch_size"]): r for r in records
+             if r["variant"] == "dense" and r["precision"] == "fp32"}
+    for record in records:
+        dense = start.get((group(record), record["backend"], record["batch_size"]))
+        if record["precision"] != "fp32" and dense is not None:
+            record["speedup_vs_dense_fp32"] = dense["median_ms"] / record["median_ms"]
 
 
 def _run_cell(group: Group, backend, workload: Workload, timing: TimingConfig, base: dict):

@@ -28,6 +28,7 @@ COLUMNS = (
     ("speedup", "speedup", "{:.2f}x"),
     ("MACs ratio", "macs_ratio", "{:.2f}x"),
     ("efficiency", "efficiency", "{:.2f}"),
+    ("vs dense fp32", "speedup_vs_dense_fp32", "{:.2f}x"),
 )
 
 

@@ -92,6 +92,8 @@ class Subject:
     def _export_onnx(self, precision: str) -> Path:
         if precision == "fp16":
             return self._fp16_onnx()
+        if precision in ("int8", "int8-asymmetric"):
+            return self._int8_onnx(symmetric=precision == "int8")
         self._needs_model("ONNX file")
         return cached(self.cache / f"{self.stem}.onnx", self._source(),
                       lambda target: _export_simplified(self.model, self.input_size, target))
@@ -106,16 +108,27 @@ class Subject:
 
         return cached(target, "fp16 of " + file_sha256(source), lambda temp: convert_to_fp16(source, temp))
 
+    def _int8_onnx(self, symmetric: bool) -> Path:
+        from compressor.export.int8 import quantize_for_timing
+
+        form = "int8" if symmetric else "int8-asymmetric"
+        target = self.cache_folder() / f"{self.stem}_{form}.onnx"
+        if "onnx-fp32" not in self.files and self.model is None:
+            raise BackendError(f"{self.name}: an INT8 ONNX is made from the model; give model_int8.onnx instead")
+        source = self.onnx("fp32")
+        return cached(target, f"{form} for timing of " + file_sha256(source),
+                      lambda temp: quantize_for_timing(source, temp, self.input_size, symmetric))
+
     def _build_engine(self, workload: Workload) -> Path:
         from compressor.export.tensorrt import (EngineSpec, build_engine, current_build_key, default_timing_cache,
                                                 fp16_from_onnx)
 
-        fp16 = workload.precision == "fp16"
-        onnx_path = self.onnx("fp16" if fp16 and fp16_from_onnx() else "fp32")
+        fp16, int8 = workload.precision == "fp16", workload.precision == "int8"
+        onnx_path = self.onnx("int8" if int8 else "fp16" if fp16 and fp16_from_onnx() else "fp32")
         target = self.cache_folder() / f"{self.stem}_{workload.precision}_b{workload.batch_size}.plan"
         make = lambda path: build_engine(  # noqa: E731
             EngineSpec(onnx_path, path, workload.batch_size, fp16, ENGINE_WORKSPACE, ENGINE_OPT_LEVEL,
-                       default_timing_cache()))
+                       default_timing_cache(), int8=int8))
         key = engine_key(file_sha256(onnx_path), workload.precision, workload.batch_size, current_build_key())
         return cached(target, key, make)
 
@@ -236,8 +249,11 @@ def _file_subject(path: Path) -> Subject:
     manifest = _manifest_for(path)
     if path.suffix in ONNX_SUFFIXES:
         input_size, fixed_batch = onnx_input(path)
-        precision = "fp16" if path.stem.endswith("fp16") else "fp32"
-        subject = Subject(path.name, "file", input_size, fixed_batch=fixed_batch, files={f"onnx-{precision}": path})
+        precision = next((p for p in ("fp16", "int8") if path.stem.endswith(p)), "fp32")
+        files = {f"onnx-{precision}": path}
+        if precision == "int8":  # a given INT8 file is timed as it is, whichever form it has
+            files["onnx-int8-asymmetric"] = path
+        subject = Subject(path.name, "file", input_size, fixed_batch=fixed_batch, files=files)
     else:
         if manifest is None or "input_size" not in manifest:
             raise CompressorError(f"{path}: an engine file needs the manifest.json of its export next to it (for its input size)")

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from compressor.choices import BENCH_BACKENDS as BACKEND_NAMES
+from compressor.choices import BENCH_PRECISIONS
 from compressor.cli.common import trust_code_flag, user_errors
 from compressor.errors import CompressorError
 
@@ -49,8 +50,11 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
               help="Where to run: auto is cuda when PyTorch sees a GPU, else cpu.")
 @click.option("--batch-size", "batch_sizes", default="1,32", show_default=True, callback=_batch_sizes,
               help="Comma-separated batch sizes (latency regime and throughput regime).")
-@click.option("--precision", "precisions", default="fp32", show_default=True, callback=_names(("fp32", "fp16")),
-              help="Comma-separated: fp32, fp16 (GPU only; ONNX backends use an FP16 ONNX with float32 I/O).")
+@click.option("--precision", "precisions", default="fp32", show_default=True, callback=_names(BENCH_PRECISIONS),
+              help="Comma-separated: fp32, fp16 (GPU only; ONNX backends use an FP16 ONNX with float32 I/O), "
+              "int8 (the QDQ ONNX on onnxruntime (CPU) and the TensorRT backends: an export's model_int8.onnx "
+              "when given, else one quantized here with the export's settings, calibrated on random inputs: "
+              "enough to time it, not to judge its accuracy).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for PyTorch and ONNX Runtime [default: every usable core].")
 @click.option("--warmup-s", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Warm-up seconds per variant (at least --warmup-runs runs too).")

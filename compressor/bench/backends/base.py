@@ -13,7 +13,6 @@ from typing import Protocol
 
 from compressor.errors import CompressorError
 
-PRECISIONS = ("fp32", "fp16")
 DEVICES = ("cpu", "cuda")
 
 

@@ -54,6 +54,8 @@ def _unavailable_device(device: str, precision: str) -> str | None:
         return "PyTorch sees no CUDA device"
     if device == "cpu" and precision == "fp16":
         return "fp16 is a GPU precision here; on the CPU it is emulated, not deployed"
+    if precision == "int8":
+        return "int8 is the QDQ ONNX here (onnxruntime, onnxruntime-trt and tensorrt time it); PyTorch has no such path"
     return None
 
 

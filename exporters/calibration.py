@@ -22,6 +22,9 @@ from compressor.export.config import MIN_INT8_CHECK_IMAGES
 # Seed of the permutation that splits the training set into calibration and check images;
 # fixed so that an export is reproducible and independent of the run's training seed.
 SPLIT_SEED = 20261204
+# Calibration and held-out images are held in memory (and ONNX Runtime's calibrator keeps every
+# activation of the calibration images): past this the export is refused before loading any.
+MAX_IMAGE_BYTES = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,12 @@ def calibration_sets(config, samples: int, check: int, input_size) -> Calibratio
     """``samples`` calibration images and up to ``check`` held-out ones from the training split."""
     from compressor.training.data import load_data
 
+    needed = (samples + MIN_INT8_CHECK_IMAGES) * 4 * int(torch.tensor(input_size).prod())
+    if needed > MAX_IMAGE_BYTES:
+        raise CompressorError(
+            f"--calib-samples {samples} at {_shape(input_size)} needs {needed / 2**30:.1f} GiB of images in memory "
+            f"(at most {MAX_IMAGE_BYTES / 2**30:.0f} GiB); lower --calib-samples (a few hundred images calibrate well)"
+        )
     bundle = load_data(replace(config, augment=False, batch_size=1))
     if tuple(bundle.input_size) != tuple(input_size):
         raise CompressorError(

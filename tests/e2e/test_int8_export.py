@@ -170,13 +170,14 @@ def bad_int8_cases(run: Path, tmp: Path) -> dict[str, tuple[list[str], list[str]
         "no data for a name": (["resnet20", "--int8"], ["--calib-data"]),
         "unknown layer": ([str(run), "--int8", "--calib-samples", "64", "--int8-exclude", "no_such_conv"], ["no_such_conv", "its layers are"]),
         "calib without int8": ([str(run), "--calib-data", "synthetic"], ["--calib-data", "--int8"]),
+        "too many samples": ([str(run), "--int8", "--calib-samples", str(10**9)], ["GiB", "lower --calib-samples"]),
         "nothing to quantize": (["tests.export_models:weightless", "--input-size", "3,32,32", "--int8",
                                  "--calib-data", "synthetic"], ["no Conv/ConvTranspose/Gemm/MatMul"]),
     }
 
 
 @pytest.mark.parametrize("case", ["wrong size", "empty dir", "no data for a name", "unknown layer",
-                                  "calib without int8", "nothing to quantize"])
+                                  "calib without int8", "too many samples", "nothing to quantize"])
 def test_bad_int8_input_is_one_line_and_leaves_nothing_valid(case, colour_run, tmp_path):
     args, hints = bad_int8_cases(colour_run, tmp_path)[case]
     out = tmp_path / "out"

@@ -15,7 +15,7 @@ The engine underneath::
     graph = analyse(model, example_input)            # channel groups
     cost = CostModel(graph, model)                   # analytic MACs/params
     plan = select_plan(graph, cost, group_l2(graph, model), SelectionConfig(0.5))
-    model = apply_plan(model, graph, plan, optimizer)  # a smaller dense model
+    model = apply_plan(model, graph, plan, optimizer, example_input)  # a smaller dense model, checked first
 
 A layer of your own is taught to the engine with ``register_handler(MyHandler())``, where
 ``MyHandler`` subclasses ``LayerHandler`` (README, "Your own layer").

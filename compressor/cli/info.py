@@ -159,7 +159,7 @@ def _prune_and_count(network, graph: ChannelGraph, config, example, timings) -> 
     timings["plan_s"] = time.perf_counter() - started
     masked = masked_copy(network, graph, plan)
     started = time.perf_counter()
-    pruned = apply_plan(network, graph, plan)
+    pruned = apply_plan(network, graph, plan, example_input=example)
     timings["apply_s"] = time.perf_counter() - started
     macs = count_macs(pruned, example)
     equivalence = compare(masked, masked, pruned, (example.repeat(2, 1, 1, 1),))

@@ -5,9 +5,16 @@ on the unpruned model keeps working: its per-parameter state (SGD momentum, Adam
 moments) is sliced with the same indices.  Module attributes are refreshed by the
 layer handlers afterwards, which may swap a module for an equivalent one that can
 hold the new shape (reusing the same parameter objects).
+
+Given the example input, the plan is first applied to a copy and checked there: the
+sliced copy must run and compute what the masked original computes.  A plan that fails
+(a graph the analysis got wrong: a module shared in a way it did not see) is refused
+with the group that breaks it, and the model passed in is never touched, so no path
+hands back a model that cannot run.
 """
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 
 import numpy as np
@@ -16,6 +23,19 @@ from torch import nn
 
 from compressor.engine.analysis.graph import ChannelGraph, handler_for
 from compressor.engine.plan import PruningPlan, kept_class_mask
+from compressor.errors import CompressorError, one_line
+
+# The sliced copy may differ from the masked original by float32 rounding of sums taken in
+# another order; a mis-sliced model is off by the output's own magnitude.
+CHECK_ATOL, CHECK_RTOL = 1e-4, 1e-3
+# On a failure, groups are tried one at a time to name the culprit; past this many, the
+# error names none rather than spend minutes on it.
+MAX_BLAME_GROUPS = 200
+
+
+class ApplyRefused(CompressorError):
+    """The plan, applied to a copy, gave a model that cannot run or computes something else;
+    the model passed in is unchanged."""
 
 SliceIndex = dict[tuple[str, str], dict[int, torch.Tensor]]
 
@@ -37,11 +57,87 @@ def apply_plan(
     graph: ChannelGraph,
     plan: PruningPlan,
     optimizer: torch.optim.Optimizer | None = None,
+    example_input=None,
 ) -> nn.Module:
     """Slice ``model`` in place to the channels ``plan`` keeps and return it.
 
-    ``graph`` must come from analysing this model (or an identical copy).
+    ``graph`` must come from analysing this model (or an identical copy).  With
+    ``example_input`` (what ``analyse`` was given) the plan is checked on a copy first
+    (``check_plan``); ``ApplyRefused`` then leaves ``model`` as it was.
     """
+    if example_input is not None:
+        check_plan(model, graph, plan, example_input)
+    return _slice_model(model, graph, plan, optimizer)
+
+
+def check_plan(model: nn.Module, graph: ChannelGraph, plan: PruningPlan, example_input) -> None:
+    """Raise ``ApplyRefused`` unless ``plan`` sliced into a copy of ``model`` runs on
+    ``example_input`` and matches the masked original there (shapes and values)."""
+    inputs = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+    problem = _problem(model, graph, plan, inputs)
+    if problem is None:
+        return
+    group = _blame(model, graph, plan, inputs)
+    where = f"slicing group {group!r} alone already breaks it" if group else "no single group breaks it alone"
+    raise ApplyRefused(
+        f"the pruned model {problem} ({where}); the model was left unpruned. The analysis got this model's "
+        "channel coupling wrong: keep that group's layers out with ignore=[...] (--ignore) and report it"
+    )
+
+
+def _problem(model: nn.Module, graph: ChannelGraph, plan: PruningPlan, inputs: tuple) -> str | None:
+    from compressor.engine.masking import masked_copy
+    from compressor.engine.verify import compare
+
+    try:
+        sliced = _slice_model(copy.deepcopy(model), graph, plan, None)
+        masked = masked_copy(model, graph, plan)
+        shapes = _output_shapes(masked, inputs), _output_shapes(sliced, inputs)
+        if shapes[0] != shapes[1]:
+            return f"returns outputs of shape {shapes[1]} where the original returns {shapes[0]}"
+        equivalence = compare(masked, masked, sliced, inputs)
+    except Exception as error:  # noqa: BLE001 - whatever the broken model raises is the finding
+        return f"cannot run on the example input ({one_line(error, 240)})"
+    if not equivalence.ok(CHECK_ATOL, CHECK_RTOL):
+        return (f"differs from the masked original by {equivalence.max_abs_diff:.3g} "
+                f"(output scale {equivalence.reference_scale:.3g})")
+    return None
+
+
+def _output_shapes(model: nn.Module, inputs: tuple) -> list[tuple[int, ...]]:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        shapes = [tuple(t.shape) for t in _tensors(model(*inputs))]
+    model.train(was_training)
+    return shapes
+
+
+def _tensors(output) -> list[torch.Tensor]:
+    """Every tensor in a (nested) tuple/list/dict output, in order."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _tensors(item)]
+    return []
+
+
+def _blame(model: nn.Module, graph: ChannelGraph, plan: PruningPlan, inputs: tuple) -> str | None:
+    """The first group whose slicing alone (every other group kept whole) breaks the model."""
+    cut = [name for name, group in plan.groups.items() if len(group.kept) < group.size]
+    if len(cut) > MAX_BLAME_GROUPS:
+        return None
+    dense = PruningPlan.dense(graph)
+    for name in cut:
+        alone = PruningPlan({**dense.groups, name: plan.groups[name]})
+        if _problem(model, graph, alone, inputs) is not None:
+            return name
+    return None
+
+
+def _slice_model(model: nn.Module, graph: ChannelGraph, plan: PruningPlan, optimizer) -> nn.Module:
     for (module_name, tensor_name), dims in slice_indices(graph, plan).items():
         owner = model.get_submodule(module_name) if module_name else model
         _slice_tensor(owner, tensor_name, dims, optimizer)

@@ -33,7 +33,7 @@ from torch import nn
 
 from compressor.schedules import laasp
 from compressor.engine.analysis.graph import ChannelGraph, analyse
-from compressor.engine.apply import apply_plan
+from compressor.engine.apply import apply_plan, check_plan
 from compressor.choices import POOL_CRITERIA, REG_SCHEDULES, SCHEDULES, registry  # named there so that the CLI lists them without torch
 from compressor.engine.cost import CostModel
 from compressor.errors import CompressorError, deprecated
@@ -307,9 +307,10 @@ class OneCyclePruner:
         one from now on.  The optimizer and LR scheduler objects stay valid either way."""
         if self.state.candidate is None:
             raise RuntimeError("prune() needs a searched plan")
+        plan = PruningPlan.from_dict(self.state.candidate)
+        check_plan(self.model, self.graph, plan, self.example_input)  # on a copy, before anything changes
         if ddp is not None:
             _release_ddp(ddp)
-        plan = PruningPlan.from_dict(self.state.candidate)
         self.model = apply_plan(self.model, self.graph, plan, None if self.config.reset_optimizer else self.optimizer)
         if self.config.reset_optimizer and self.optimizer is not None:
             self.optimizer.state.clear()  # what the method's authors' code does

@@ -75,18 +75,19 @@ def files_section(paths: list[Path]) -> dict:
 def write_manifest(out: Path, manifest: dict) -> Path:
     if manifest.get("status") not in STATUSES:
         raise ValueError(f"manifest status must be one of {STATUSES}, got {manifest.get('status')!r}")
-    text = json.dumps(_finite({"manifest": FORMAT_VERSION, **manifest}), indent=1, allow_nan=False) + "\n"
+    text = json.dumps(finite_json({"manifest": FORMAT_VERSION, **manifest}), indent=1, allow_nan=False) + "\n"
     return make_readable(atomic_write_text(out / MANIFEST_NAME, text))
 
 
-def _finite(value):
-    """Strict JSON has no inf/nan: a non-finite error (the model produced NaN) becomes a string."""
+def finite_json(value):
+    """Strict JSON has no inf/nan: a non-finite number (a model that produced NaN) becomes a string.
+    The one rule for every JSON this tool writes about a model (manifest.json, eval's report)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
 
 

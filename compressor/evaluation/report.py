@@ -8,8 +8,9 @@ accuracy), ``top1_agreement`` as a fraction 0-1 (as export's manifest records it
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass, field
+
+from compressor.export.manifest import finite_json
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class EvalRow:
     note: str | None = None
 
     def to_dict(self) -> dict:
-        return _finite(asdict(self))
+        return finite_json(asdict(self))
 
 
 @dataclass
@@ -130,14 +131,3 @@ class EvalReport:
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}%"
-
-
-def _finite(value):
-    """Strict JSON has no inf/nan: a non-finite loss (the model produced NaN) becomes a string."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

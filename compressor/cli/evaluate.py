@@ -91,7 +91,29 @@ def _json_target(text: str | None) -> Path | None:
         raise CompressorError(f"--json {path} is a directory; give a file name")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CompressorError(f"--json {path}: the folder {folder} is not writable")
+    if path.is_symlink() or path.exists():
+        _check_replaceable(path)
     return path
+
+
+def _check_replaceable(path: Path) -> None:
+    """An existing --json file is replaced only when it is an earlier eval report: a slip of the
+    argument (the export's manifest.json, model.onnx, summary.json, the user's own file) would
+    otherwise be overwritten with the report -- and the manifest or model are what eval reads."""
+    from compressor.evaluation.report import REPORT_FORMAT
+
+    refused = (f"--json {path} already exists and is not a `compress eval` report; refused to replace it "
+               "(give a new file name)")
+    if path.is_symlink() or not path.is_file():
+        raise CompressorError(refused)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(1 << 20)  # a report is a few KB; a large file is not one
+        data = json.loads(head.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise CompressorError(refused) from None
+    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+        raise CompressorError(refused)
 
 
 def _write_json(path: Path, report: dict) -> None:

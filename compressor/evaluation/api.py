@@ -52,10 +52,13 @@ def evaluate(
     model_size = next((r.input_size for r in runners.values() if r.backend == PYTORCH), None) or \
         next((r.input_size for r in runners.values() if r.input_size and None not in r.input_size), None)
     images = eval_data(choice, found.run_dir, model_size)
+    notes = list(found.warnings) + [note for runner in runners.values() for note in runner.notes]
     for runner in runners.values():
         check_input_size(runner, images.input_size)
         if runner.num_classes is not None and runner.num_classes != images.num_classes:
-            log.warning("%s predicts %d classes, the data has %d", runner.name, runner.num_classes, images.num_classes)
+            # under the table, not a log line: a later one-line error must stay the only line on stderr
+            notes.append(f"{runner.name} predicts {runner.num_classes} classes, the data has {images.num_classes}")
+            log.debug(notes[-1])
     log.info("evaluating %d model(s) on %d %s images of %s (batch %d)", len(runners), images.images, images.split,
              where(images.config), images.batch_size)
     tallies = _run(runners, images, progress)
@@ -63,9 +66,15 @@ def evaluate(
         source=found.source, source_kind=found.kind, data=images.describe(),
         rows=[_row(subject, runners.get(id(subject)), tallies.get(id(subject))) for subject in found.subjects],
         measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        recorded_top1=found.recorded_top1, versions=_versions(), notes=list(found.warnings),
+        recorded_top1=found.recorded_top1, versions=_versions(), notes=notes,
     )
-    if record and found.export_dir is not None:
+    changed = [s.name for s in found.subjects if s.note is not None]
+    if record and found.export_dir is not None and changed:
+        # The manifest vouches for its files by sha256: an accuracy measured on a file that is no
+        # longer the one it records must not be written beside that record as if it were.
+        report.notes.append(f"not recorded in {found.export_dir / 'manifest.json'}: {', '.join(changed)} changed "
+                            "since the export (sha256 differs)")
+    elif record and found.export_dir is not None:
         report.manifest_updated = _record_in_manifest(found.export_dir, report)
     return report
 
@@ -75,7 +84,16 @@ def _open(subjects: list[Subject], trust_code: bool) -> dict[int, Runner]:
     ordered = sorted((s for s in subjects if s.skip_reason is None), key=lambda s: s.kind != PYTORCH)
     if not ordered:
         raise CompressorError("nothing to evaluate: " + "; ".join(f"{s.name}: {s.skip_reason}" for s in subjects))
-    return {id(subject): make_runner(subject, trust_code) for subject in ordered}
+    runners = {}
+    for subject in ordered:
+        try:
+            runners[id(subject)] = make_runner(subject, trust_code)
+        except CompressorError as error:
+            if subject.note is None:
+                raise
+            # one line that says both: the file does not load, and it is not the file exported
+            raise CompressorError(f"{error} ({subject.note})") from error
+    return runners
 
 
 def _run(runners: dict[int, Runner], images, progress: bool) -> dict[int, Tally]:

@@ -36,6 +36,7 @@ class Runner:
     input_size: tuple | None  # (C, H, W) the model takes; None entries: dynamic
     run: Callable[[torch.Tensor], np.ndarray]
     num_classes: int | None = None
+    notes: tuple[str, ...] = ()  # shown under the report's table (which of several outputs was scored)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         try:
@@ -48,6 +49,10 @@ class Runner:
         if logits.ndim != 2 or logits.shape[0] != images.shape[0]:
             raise CompressorError(f"{self.name}'s output has shape {tuple(logits.shape)}, not (batch, classes): "
                                   "eval measures classifiers")
+        if not np.isfinite(logits).all():
+            # argmax of NaN scores is an index all the same: it would be reported as an accuracy
+            raise CompressorError(f"{self.name} returned NaN or infinite scores on a batch of shape "
+                                  f"{tuple(images.shape)}; its accuracy cannot be measured")
         return logits
 
 
@@ -117,7 +122,15 @@ def onnx_runner(path: Path, name: str) -> Runner:
         return _in_chunks(run_once, x, fixed_batch)
 
     size = tuple(d if isinstance(d, int) and d > 0 else None for d in shape[1:])
-    return Runner(name, "onnxruntime", session.get_providers()[0], size, run)
+    outputs = session.get_outputs()
+    out_shape = list(outputs[0].shape) if outputs else []
+    # a static class count lets evaluate() say when the file predicts other classes than the data has
+    classes = out_shape[1] if len(out_shape) == 2 and isinstance(out_shape[1], int) and out_shape[1] > 0 else None
+    notes = ()
+    if len(outputs) > 1:
+        notes = (f"{name} has {len(outputs)} outputs ({', '.join(o.name for o in outputs)}); the first, "
+                 f"{outputs[0].name!r}, is scored as its class scores",)
+    return Runner(name, "onnxruntime", session.get_providers()[0], size, run, classes, notes)
 
 
 def _in_chunks(run_once, x: np.ndarray, batch: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,7 +161,8 @@ def read_export_manifest(directory: Path) -> dict:
         raise CompressorError(f"{path} is not a regular file; an export directory holds the manifest.json export wrote")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    # RecursionError: JSON nested thousands deep ("[[[[...") exhausts the parser's stack
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise CompressorError(f"{path} is not a readable JSON manifest ({one_line(error, 160)})") from error
     if not isinstance(data, dict) or data.get("manifest") != FORMAT_VERSION or not isinstance(data.get("files"), dict):
         raise CompressorError(
@@ -181,13 +183,14 @@ def manifest_subjects(directory: Path, manifest: dict) -> list[Subject]:
             subjects.append(Subject(name, ONNX, path, skip_reason="the manifest names a path, not a file name"))
             continue
         if path.is_symlink() or not path.is_file():
-            subjects.append(Subject(name, _kind(name), path, skip_reason=f"listed in {MANIFEST_NAME} but missing"))
+            why = "a symlink" if path.is_symlink() else "not a file" if path.exists() else "missing"
+            subjects.append(Subject(name, _kind(name), path, skip_reason=f"listed in {MANIFEST_NAME} but {why}"))
             continue
         subject = _artifact(path, name)
         expected = record.get("sha256") if isinstance(record, dict) else None
         if expected is not None and file_record(path)["sha256"] != expected:
             subject.note = f"its sha256 differs from the one {MANIFEST_NAME} records"
-            log.warning("%s: %s", path, subject.note)
+            log.debug("%s: %s", path, subject.note)  # said in the report (and in an error), not twice
         subjects.append(subject)
     return subjects
 
@@ -213,7 +216,10 @@ def _recorded_top1(run_dir: Path) -> float | None:
     """The run's final validation top-1 (percent) from summary.json, None when unreadable."""
     try:
         summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     value = summary.get("top1") if isinstance(summary, dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    # a percentage, or nothing: a tampered inf/NaN/-5 would be "compared" with the measured top-1
+    return float(value) if math.isfinite(value) and 0 <= value <= 100 else None

@@ -47,7 +47,7 @@ def _data_config(path: Path):
 
     try:
         summary = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested thousands deep
         raise CompressorError(f"cannot read {path}: {error}") from error
     data = summary.get("data") if isinstance(summary, dict) else None
     if not isinstance(data, dict):

@@ -120,7 +120,7 @@ def _our_files(path: Path) -> dict | None:
         return None
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # Recursion: "[[[[..." thousands deep
         return None
     if not isinstance(data, dict) or data.get("manifest") != FORMAT_VERSION or not isinstance(data.get("files"), dict):
         return None

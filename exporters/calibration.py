@@ -43,6 +43,12 @@ def data_config_for(run_dir: Path | None, dataset: str | None, data_dir: str | N
     from compressor.training.data import DataConfig
 
     if dataset is not None:
+        if dataset != "synthetic" and data_dir is None:
+            # else load_data reads ./data of wherever the command runs, and advises prune's --download
+            raise CompressorError(f"--calib-data {dataset} needs --calib-data-dir (export never downloads)")
+        if dataset == "synthetic" and data_dir is not None:
+            raise CompressorError("--calib-data-dir does not apply to --calib-data synthetic (it is generated in "
+                                  "memory); drop it")
         size = input_size[-1] if dataset == "imagefolder" and input_size else None
         return DataConfig(dataset=dataset, data_dir=data_dir, download=False, workers=0, augment=False,
                           image_size=size)

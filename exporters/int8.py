@@ -258,14 +258,25 @@ def top1_agreement(logits: np.ndarray, reference: np.ndarray) -> float:
 
 
 def reference_logits(model, images: torch.Tensor) -> np.ndarray:
-    """PyTorch fp32's first output on ``images``; the model must have a class axis."""
+    """PyTorch fp32's output on ``images``: one (batch, classes) tensor of finite logits."""
     from compressor.export.parity import torch_runner
 
     run = torch_runner(model)
-    logits = np.concatenate([run(batch)[0] for batch in images.split(CHUNK)])
-    if logits.ndim < 2 or logits.shape[-1] < 2:
+    outputs = [run(batch) for batch in images.split(CHUNK)]
+    if len(outputs[0]) != 1:
+        # the gate compares one output's top-1; the others would be quantized with nothing checking them
         raise CompressorError(
-            f"--int8's gate judges top-1 agreement, and this model's first output {tuple(logits.shape)} has no "
-            "class axis; export it without --int8"
+            f"--int8's gate judges the top-1 of one classifier output, and this model has {len(outputs[0])} outputs; "
+            "export it without --int8"
         )
+    logits = np.concatenate([output[0] for output in outputs])
+    # (batch, classes) only: on a (batch, C, H, W) map the "top-1" of the last axis is a pixel column
+    if logits.ndim != 2 or logits.shape[-1] < 2:
+        raise CompressorError(
+            f"--int8's gate judges top-1 agreement, and this model's output {tuple(logits.shape)} is not "
+            "(batch, classes) class scores; export it without --int8"
+        )
+    if not np.isfinite(logits).all():  # nothing to agree with; the calibrator would fail on NaN ranges
+        raise CompressorError("--int8: PyTorch fp32's outputs on the calibration split's images are not finite "
+                              "(NaN or inf), so there is nothing for INT8 to agree with; check the model's weights")
     return logits

@@ -148,10 +148,12 @@ class _Job:
             example = torch.zeros(1, *self.input_size)
             _check_outputs(self.model, example)
             self.sections.update(macs=count_macs(self.model, example), params=count_params(self.model))
+        if self.config.int8:
+            # bad calibration data is refused before anything is written, and before the gate's
+            # images: those read the same run data, and would warn about it on a line of their own
+            self._load_calibration()
         if self.config.verify:
             self._load_gate_images()
-        if self.config.int8:
-            self._load_calibration()  # bad calibration data is refused before anything is written
         onnx_path = self._export()
         self._simplify_and_verify(onnx_path)
         if self.config.fp16:

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
@@ -347,7 +348,9 @@ class _SeededSamples(Dataset):
     def _load(self, index: int) -> Any:
         try:
             return self.base[index]
-        except (OSError, ValueError, SyntaxError) as error:  # PIL: truncated or not an image at all
+        # PIL: truncated or not an image at all; DecompressionBombError: a small file that declares
+        # hundreds of megapixels (not an OSError, so it escaped as a traceback)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             samples = getattr(self.base, "samples", None)
             name = samples[index][0] if samples else f"sample {index}"
             raise UnreadableImage(f"cannot read image {name}: {one_line(str(error), 120)}; remove or replace the file") from error

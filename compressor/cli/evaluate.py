@@ -42,7 +42,8 @@ SPLITS = ("val", "train")  # compressor.evaluation.data.SPLITS, named here witho
 )
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False),
-    help="Also write the report as JSON to this file (written atomically; its folder must exist): the data "
+    help="Also write the report as JSON to this file (written atomically; its folder must exist; an existing "
+    "file is replaced only when it is an earlier eval report): the data "
     "used and one row per model with top1/top5 in percent, correct counts, loss, top1_agreement (0-1), "
     "backend and provider, or the reason it was skipped.",
 )

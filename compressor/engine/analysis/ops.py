@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from compressor.engine.analysis import detection
 from compressor.engine.analysis.records import ChannelMap
 from compressor.engine.analysis.reshape import permute_map, reshape_map
 from compressor.engine.analysis.tracer import TraceState
@@ -348,6 +349,8 @@ def permute(state: TraceState, func, args, kwargs, out) -> None:
 def expand(state: TraceState, func, args, kwargs, out) -> None:
     x = args[0]
     cmap = state.map_of(x)
+    if cmap is None:  # x.expand_as(y) where only y carries channels: the result carries none
+        return
     shift = out.dim() - x.dim()
     if any(out.shape[d + shift] != x.shape[d] for d in cmap.dims):
         state.freeze_map(cmap, f"{_op_label(state, func)} repeats channels")
@@ -398,9 +401,10 @@ UNARY = """relu relu_ relu6 hardtanh hardtanh_ hardswish hardswish_ hardsigmoid 
 silu silu_ gelu tanh tanh_ elu elu_ selu celu leaky_relu leaky_relu_ mish softplus softsign logsigmoid
 neg abs exp log sqrt rsqrt square clamp clamp_ clamp_min clamp_max sign erf reciprocal nan_to_num round floor
 ceil dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout contiguous clone detach
-to float half double bfloat16 type type_as cpu cuda requires_grad_ __neg__ __abs__ __pos__ zero_ fill_""".split()
+to float half double bfloat16 type type_as cpu cuda requires_grad_ __neg__ __abs__ __pos__ zero_ fill_ logical_not
+isnan isinf isfinite __invert__""".split()
 BROADCAST = """add sub mul div true_divide floor_divide remainder maximum minimum pow where rsub addcmul addcdiv
-lerp""".split()
+lerp gt lt ge le eq ne greater less greater_equal less_equal logical_and logical_or logical_xor""".split()
 ALONG_DIM = "softmax log_softmax cumsum cumprod".split()
 SPATIAL = """adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d adaptive_max_pool2d
 adaptive_max_pool3d avg_pool1d avg_pool2d avg_pool3d max_pool1d max_pool2d max_pool3d max_pool1d_with_indices
@@ -469,6 +473,7 @@ def build_rules() -> dict[Any, Any]:
     table[torch.Tensor.__iter__] = opaque
     table[operator.getitem] = getitem
     _bind_torchvision(table)
+    detection.bind(table, opaque)
     return table
 
 

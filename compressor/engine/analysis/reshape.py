@@ -91,6 +91,8 @@ def _split_grids(atoms: np.ndarray, dims: tuple[int, ...], blocks) -> list[np.nd
 
 def permute_map(cmap: ChannelMap, perm: Sequence[int]) -> ChannelMap:
     """Map through ``out = x.permute(perm)``."""
+    if not cmap.dims:  # its one channel was viewed into no axis of its own (FCOS's centerness): nothing to move
+        return cmap
     ndim = len(perm)
     perm = [p % ndim for p in perm]
     new_dims = sorted(perm.index(d) for d in cmap.dims)

@@ -30,6 +30,7 @@ class TraceState:
     model: nn.Module
     table: AtomTable = field(default_factory=AtomTable)
     slots: list[Slot] = field(default_factory=list)
+    _slot_atoms: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict)
     terms: list[MacsTerm] = field(default_factory=list)
     leaf_modules: dict[str, str] = field(default_factory=dict)
     module_stack: list[tuple[str, nn.Module]] = field(default_factory=list)
@@ -84,7 +85,22 @@ class TraceState:
         return atoms
 
     def slot(self, module: str, tensor_name: str, dim: int, atoms: np.ndarray) -> None:
-        self.slots.append(Slot(module, tensor_name, dim, np.asarray(atoms, dtype=np.int64)))
+        """``atoms`` index dim ``dim`` of the module's tensor.  A module called more than once
+        (a detection head shared by every pyramid level) records its tensors once per call:
+        one weight serves them all, so channel i of every call is one channel and their atoms
+        are coupled; calls that disagree on the width freeze them all."""
+        atoms = np.asarray(atoms, dtype=np.int64)
+        key = (module, tensor_name, dim)
+        earlier = self._slot_atoms.get(key)
+        if earlier is None:
+            self._slot_atoms[key] = atoms
+        elif earlier.shape == atoms.shape:
+            self.table.union(earlier, atoms)
+        else:
+            reason = f"'{module}' is called with {earlier.size} and with {atoms.size} channels on its {tensor_name}"
+            self.table.freeze(earlier, reason)
+            self.table.freeze(atoms, reason)
+        self.slots.append(Slot(module, tensor_name, dim, atoms))
 
     def tensor_slot(self, tensor: torch.Tensor, dim: int, atoms: np.ndarray) -> bool:
         """Record a slot for a parameter/buffer used directly in a functional op."""

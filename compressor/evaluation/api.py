@@ -51,7 +51,13 @@ def evaluate(
     runners = _open(found.subjects, trust_code)
     model_size = next((r.input_size for r in runners.values() if r.backend == PYTORCH), None) or \
         next((r.input_size for r in runners.values() if r.input_size and None not in r.input_size), None)
-    images = eval_data(choice, found.run_dir, model_size)
+    try:
+        images = eval_data(choice, found.run_dir, model_size)
+    except CompressorError as error:
+        if found.kind != "export" or found.run_dir is not None or not found.warnings:
+            raise
+        # an export without its run: say why the run was not found (gone, or named by a relative path)
+        raise CompressorError(f"{error} ({'; '.join(found.warnings)})") from error
     notes = list(found.warnings) + [note for runner in runners.values() for note in runner.notes]
     for runner in runners.values():
         check_input_size(runner, images.input_size)
@@ -59,6 +65,7 @@ def evaluate(
             # under the table, not a log line: a later one-line error must stay the only line on stderr
             notes.append(f"{runner.name} predicts {runner.num_classes} classes, the data has {images.num_classes}")
             log.debug(notes[-1])
+    _check_memory(runners, images)
     log.info("evaluating %d model(s) on %d %s images of %s (batch %d)", len(runners), images.images, images.split,
              where(images.config), images.batch_size)
     tallies = _run(runners, images, progress)
@@ -94,6 +101,21 @@ def _open(subjects: list[Subject], trust_code: bool) -> dict[int, Runner]:
             # one line that says both: the file does not load, and it is not the file exported
             raise CompressorError(f"{error} ({subject.note})") from error
     return runners
+
+
+def _check_memory(runners: dict[int, Runner], images) -> None:
+    """Refuse a batch that cannot fit, in one line, before decoding any image: a model file's
+    input size sets the image crop where no run does (an ONNX file declaring 3x6000x6000 made
+    a batch of 128 need ~55 GB and ended in an allocator traceback or the OOM killer)."""
+    from torch import nn
+
+    from compressor.memory import check_fits
+
+    batch = min(images.batch_size, images.images)  # --limit below the batch size: one smaller batch
+    what = f"eval's batch of {batch} (lower --batch-size, or evaluate on smaller images)"
+    for runner in runners.values():
+        # PyTorch: the input and every layer's output; other backends: the input and the decoded batch
+        check_fits(runner.model if runner.model is not None else nn.Identity(), images.input_size, batch, what)
 
 
 def _run(runners: dict[int, Runner], images, progress: bool) -> dict[int, Tally]:

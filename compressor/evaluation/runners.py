@@ -37,6 +37,7 @@ class Runner:
     run: Callable[[torch.Tensor], np.ndarray]
     num_classes: int | None = None
     notes: tuple[str, ...] = ()  # shown under the report's table (which of several outputs was scored)
+    model: torch.nn.Module | None = None  # PyTorch's model, for the memory estimate of a batch
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         try:
@@ -79,7 +80,7 @@ def pytorch_runner(path: Path, trust_code: bool = False) -> Runner:
             return flatten_outputs(run_model(model, images))[0].float().numpy()
 
     return Runner("pytorch", "pytorch", f"cpu (torch {torch.__version__})", tuple(spec.input_size), run,
-                  spec.num_classes)
+                  spec.num_classes, model=model)
 
 
 def ort_provider() -> str:

@@ -410,7 +410,7 @@ class _Job:
             "error": error,
             "format": self.config.format,
             "model": self.source.name,
-            "source": self.source.describe(),
+            "source": self._source_record(),
             "input_size": list(self.input_size),
             "opset": exported.opset if exported else self.opset,
             "exporter": exported.exporter if exported else None,
@@ -434,6 +434,14 @@ class _Job:
             "options": self.config.to_dict(),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
+
+    def _source_record(self) -> dict:
+        """The source, its path absolute: ``compress eval`` of the export finds the run (its
+        PyTorch row and data) from any working directory, not whatever a relative path names there."""
+        record = self.source.describe()
+        if record.get("kind") in ("run", "file") and record.get("path") is not None:
+            record["path"] = os.path.abspath(record["path"])
+        return record
 
     @contextlib.contextmanager
     def _timed(self, key: str):

@@ -205,6 +205,17 @@ def _source_run(directory: Path, manifest: dict, notes: list[str]) -> Path | Non
     if not isinstance(source, dict) or source.get("kind") != "run" or not isinstance(source.get("path"), str):
         return None
     run = Path(source["path"])
+    if not run.is_absolute():
+        # Relative to wherever export ran, which eval cannot know: taken from the working directory
+        # it named whatever run sits there now (an unrelated model as the agreement reference, its
+        # data as the default). Only the default layout, RUN/export, says where the run is.
+        parent = directory.absolute().parent
+        if run.name and parent.name == run.name and (parent / RUN_MODEL_FILE).is_file():
+            return parent
+        notes.append(f"no PyTorch row: the manifest records its source run as the relative path {str(run)!r}, "
+                     "which does not say where it is; evaluate the run directory to compare with it")
+        log.debug(notes[-1])
+        return None
     if (run / RUN_MODEL_FILE).is_file():
         return run
     notes.append(f"no PyTorch row: the export's source run {run} has no {RUN_MODEL_FILE} any more")

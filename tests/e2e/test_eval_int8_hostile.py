@@ -153,6 +153,8 @@ def eval_cases(run: Path, tmp: Path) -> dict:
         (tmp / "earlier.json").write_text("{}\n")
         os.symlink(tmp / "earlier.json", tmp / "link.json")
 
+    images = json.loads((run / "summary.json").read_text())["data"]["data_dir"]
+
     def garbage_int8() -> None:
         (export_dir / "model_int8.onnx").write_bytes(b"not a protobuf" * 10)
 
@@ -176,16 +178,19 @@ def eval_cases(run: Path, tmp: Path) -> dict:
         "onnx gives NaN scores": (lambda: nan_onnx(tmp / "nan.onnx"), [tmp / "nan.onnx", "--data", "synthetic",
                                                                         "--limit", "8"], ["nan.onnx", "NaN"]),
         "decompression bomb in the data": (
-            lambda: images_with_a_bomb(Path(json.loads((run / "summary.json").read_text())["data"]["data_dir"]),
-                                       tmp / "bomb", "val"),
+            lambda: images_with_a_bomb(Path(images), tmp / "bomb", "val"),
             [run, "--data-dir", tmp / "bomb"], ["cannot read image", "bomb.png"]),
+        # its input size set the crop: every image resized to 60000x60000, an allocator traceback or the OOM killer
+        "onnx declares a huge input": (lambda: classifier_onnx(tmp / "huge.onnx", classes=4, size=60_000),
+                                       [tmp / "huge.onnx", "--data", "imagefolder", "--data-dir", images],
+                                       ["lower --batch-size", "60000x60000", "refused before allocating"]),
     }
 
 
 EVAL_CASES = ["json is the export's manifest", "json is model.onnx", "json is the run's summary.json",
               "json is model.pt", "json is the user's file", "json is a symlink", "manifest nested deep",
               "summary nested deep", "tampered int8 does not load", "onnx gives NaN scores",
-              "decompression bomb in the data"]
+              "decompression bomb in the data", "onnx declares a huge input"]
 
 
 @pytest.mark.parametrize("case", EVAL_CASES)
@@ -284,3 +289,34 @@ def test_int8_from_a_run_whose_summary_is_tampered_is_one_line(change, run, tmp_
     assert_one_line_error(export(run, "--int8", "--calib-samples", "16", "--out", tmp_path / "out"), 1)
     assert listing(run) == before
     assert not any((tmp_path / "out").glob("model*.onnx"))
+
+
+# -- a manifest's relative source path names whatever run sits in the working directory ---------
+
+
+def test_a_relative_source_path_is_not_resolved_against_the_working_directory(run, tmp_path, monkeypatch):
+    """'run' relative to wherever export ran: from another directory it named another run,
+    whose model became the agreement reference and whose data the default."""
+    export_dir = tmp_path / "elsewhere" / "exp"
+    shutil.copytree(run / "export", export_dir)
+    _edit_json(export_dir / "manifest.json", lambda manifest: manifest["source"].update(path="run"))
+    monkeypatch.chdir(tmp_path)  # holds ./run: the run a relative path would pick up
+    before = listing(tmp_path)
+    assert_one_line_error(eval_(export_dir, "--limit", "8"), 1, "no data to evaluate on", "relative path 'run'")
+    assert listing(tmp_path) == before
+
+
+def test_a_relative_source_path_still_finds_the_run_of_the_default_layout(run, tmp_path, monkeypatch):
+    """RUN/export: the export directory's parent is the run its relative path names."""
+    _edit_json(run / "export" / "manifest.json", lambda manifest: manifest["source"].update(path="run"))
+    monkeypatch.chdir(tmp_path.parent)
+    result = eval_(run / "export", "--limit", "8")
+    assert result.exit_code == 0, result.output
+    assert "pytorch" in result.stdout and "relative path" not in result.stdout
+
+
+def test_export_records_the_source_path_absolute(pristine, tmp_path, monkeypatch):
+    monkeypatch.chdir(pristine.parent)
+    result = export("run", "--out", tmp_path / "exp", "--no-simplify", "--max-batch", "1")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "exp" / "manifest.json").read_text())["source"]["path"] == str(pristine)

@@ -72,7 +72,12 @@ def calibration_sets(config, samples: int, check: int, input_size) -> Calibratio
             f"--calib-samples {samples} at {_shape(input_size)} needs {needed / 2**30:.1f} GiB of images in memory "
             f"(at most {MAX_IMAGE_BYTES / 2**30:.0f} GiB); lower --calib-samples (a few hundred images calibrate well)"
         )
-    bundle = load_data(replace(config, augment=False, batch_size=1))
+    try:
+        bundle = load_data(replace(config, augment=False, batch_size=1))
+    except CompressorError as error:  # load_data's advice names prune's options; export has neither
+        message = str(error).replace("pass --download or ", "").replace("--data-dir", "--calib-data-dir")
+        raise CompressorError(message.replace("needs --calib-data-dir", "needs --calib-data-dir (with --calib-data)")) \
+            from error
     if tuple(bundle.input_size) != tuple(input_size):
         raise CompressorError(
             f"the calibration data ({config.dataset}) has {_shape(bundle.input_size)} images but the model takes "

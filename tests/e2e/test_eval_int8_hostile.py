@@ -263,6 +263,8 @@ def int8_cases(run: Path, tmp: Path) -> dict:
         "cifar without a folder": ([str(run), "--int8", "--calib-data", "cifar10"], ["--calib-data-dir"]),
         "synthetic with a folder": ([str(run), "--int8", "--calib-data", "synthetic", "--calib-data-dir", str(tmp)],
                                     ["--calib-data-dir", "synthetic"]),
+        # advised "point --data-dir" (prune's option; export's is --calib-data-dir)
+        "calibration folder missing": ([str(run), *calib, str(tmp / "nope")], ["nope", "--calib-data-dir"]),
         "decompression bomb in the calibration folder": (
             [str(run), *calib, str(images_with_a_bomb(Path(images), tmp / "bomb", "train"))],
             ["cannot read image", "bomb.png"]),
@@ -270,12 +272,14 @@ def int8_cases(run: Path, tmp: Path) -> dict:
 
 
 @pytest.mark.parametrize("case", ["two outputs", "spatial output", "NaN outputs", "cifar without a folder",
-                                  "synthetic with a folder", "decompression bomb in the calibration folder"])
+                                  "synthetic with a folder", "calibration folder missing",
+                                  "decompression bomb in the calibration folder"])
 def test_int8_of_what_its_gate_cannot_judge_is_refused(case, pristine, tmp_path):
     args, hints = int8_cases(pristine, tmp_path)[case]
     out = tmp_path / "out"
     before = listing(pristine.parent)
-    assert_one_line_error(export(*args, "--out", out), 1, *hints)
+    error = assert_one_line_error(export(*args, "--out", out), 1, *hints)
+    assert " --data-dir" not in error and "--download" not in error  # prune's options, not export's
     assert listing(pristine.parent) == before
     assert not out.exists() or not any(out.iterdir()), listing(out)
 

@@ -202,12 +202,24 @@ def _slice_tensor(owner: nn.Module, name: str, dims: dict[int, torch.Tensor], op
                         state[key] = _index(value, dims)
             grad = _index(param.grad, dims) if param.grad is not None else None
             param.grad = None
-            param.data = _index(param.data, dims)
+            data = _index(param.data, dims)
+            _forget_grad_accumulator(param)
+            param.data = data
             param.grad = grad
     elif name in owner._buffers:
         owner._buffers[name] = _index(owner._buffers[name], dims)
     else:
         raise KeyError(f"{type(owner).__name__} has no parameter or buffer '{name}'")
+
+
+def _forget_grad_accumulator(param: nn.Parameter) -> None:
+    """Drop the gradient accumulator autograd caches on a parameter.  It records the shape the
+    parameter had when a graph was built, and while any graph from before the slice is alive (a
+    training loop's last ``loss`` still referenced) every later backward reuses it and fails with
+    "returned an invalid gradient ... expected shape compatible with" the old shape.  Assigning
+    ``.data`` resets it only on a dtype or device change, so take a detour through another dtype."""
+    other = torch.float64 if param.dtype != torch.float64 else torch.float32
+    param.data = torch.empty(0, dtype=other, device=param.device)
 
 
 def refresh_modules(model: nn.Module) -> nn.Module:

@@ -84,3 +84,22 @@ def test_a_correct_plan_passes_the_check_and_slices_as_before():
     assert checked(example).shape == (1, 10)
     assert torch.allclose(checked(example), reference(example))
     assert sum(p.numel() for p in checked.parameters()) == sum(p.numel() for p in reference.parameters())
+
+
+def test_training_goes_on_while_a_graph_from_before_the_slice_is_alive():
+    """A loop that still holds its last ``loss`` keeps that graph, and with it autograd's cached
+    gradient accumulators that remember the old shapes: the next backward must still work."""
+    torch.manual_seed(0)
+    example = torch.randn(1, 3, 8, 8)
+    model = Chain()
+    graph, plan = plan_for(model, example)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss = model(torch.randn(4, 3, 8, 8)).pow(2).sum()
+    loss.backward()
+    optimizer.step()
+    model = apply_plan(model, graph, plan, optimizer, example_input=example)
+    optimizer.zero_grad()
+    model(torch.randn(4, 3, 8, 8)).pow(2).sum().backward()  # 'loss' is still referenced here
+    assert all(p.grad.shape == p.shape for p in model.parameters())
+    optimizer.step()
+    assert loss.grad_fn is not None

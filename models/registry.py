@@ -45,12 +45,19 @@ TORCHVISION_EXTRA_KWARGS: dict[str, dict[str, Any]] = {
 }
 
 
+# torchvision's detectors and segmenters (random init, backbone too): their default class counts
+# (COCO with background, Pascal VOC) and the image size their example input uses.
+DETECTION = "torchvision-detection"
+SEGMENTATION = "torchvision-segmentation"
+TASK_DEFAULTS = {DETECTION: ((3, 320, 320), 91), SEGMENTATION: ((3, 224, 224), 21)}
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """What callers need to know about a model before building it."""
 
     name: str
-    family: str  # "cifar", "torchvision", "timm" or "factory" (a user's module.path:factory)
+    family: str  # "cifar", "torchvision", DETECTION, SEGMENTATION, "timm" or "factory" (module.path:factory)
     input_size: tuple[int, int, int]  # (C, H, W)
     num_classes: int  # default
     builder: Callable[..., nn.Module]
@@ -94,8 +101,37 @@ def _torchvision_entries() -> dict[str, ModelEntry]:
     }
 
 
+def _build_task_model(name: str, family: str, num_classes: int, input_size=None) -> nn.Module:
+    """A randomly initialised detector or segmenter, its backbone too (nothing downloaded).  A
+    detector's own transform resizes images to 800 px unless told the example's size."""
+    extra: dict[str, Any] = {}
+    if family == DETECTION and input_size is not None and not name.startswith("ssd"):
+        extra = {"min_size": input_size[-2], "max_size": max(input_size[-2:])}
+    return torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=num_classes, **extra)
+
+
+def _task_entries() -> dict[str, ModelEntry]:
+    entries = {}
+    for family, module in ((DETECTION, torchvision.models.detection), (SEGMENTATION, torchvision.models.segmentation)):
+        size, classes = TASK_DEFAULTS[family]
+        for name in torchvision.models.list_models(module=module):
+            entries[name] = ModelEntry(name, family, size, classes, partial(_build_task_model, name, family))
+    return entries
+
+
+def example_input(family: str, input_size, batch: int = 1, random: bool = True):
+    """What the model of ``family`` takes: a batch tensor, or for torchvision's detectors a
+    list of ``batch`` images (passed as the one positional argument, hence the outer list)."""
+    import torch
+
+    make = torch.randn if random else torch.zeros
+    if family == DETECTION:
+        return [[make(*input_size).abs().clamp_(max=1) for _ in range(batch)]]  # images in 0-1
+    return make(batch, *input_size)
+
+
 # The zoo wins should a future torchvision release reuse one of its names.
-_REGISTRY: dict[str, ModelEntry] = {**_torchvision_entries(), **_cifar_entries()}
+_REGISTRY: dict[str, ModelEntry] = {**_torchvision_entries(), **_task_entries(), **_cifar_entries()}
 
 
 def list_models() -> list[str]:
@@ -126,7 +162,7 @@ def build_model(name: str, num_classes: int | None = None,
     """
     entry = get_entry(name)
     classes = entry.num_classes if num_classes is None else num_classes
-    if entry.family == "timm":
+    if entry.family in ("timm", DETECTION, SEGMENTATION):
         model = entry.builder(num_classes=classes, input_size=input_size)
     else:
         model = entry.builder(num_classes=classes)

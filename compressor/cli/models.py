@@ -12,11 +12,12 @@ from compressor.errors import CompressorError
 @click.command("models")
 @click.option(
     "--family",
-    type=click.Choice(["all", "cifar", "torchvision", "timm"]),
+    type=click.Choice(["all", "cifar", "torchvision", "torchvision-detection", "torchvision-segmentation", "timm"]),
     default="all",
     show_default=True,
-    help="Only list the zoo's CIFAR models, torchvision's classifiers or timm's models "
-    "(timm: needs the timm extra; 'all' leaves timm's ~1300 names out).",
+    help="Only list the zoo's CIFAR models, torchvision's classifiers, its detectors (their example input is a "
+    "list of images) or segmenters, or timm's models (timm: needs the timm extra; 'all' leaves timm's ~1300 "
+    "names out).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @user_errors

@@ -91,7 +91,26 @@ def conflicts(saved: dict, given: dict) -> list[str]:
     return differences
 
 
+def _check_classifier(name: str) -> None:
+    """``compress prune`` trains a classifier with cross-entropy on image/label batches; a
+    torchvision detector or segmenter trains on its own targets, in its own loop."""
+    from compressor.models.registry import DETECTION, SEGMENTATION, get_entry
+
+    try:
+        family = get_entry(name).family
+    except Exception:  # noqa: BLE001 - not a registry name (a factory, a timm name): built and checked later
+        return
+    if family in (DETECTION, SEGMENTATION):
+        kind = "detector" if family == DETECTION else "segmentation model"
+        raise CompressorError(
+            f"{name} is a torchvision {kind}; compress prune trains classifiers on labelled images. Prune it in "
+            "its own training loop with OneCyclePruner (README: 'A detector's own loop'); compress info "
+            f"{name} --flops-reduction F shows what a prune would remove"
+        )
+
+
 def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
+    _check_classifier(spec.model)
     rank, world_size = distributed_context()
     torch.manual_seed(spec.train.seed)
     device = resolve_device(spec.train.device)

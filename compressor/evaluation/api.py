@@ -114,8 +114,11 @@ def _check_memory(runners: dict[int, Runner], images) -> None:
     batch = min(images.batch_size, images.images)  # --limit below the batch size: one smaller batch
     what = f"eval's batch of {batch} (lower --batch-size, or evaluate on smaller images)"
     for runner in runners.values():
-        # PyTorch: the input and every layer's output; other backends: the input and the decoded batch
-        check_fits(runner.model if runner.model is not None else nn.Identity(), images.input_size, batch, what)
+        # PyTorch: the input and every layer's output; other backends: the input and the decoded batch,
+        # padded to a batch size the file fixes (a file fixing 10**7 asked numpy for 114 GiB of zeros)
+        fixed = runner.fixed_batch or 0
+        check_fits(runner.model if runner.model is not None else nn.Identity(), images.input_size,
+                   max(batch, fixed), what if fixed <= batch else f"{runner.name}'s fixed batch of {fixed}")
 
 
 def _run(runners: dict[int, Runner], images, progress: bool) -> dict[int, Tally]:

@@ -70,7 +70,8 @@ class EvalData:
         return math.ceil(self.images / self.batch_size)
 
     def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        index = list(torch.arange(self.images).split(self.batch_size))
+        # at most the images there are: torch's split overflows on a --batch-size past 2**63 (a traceback)
+        index = list(torch.arange(self.images).split(min(self.batch_size, max(self.images, 1))))
         for images, labels in self._split.batches(index, None):  # None: no augmentation seeds
             yield images.float(), labels
 

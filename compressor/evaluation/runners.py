@@ -38,6 +38,7 @@ class Runner:
     num_classes: int | None = None
     notes: tuple[str, ...] = ()  # shown under the report's table (which of several outputs was scored)
     model: torch.nn.Module | None = None  # PyTorch's model, for the memory estimate of a batch
+    fixed_batch: int | None = None  # a file whose batch dimension is fixed gets chunks padded to it
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         try:
@@ -131,7 +132,7 @@ def onnx_runner(path: Path, name: str) -> Runner:
     if len(outputs) > 1:
         notes = (f"{name} has {len(outputs)} outputs ({', '.join(o.name for o in outputs)}); the first, "
                  f"{outputs[0].name!r}, is scored as its class scores",)
-    return Runner(name, "onnxruntime", session.get_providers()[0], size, run, classes, notes)
+    return Runner(name, "onnxruntime", session.get_providers()[0], size, run, classes, notes, fixed_batch=fixed_batch)
 
 
 def _in_chunks(run_once, x: np.ndarray, batch: int) -> np.ndarray:

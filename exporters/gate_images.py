@@ -45,6 +45,8 @@ def run_images(run_dir: Path | None, count: int, input_size) -> tuple[torch.Tens
 def _data_config(path: Path):
     from compressor.training.run import configs_from_dict
 
+    if not path.is_file():  # a FIFO (or device) would block the read forever; a folder is no summary
+        raise CompressorError(f"cannot read {path}: not a regular file")
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested thousands deep

@@ -105,6 +105,8 @@ def _artifact_files(paths: list[Path], text: str) -> EvalSources:
                 f"{path} is not something eval runs: give a run directory, a pruned model file "
                 f"({'/'.join(MODEL_FILE_SUFFIXES)}), an export directory, or .onnx files"
             )
+        if not path.is_file():  # a FIFO or a device: ONNX Runtime's read would block forever
+            raise CompressorError(f"{path} is not a regular file")
         subjects.append(_artifact(path, path.name))
     names = [s.name for s in subjects]
     duplicates = sorted({n for n in names if names.count(n) > 1})

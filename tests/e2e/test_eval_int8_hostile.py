@@ -184,13 +184,17 @@ def eval_cases(run: Path, tmp: Path) -> dict:
         "onnx declares a huge input": (lambda: classifier_onnx(tmp / "huge.onnx", classes=4, size=60_000),
                                        [tmp / "huge.onnx", "--data", "imagefolder", "--data-dir", images],
                                        ["lower --batch-size", "60000x60000", "refused before allocating"]),
+        # each chunk padded to the fixed batch: numpy asked for 114 GiB of zeros
+        "onnx fixes a huge batch": (lambda: classifier_onnx(tmp / "fixed.onnx", batch=10**7),
+                                    [tmp / "fixed.onnx", "--data", "synthetic", "--limit", "8"],
+                                    ["fixed.onnx's fixed batch of 10000000", "refused before allocating"]),
     }
 
 
 EVAL_CASES = ["json is the export's manifest", "json is model.onnx", "json is the run's summary.json",
               "json is model.pt", "json is the user's file", "json is a symlink", "manifest nested deep",
               "summary nested deep", "tampered int8 does not load", "onnx gives NaN scores",
-              "decompression bomb in the data", "onnx declares a huge input"]
+              "decompression bomb in the data", "onnx declares a huge input", "onnx fixes a huge batch"]
 
 
 @pytest.mark.parametrize("case", EVAL_CASES)
@@ -219,6 +223,13 @@ def test_a_tampered_artifact_is_measured_but_not_recorded_in_the_manifest(run):
     assert (export_dir / "manifest.json").read_bytes() == manifest
     assert "evaluation" not in json.loads(manifest)
     assert result.stderr.count("sha256 differs") == 0  # said once, in the report, not also as a log line
+
+
+def test_a_batch_size_past_64_bits_is_the_whole_split_in_one_batch(run):
+    """torch's split overflowed on it: a ValueError traceback."""
+    result = eval_(run, "--limit", "8", "--batch-size", str(10**30))
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
 
 
 def test_json_may_replace_an_earlier_eval_report(run, tmp_path):
@@ -324,3 +335,40 @@ def test_export_records_the_source_path_absolute(pristine, tmp_path, monkeypatch
     result = export("run", "--out", tmp_path / "exp", "--no-simplify", "--max-batch", "1")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "exp" / "manifest.json").read_text())["source"]["path"] == str(pristine)
+
+
+# -- a FIFO where a file should be: the read blocked forever ------------------------------------
+
+
+class _Hung(Exception):
+    pass
+
+
+def _within(seconds: int, call):
+    """``call()``, or a test failure (not a hung suite) when it blocks past ``seconds``."""
+    import signal
+
+    def hung(*_):
+        raise _Hung(f"blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        return call()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_fifo_as_the_onnx_source_is_refused_not_read(tmp_path):
+    os.mkfifo(tmp_path / "model.onnx")
+    result = _within(60, lambda: eval_(tmp_path / "model.onnx", "--data", "synthetic"))
+    assert_one_line_error(result, 1, "model.onnx", "not a regular file")
+
+
+def test_int8_from_a_run_whose_summary_is_a_fifo_is_refused_not_read(run, tmp_path):
+    (run / "summary.json").unlink()
+    os.mkfifo(run / "summary.json")
+    result = _within(120, lambda: export(run, "--int8", "--out", tmp_path / "out"))
+    assert_one_line_error(result, 1, "summary.json", "not a regular file")
+    assert not any((tmp_path / "out").glob("model*.onnx"))

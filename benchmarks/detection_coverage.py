@@ -46,6 +46,8 @@ SEGMENTERS = [
     "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101",
     "lraspp_mobilenet_v3_large",
 ]
+# Ultralytics YOLO (benchmarks.yolo_factories), where ultralytics is importable: --yolo.
+YOLO = ["yolov8n", "yolo11n", "yolov8n_seg"]
 # float64 rounding: a mis-sliced model is off by the outputs' own magnitude.
 EXACT_RTOL = 1e-9
 
@@ -73,6 +75,10 @@ class Record:
 
 
 def build(name: str, size: int) -> torch.nn.Module:
+    if name in YOLO:
+        from benchmarks import yolo_factories
+
+        return getattr(yolo_factories, name)(5)
     kwargs = {"weights": None, "weights_backbone": None, "num_classes": 5}
     if hasattr(detection, name):
         if not name.startswith("ssd"):
@@ -86,6 +92,8 @@ def network_outputs(model: torch.nn.Module, image: torch.Tensor, boxes: list[tor
     model = copy.deepcopy(model).double().eval()
     image = image.double()
     with torch.no_grad():
+        if hasattr(model, "yaml"):  # ultralytics: in train mode its head returns the raw per-level maps
+            return _tensors(model.train()(image[None]))
         if not hasattr(model, "transform"):  # segmentation: the outputs are the network's
             return list(model(image[None]).values())
         images, _ = model.transform([image])
@@ -95,6 +103,14 @@ def network_outputs(model: torch.nn.Module, image: torch.Tensor, boxes: list[tor
             out = model.head(levels)
             return list(out.values()) if isinstance(out, dict) else list(out)
         return _rcnn_outputs(model, features, images.image_sizes, boxes)
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [t for item in value for t in _tensors(item)] if isinstance(value, (list, tuple)) else []
 
 
 def _rcnn_outputs(model, features: dict, sizes, boxes) -> list[torch.Tensor]:
@@ -117,13 +133,13 @@ def fixed_boxes(size: int, count: int = 20) -> list[torch.Tensor]:
 
 
 def check_model(name: str, reduction: float, size: int) -> Record:
-    kind = "detection" if hasattr(detection, name) else "segmentation"
+    kind = "detection" if hasattr(detection, name) or name in YOLO else "segmentation"
     record = Record(name, kind, ok=False)
     try:
         torch.manual_seed(0)
         model = make_informative(build(name, size).eval())
         image = torch.rand(3, size, size)
-        example = [[image]] if kind == "detection" else image[None]
+        example = [[image]] if hasattr(detection, name) else image[None]
         started = time.perf_counter()
         graph = analyse(model, example)
         record.analyse_s = time.perf_counter() - started
@@ -161,6 +177,16 @@ def check_model(name: str, reduction: float, size: int) -> Record:
     return record
 
 
+def _yolo_note(records: list[Record]) -> str:
+    if not any(r.model in YOLO for r in records):
+        return ""
+    from importlib.metadata import version
+
+    return (f" YOLO rows: ultralytics {version('ultralytics')}, built from its YAML offline through "
+            "`benchmarks/yolo_factories.py` (ultralytics is not a dependency); compared in train mode, where its "
+            "head returns the raw per-level maps.")
+
+
 def _markdown(records: list[Record], reduction: float, size: int) -> str:
     passed = sum(r.ok for r in records)
     lines = [
@@ -170,7 +196,7 @@ def _markdown(records: list[Record], reduction: float, size: int) -> str:
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {size}x{size} images, "
         "random init. Exact: the sliced model equals the masked original in float64 on the network's own "
         "outputs (see the script's docstring), after `apply_plan` checked the plan on a copy. `frozen`: channel "
-        "groups kept whole, each for a stated reason (in the JSON).",
+        "groups kept whole, each for a stated reason (in the JSON)." + _yolo_note(records),
         "",
         "| model | kind | exact | groups | frozen | dense GMACs | reduction | max abs diff | output scale | "
         "analyse s | plan s | apply+check s | note |",
@@ -190,10 +216,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="default: every torchvision detection and segmentation model")
     parser.add_argument("--reduction", type=float, default=0.3)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--yolo", action="store_true", help="add Ultralytics YOLO (needs ultralytics importable)")
     parser.add_argument("--out", default="benchmarks/results/coverage_detection")
     args = parser.parse_args()
     records = []
-    for name in args.models or DETECTORS + SEGMENTERS:
+    for name in args.models or DETECTORS + SEGMENTERS + (YOLO if args.yolo else []):
         record = check_model(name, args.reduction, args.size)
         print(f"{name}: {'exact' if record.ok else 'NOT exact'} {record.error}", flush=True)
         records.append(record)

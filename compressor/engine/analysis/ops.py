@@ -386,6 +386,10 @@ def channel_norm(state: TraceState, func, args, kwargs, out) -> None:
     state.set_map(out, cmap)
 
 
+def creation(state: TraceState, func, args, kwargs, out) -> None:
+    """``x.new_full(shape, v)``, ``torch.zeros_like(x)``: the result holds no values of ``x``."""
+
+
 def opaque(state: TraceState, func, args, kwargs, out) -> None:
     """Ops that contract or mix channels (matmul, einsum, attention): keep them whole."""
     flat = [a for a in list(args) + list(kwargs.values())]
@@ -406,6 +410,9 @@ isnan isinf isfinite __invert__""".split()
 BROADCAST = """add sub mul div true_divide floor_divide remainder maximum minimum pow where rsub addcmul addcdiv
 lerp gt lt ge le eq ne greater less greater_equal less_equal logical_and logical_or logical_xor""".split()
 ALONG_DIM = "softmax log_softmax cumsum cumprod".split()
+# New tensors that take only a shape, dtype or device from their input (anchors, masks): no channels.
+CREATION = """new_full new_zeros new_ones new_empty new_tensor zeros_like ones_like full_like empty_like rand_like
+randn_like randint_like""".split()
 SPATIAL = """adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d adaptive_max_pool2d
 adaptive_max_pool3d avg_pool1d avg_pool2d avg_pool3d max_pool1d max_pool2d max_pool3d max_pool1d_with_indices
 max_pool2d_with_indices max_pool3d_with_indices lp_pool1d lp_pool2d interpolate upsample pixel_unshuffle""".split()
@@ -454,6 +461,7 @@ def build_rules() -> dict[Any, Any]:
     bind(RESHAPE, reshape)
     bind(PERMUTE, permute)
     bind(EXPAND, expand)
+    bind(CREATION, creation)
     bind(["cat", "concat", "concatenate"], cat)
     bind(["stack"], stack)
     bind(["split", "chunk", "tensor_split", "split_with_sizes"], split)

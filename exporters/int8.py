@@ -8,8 +8,9 @@ this module only chooses its settings, feeds it images and judges the result:
 * The gate is accuracy, not elementwise closeness (INT8 is expected to move logits): the
   quantized model must pick PyTorch fp32's class on at least ``min_agreement`` of the
   held-out images (``compressor.export.calibration``).
-* When it does not, the layers that hurt most are kept in float, one at a time, until it
-  does or ``MAX_FLOAT_FRACTION`` of the quantizable layers are float (then it is refused:
+* When it does not, the layers that hurt most are tried in float, one at a time, and kept in
+  float only where that raises the agreement, until it passes or ``MAX_FLOAT_FRACTION`` of
+  the quantizable layers are float (then it is refused:
   past that the file is not an INT8 model any more, and the calibration data is the more
   likely culprit).  A layer's harm is measured by quantizing it alone and taking the
   relative error of the logits on held-out images.  The ranges are calibrated once and
@@ -63,6 +64,7 @@ class Int8Outcome:
     auto_float_layers: list[str] = field(default_factory=list)
     sensitivity: dict[str, float] = field(default_factory=dict)
     preprocess: str = "onnxruntime quant_pre_process"
+    first_agreement: float | None = None  # before the fallback kept any layer in float
 
     @property
     def passed(self) -> bool:
@@ -73,8 +75,8 @@ class Int8Outcome:
                 "rule": "top-1 agreement with PyTorch fp32 on held-out training-split images"}
 
     def failure(self, file_name: str, calibration: dict) -> str:
-        fallback = (f", even with {len(self.auto_float_layers)} of its most sensitive layers kept in float"
-                    if self.auto_float_layers else "")
+        fallback = (f", even with {len(self.auto_float_layers)} of its most sensitive layers kept in float "
+                    f"({self.first_agreement:.1%} all in INT8)" if self.auto_float_layers else "")
         return (
             f"{file_name} agrees with PyTorch fp32 on top-1 for only {self.agreement:.1%} of {self.check_images} "
             f"held-out images (needs {self.min_agreement:.0%}){fallback}; calibrated on {calibration['samples']} "
@@ -96,8 +98,10 @@ def quantize_gated(fp32_path: Path, out_path: Path, scratch, sets, reference: np
                            settings.symmetric)
     float_layers = list(settings.exclude)
     quantizer.write(out_path, exclude=float_layers)
-    outcome = Int8Outcome(_agreement(out_path, sets.check, reference), settings.min_agreement, len(sets.check),
-                          [n for n in weighted if n not in float_layers], list(float_layers), preprocess=preprocess)
+    agreement = _agreement(out_path, sets.check, reference)
+    outcome = Int8Outcome(agreement, settings.min_agreement, len(sets.check),
+                          [n for n in weighted if n not in float_layers], list(float_layers), preprocess=preprocess,
+                          first_agreement=agreement)
     if outcome.passed or not settings.auto_fallback:
         return outcome
     return _fall_back(quantizer, out_path, sets, reference, settings, weighted, outcome, scratch("int8.probe.onnx"))
@@ -135,14 +139,24 @@ def _fall_back(quantizer, out_path, sets, reference, settings, weighted, outcome
     harm = {name: quantizer.harm_alone(name, probe_path, sets.check[:PROBE_IMAGES], reference[:PROBE_IMAGES])
             for name in candidates}
     outcome.sensitivity = {name: round(value, 6) for name, value in harm.items()}
-    for name in sorted(candidates, key=harm.__getitem__, reverse=True)[:max(budget, 0)]:
+    tried = 0
+    for name in sorted(candidates, key=harm.__getitem__, reverse=True):
+        if len(outcome.auto_float_layers) >= budget or tried >= 2 * max(budget, 0):
+            break
+        tried += 1
+        floats = [*outcome.float_layers, name]
+        quantizer.write(probe_path, exclude=floats)
+        agreement = _agreement(probe_path, sets.check, reference)
+        log.info("INT8 gate: %s in float: top-1 agreement %.1f%% (was %.1f%%)", name, 100 * agreement,
+                 100 * outcome.agreement)
+        if agreement <= outcome.agreement:
+            continue  # no help: it stays INT8 (a float layer costs speed)
         outcome.float_layers.append(name)
         outcome.auto_float_layers.append(name)
-        quantizer.write(out_path, exclude=outcome.float_layers)
-        outcome.agreement = _agreement(out_path, sets.check, reference)
-        log.info("INT8 gate: %s kept in float, top-1 agreement %.1f%%", name, 100 * outcome.agreement)
+        outcome.agreement = agreement
         if outcome.passed:
             break
+    quantizer.write(out_path, exclude=outcome.float_layers)  # the file matches the figure reported
     outcome.quantized_layers = [n for n in weighted if n not in outcome.float_layers]
     return outcome
 

@@ -124,8 +124,18 @@ def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
 
 def _check_outputs(model, example: torch.Tensor) -> None:
     """Every output must be a tensor (a tuple/dict of them is fine: the gate compares each);
-    a None or a number in the output is refused before anything is exported."""
-    flatten_outputs(run_model(model, example))
+    a None or a number in the output is refused before anything is exported.  So is an output
+    that is not finite on ordinary inputs: NaN equals NaN in no comparison, so an exported NaN
+    model "matches" PyTorch perfectly, and the gate would pass a broken model."""
+    generator = torch.Generator().manual_seed(0)
+    for x in (example, torch.randn((2, *example.shape[1:]), generator=generator)):
+        outputs = flatten_outputs(run_model(model, x))
+        broken = [i for i, t in enumerate(outputs) if t.is_floating_point() and not torch.isfinite(t).all()]
+        if broken:
+            raise CompressorError(
+                f"the model's own output {broken[0]} is not finite (NaN or inf) on {'zeros' if x is example else 'randn'}"
+                " inputs: the model is broken (NaN weights? a division by zero?); nothing was exported"
+            )
 
 
 class _Job:
@@ -308,7 +318,7 @@ class _Job:
             "calibration": calibration, "check": check,
         }
         if c.verify and not outcome.passed:
-            self._refuse(outcome.failure(INT8_FILE, calibration), INT8_REMEDY, "INT8 gate")
+            self._refuse_int8(outcome.failure(INT8_FILE, calibration))
 
     def _tensorrt(self, onnx_path: Path) -> None:
         from compressor.export import tensorrt as trt_export
@@ -392,6 +402,23 @@ class _Job:
         raise ExportRefused(
             f"{gate} refused the export: {reason}; the files in {result.out} are renamed *.failed and "
             f"manifest.json says status 'failed' ({remedy}, or skip the gate with --no-verify)",
+            result,
+        )
+
+    def _refuse_int8(self, reason: str) -> None:
+        """Only the INT8 file is refused: it becomes model_int8.onnx.failed beside the fp32 (and
+        FP16) files, whose gates passed, under a manifest with status 'incomplete'; a failed INT8
+        calibration must not take the verified model away from the user."""
+        from compressor.export.artifacts import FAILED_SUFFIX
+
+        staged = self.artifacts.staged.pop(INT8_FILE)
+        files = self.artifacts.promote()  # also clears an earlier export's INT8 files
+        failed = self.artifacts.out / (INT8_FILE + FAILED_SUFFIX)
+        os.replace(staged, failed)
+        result = self._write([*files, failed], "incomplete", reason)
+        raise ExportRefused(
+            f"INT8 gate refused {INT8_FILE}: {reason}; it is renamed {failed.name}, and {ONNX_FILE} (verified) and "
+            f"manifest.json (status 'incomplete') are in {result.out} ({INT8_REMEDY})",
             result,
         )
 

@@ -372,3 +372,17 @@ def test_int8_from_a_run_whose_summary_is_a_fifo_is_refused_not_read(run, tmp_pa
     result = _within(120, lambda: export(run, "--int8", "--out", tmp_path / "out"))
     assert_one_line_error(result, 1, "summary.json", "not a regular file")
     assert not any((tmp_path / "out").glob("model*.onnx"))
+
+
+def test_export_refuses_a_model_whose_own_output_is_nan(tmp_path):
+    """Without --int8 too: NaN compares equal to nothing, so the parity gate saw no difference."""
+    from click.testing import CliRunner
+
+    from compressor.cli import main
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["export", f"{HERE}:nan_scores", "--input-size", "3,8,8", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "not finite" in errors[0] and "Traceback" not in result.output
+    assert not any(out.glob("*.onnx")) if out.exists() else True

@@ -114,8 +114,12 @@ def test_models_family_filter_json():
     assert "resnet50" in {row["name"] for row in torchvision}
     assert not names & {row["name"] for row in torchvision}
 
+    detection = ok_json("models", "--family", "torchvision-detection", "--json")
+    segmentation = ok_json("models", "--family", "torchvision-segmentation", "--json")
+    assert "retinanet_resnet50_fpn" in {row["name"] for row in detection}
+    assert "deeplabv3_resnet50" in {row["name"] for row in segmentation}
     everything = ok_json("models", "--json")
-    assert len(everything) == len(cifar) + len(torchvision)
+    assert len(everything) == len(cifar) + len(torchvision) + len(detection) + len(segmentation)
 
 
 # -- info --------------------------------------------------------------------------------

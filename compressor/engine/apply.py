@@ -23,6 +23,7 @@ from torch import nn
 
 from compressor.engine.analysis.graph import ChannelGraph, handler_for
 from compressor.engine.plan import PruningPlan, kept_class_mask
+from compressor.engine.verify import Equivalence
 from compressor.errors import CompressorError, one_line
 
 # The sliced copy may differ from the masked original by float32 rounding of sums taken in
@@ -87,51 +88,65 @@ def check_plan(model: nn.Module, graph: ChannelGraph, plan: PruningPlan, example
 
 def _problem(model: nn.Module, graph: ChannelGraph, plan: PruningPlan, inputs: tuple) -> str | None:
     from compressor.engine.masking import masked_copy
-    from compressor.engine.verify import compare
 
+    # Each model runs once; shapes, values and the smoothness probe all read these outputs
+    # (on a large model every extra forward pass at the prune is felt).
     try:
         sliced = _slice_model(copy.deepcopy(model), graph, plan, None)
         masked = masked_copy(model, graph, plan)
-        dense_shapes, masked_shapes = _output_shapes(model, inputs), _output_shapes(masked, inputs)
-        sliced_shapes = _output_shapes(sliced, inputs)
+        dense_out, masked_out, sliced_out = (_eval_outputs(m, inputs) for m in (model, masked, sliced))
     except Exception as error:  # noqa: BLE001 - whatever the broken model raises is the finding
         return f"cannot run on the example input ({one_line(error, 240)})"
-    if masked_shapes != dense_shapes:
+    masked_shapes = [tuple(t.shape) for t in masked_out]
+    sliced_shapes = [tuple(t.shape) for t in sliced_out]
+    if masked_shapes != [tuple(t.shape) for t in dense_out]:
         # Output sizes that follow the values (a detector's boxes after score threshold and NMS):
         # rounding alone may change them, so only running is checked.
         return None
     if sliced_shapes != masked_shapes:
         return f"returns outputs of shape {sliced_shapes} where the original returns {masked_shapes}"
-    if any(0 in shape for shape in masked_shapes) or _not_smooth(masked, inputs):
+    if not masked_out or any(0 in shape for shape in masked_shapes):
         return None
-    equivalence = compare(masked, masked, sliced, inputs)
+    if _not_smooth(masked, inputs, masked_out[0]):
+        return None
+    reference, result = masked_out[0].double(), sliced_out[0].double()
+    equivalence = Equivalence(float((reference - result).abs().max()), float(reference.abs().max()), True)
     if not equivalence.ok(CHECK_ATOL, CHECK_RTOL):
         return (f"differs from the masked original by {equivalence.max_abs_diff:.3g} "
                 f"(output scale {equivalence.reference_scale:.3g})")
     return None
 
 
-def _not_smooth(model: nn.Module, inputs: tuple) -> bool:
-    """True when rounding alone moves the output past the check's tolerance: the model run in
-    float64 instead of float32 gives another answer.  Discrete post-processing (top-k, score
-    thresholds, NMS: a detector's boxes) reorders or swaps near-tied results on rounding, and
-    slicing changes the rounding, so the final values cannot judge the slicing there."""
-    from compressor.engine.verify import Equivalence, _first_tensor
-
-    def run(dtype: torch.dtype) -> torch.Tensor:
-        copy_ = copy.deepcopy(model).to(dtype).eval()
-        cast = _map_tensors(inputs, lambda t: t.to(dtype) if torch.is_floating_point(t) else t)
-        with torch.no_grad():
-            return _first_tensor(copy_(*cast)).double()
-
+def _not_smooth(model: nn.Module, inputs: tuple, output: torch.Tensor) -> bool:
+    """True when rounding alone moves the output past the check's tolerance: ``model`` run in
+    float64 gives another answer than ``output`` (its own first output, as computed).  Discrete
+    post-processing (top-k, score thresholds, NMS: a detector's boxes) reorders or swaps
+    near-tied results on rounding, and slicing changes the rounding, so the final values cannot
+    judge the slicing there."""
     try:
-        single, double = run(torch.float32), run(torch.float64)
-        if single.shape != double.shape:
-            return True
-        moved = Equivalence(float((single - double).abs().max()), float(double.abs().max()), True)
+        model64 = copy.deepcopy(model).to(torch.float64)
+        double = _eval_outputs(model64, _map_tensors(inputs, _to_float64))[0].double()
     except Exception:  # noqa: BLE001 - a model that cannot run in float64: judge it by its values
         return False
+    if output.shape != double.shape:
+        return True
+    moved = Equivalence(float((output.double() - double).abs().max()), float(double.abs().max()), True)
     return not moved.ok(CHECK_ATOL, CHECK_RTOL)
+
+
+def _to_float64(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(torch.float64) if torch.is_floating_point(tensor) else tensor
+
+
+def _eval_outputs(model: nn.Module, inputs: tuple) -> list[torch.Tensor]:
+    """Every output tensor of ``model`` run once in eval mode without gradients."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return _tensors(model(*inputs))
+    finally:
+        model.train(was_training)
 
 
 def _map_tensors(value, fn):
@@ -142,15 +157,6 @@ def _map_tensors(value, fn):
     if isinstance(value, dict):
         return {key: _map_tensors(item, fn) for key, item in value.items()}
     return value
-
-
-def _output_shapes(model: nn.Module, inputs: tuple) -> list[tuple[int, ...]]:
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        shapes = [tuple(t.shape) for t in _tensors(model(*inputs))]
-    model.train(was_training)
-    return shapes
 
 
 def _tensors(output) -> list[torch.Tensor]:

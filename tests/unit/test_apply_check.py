@@ -103,3 +103,17 @@ def test_training_goes_on_while_a_graph_from_before_the_slice_is_alive():
     assert all(p.grad.shape == p.shape for p in model.parameters())
     optimizer.step()
     assert loss.grad_fn is not None
+
+
+def test_the_check_runs_each_model_once_and_the_float64_probe_once():
+    """The original, its masked copy and the sliced copy run once each, plus one float64 run of
+    the masked copy to tell rounding from a wrong slice: four forward passes in all, whatever
+    the model's size (the check runs at the prune, where a big model's extra passes are felt)."""
+    torch.manual_seed(0)
+    example = torch.randn(1, 3, 32, 32)
+    model = build("resnet20", 10).eval()
+    graph, plan = plan_for(model, example)
+    calls = []
+    model.register_forward_hook(lambda module, args, output: calls.append(output.dtype))  # copies share it
+    apply_plan(model, graph, plan, example_input=example)
+    assert sorted(map(str, calls)) == ["torch.float32"] * 3 + ["torch.float64"]

@@ -17,12 +17,18 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 OUTPUT_MEANING = "logits: unnormalised class scores, one per class in class_names order (softmax for probabilities)"
 
 
-def bundle_section(run_dir: Path | None, inputs: list[dict] | None, outputs: list[dict] | None) -> dict:
-    """The manifest's ``bundle``; ``inputs``/``outputs``: the ONNX graph's signature."""
+def bundle_section(run_dir: Path | None, inputs: list[dict] | None, outputs: list[dict] | None,
+                   postprocessing: dict | None = None) -> dict:
+    """The manifest's ``bundle``; ``inputs``/``outputs``: the ONNX graph's signature;
+    ``postprocessing``: a detector's steps after its exported outputs."""
     section = {
         "input": {**(inputs or [{}])[0], "layout": "NCHW", "dtype": "float32"},
         "output": {"name": (outputs or [{}])[0].get("name"), "meaning": OUTPUT_MEANING},
     }
+    if postprocessing is not None:
+        section["output"] = {"names": [o.get("name") for o in outputs or []],
+                             "meaning": "a detector's raw head outputs, in this order: see postprocessing"}
+        section["postprocessing"] = postprocessing
     try:
         config = _run_data(run_dir)
     except Exception as error:  # noqa: BLE001 - a missing preprocessing is reported, never fatal

@@ -110,6 +110,11 @@ def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
     from compressor.memory import check_fits
 
     opset = check_opset(config.opset)
+    if config.int8 and source.postprocessing is not None:
+        raise CompressorError(
+            "--int8 is judged by top-1 class agreement on a classification dataset's images; it does not take a "
+            f"detector ({source.name}) yet: export it in fp32 (or --fp16)"
+        )
     batches = config.parity_batch_sizes if config.verify else (1,)  # the gate runs the largest one
     check_fits(source.model, tuple(config.input_size or source.input_size), max(batches), "--max-batch/--input-size")
     artifacts = Artifacts(_claim_out_dir(config), ARTIFACT_NAMES)
@@ -210,7 +215,8 @@ class _Job:
         from compressor.export.bundle import bundle_section
 
         inputs, outputs = io_signature(onnx.load(str(path), load_external_data=False))
-        self.sections.update(inputs=inputs, outputs=outputs, bundle=bundle_section(self._run_dir(), inputs, outputs))
+        self.sections.update(inputs=inputs, outputs=outputs, bundle=bundle_section(
+            self._run_dir(), inputs, outputs, self.source.postprocessing))
         return path
 
     def _simplify_and_verify(self, onnx_path: Path) -> None:

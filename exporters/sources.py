@@ -1,5 +1,6 @@
 """What to export: a ``compress prune`` run, a pruned model file, or a model name
-(a zoo/torchvision name, ``timm:NAME`` or ``module.path:factory``).
+(a zoo/torchvision name, ``timm:NAME`` or ``module.path:factory``).  A detector is
+exported as its network without the post-processing (``compressor.models.deployable``).
 
 SOURCE on the command line is resolved here into an ordinary ``nn.Module`` in
 eval mode plus the facts the manifest records about where it came from.  Every
@@ -15,6 +16,7 @@ from torch import nn
 
 from compressor.errors import CompressorError
 from compressor.training.serialization import load_pruned
+from compressor.models.deployable import deployable
 from compressor.models.zoo import build, entry
 
 RUN_MODEL_FILE = "model.pt"
@@ -32,6 +34,7 @@ class ExportSource:
     pruned: bool
     path: Path | None = None
     default_out: Path = field(default_factory=lambda: Path("exports"))
+    postprocessing: dict | None = None  # a detector's steps after the exported outputs (manifest bundle)
 
     def describe(self) -> dict:
         return {
@@ -45,7 +48,9 @@ class ExportSource:
 
 def from_module(model: nn.Module, name: str, input_size, pruned: bool) -> ExportSource:
     """Wrap a model built in Python (tests, benchmarks) as a source."""
-    return ExportSource(model.eval(), name, tuple(input_size), "module", pruned, None, Path("exports") / name)
+    graph = deployable(model.eval(), input_size)
+    return ExportSource(graph.model.eval(), name, graph.input_size, "module", pruned, None, Path("exports") / name,
+                        graph.postprocessing)
 
 
 def resolve_source(text: str, input_size=None, trust_code: bool = False) -> ExportSource:
@@ -91,15 +96,18 @@ def _from_file(path: Path, kind: str, default_out: Path, trust_code: bool) -> Ex
         raise CompressorError(f"{path} is not a file")
     model, spec, plan = load_pruned(path, trust_code)
     pruned = plan.kept_channels() < plan.total_channels()  # a `dense` schedule run saves a full plan
-    return ExportSource(model.eval(), spec.name, tuple(spec.input_size), kind, pruned, path, default_out)
+    graph = deployable(model, spec.input_size)
+    return ExportSource(graph.model.eval(), spec.name, graph.input_size, kind, pruned, path, default_out,
+                        graph.postprocessing)
 
 
 def _from_zoo(name: str, input_size=None) -> ExportSource:
     """Dense, randomly initialised: the baseline a pruned export is compared with."""
     info = entry(name)
     size = tuple(input_size or info.input_size)
-    model = build(name, info.num_classes, input_size=size)
-    return ExportSource(model.eval(), name, size, "zoo", False, None, Path("exports") / _dir_name(name))
+    graph = deployable(build(name, info.num_classes, input_size=size).eval(), size)
+    return ExportSource(graph.model.eval(), name, graph.input_size, "zoo", False, None,
+                        Path("exports") / _dir_name(name), graph.postprocessing)
 
 
 def _dir_name(name: str) -> str:

@@ -216,11 +216,14 @@ def resolve(sources: list[str], trust_code: bool = False) -> list[Group]:
 
 
 def _model_pair(path: Path, cache_root: Path, trust_code: bool) -> Group:
+    from compressor.models.deployable import deployable
     from compressor.training.serialization import load_pruned, rebuild
 
     pruned, spec, _ = load_pruned(path, trust_code)
     dense = rebuild(spec, [], trust_code).eval()
-    return model_pair(spec.name, dense, pruned, spec.input_size, cache_root / _digest(path), str(path))
+    # a detector is timed as it is exported: its network, without the post-processing
+    dense, pruned = deployable(dense, spec.input_size), deployable(pruned, spec.input_size)
+    return model_pair(spec.name, dense.model, pruned.model, dense.input_size, cache_root / _digest(path), str(path))
 
 
 def model_pair(name: str, dense: torch.nn.Module, pruned: torch.nn.Module, input_size, cache: Path,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from compressor.errors import CompressorError, one_line
-from compressor.evaluation.subjects import ONNX, PYTORCH, TENSORRT, Subject
+from compressor.evaluation.subjects import NOT_A_CLASSIFIER, ONNX, PYTORCH, TENSORRT, Subject
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,12 @@ def make_runner(subject: Subject, trust_code: bool = False) -> Runner:
 def pytorch_runner(path: Path, trust_code: bool = False) -> Runner:
     """The pruned model as ``exporters/sources.py`` loads it, fp32 on the CPU."""
     from compressor.export.outputs import flatten_outputs, run_model
+    from compressor.models.deployable import is_detector
     from compressor.training.serialization import load_pruned
 
     model, spec, _ = load_pruned(path, trust_code)
+    if is_detector(model):
+        raise CompressorError(NOT_A_CLASSIFIER.format(what=f"{path} holds a detector ({spec.name})"))
     model = model.eval().float().cpu()
 
     def run(images: torch.Tensor) -> np.ndarray:

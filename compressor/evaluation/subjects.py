@@ -37,6 +37,11 @@ ONNX = "onnx"
 TENSORRT = "tensorrt"
 
 
+# One sentence for both ways a detector reaches eval (its model file, its export).
+NOT_A_CLASSIFIER = ("{what}; compress eval measures classification top-1 and loss, not a detector's mAP: "
+                    "evaluate detectors in their own loop (their exports are checked by export's parity gate)")
+
+
 @dataclass
 class Subject:
     """One row of the report: a model file and the backend that runs it."""
@@ -143,6 +148,8 @@ def _run(directory: Path, text: str) -> EvalSources:
 
 def _export(directory: Path, text: str) -> EvalSources:
     manifest = read_export_manifest(directory)
+    if isinstance(manifest.get("bundle"), dict) and manifest["bundle"].get("postprocessing") is not None:
+        raise CompressorError(NOT_A_CLASSIFIER.format(what=f"{directory} is the export of a detector"))
     found = EvalSources(text, "export", [], export_dir=directory)
     run_dir = _source_run(directory, manifest, found.warnings)
     if run_dir is not None:

@@ -27,6 +27,7 @@ from compressor.engine.apply import apply_plan
 from compressor.errors import CompressorError, one_line
 from compressor.engine.plan import PruningPlan
 from compressor.trust import check_trusted
+from compressor.models.deployable import model_input
 from compressor.models.zoo import build
 
 FORMAT = "compressor.pruned-model/1"
@@ -46,11 +47,12 @@ class ModelSpec:
         check_trusted(self.name, "the model spec", trust_code)
         return build(self.name, self.num_classes, input_size=self.input_size)
 
-    def example_input(self) -> torch.Tensor:
-        return torch.zeros(1, *self.input_size)
+    def example_input(self, model: nn.Module) -> torch.Tensor | list:
+        """Zeros of the kind ``model`` takes (a detector: a list of images)."""
+        return model_input(model, self.input_size)
 
     def analyse(self, model: nn.Module) -> ChannelGraph:
-        return analyse(model, self.example_input(), ignore=self.ignore)
+        return analyse(model, self.example_input(model), ignore=self.ignore)
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -154,9 +154,9 @@ def _fall_back(quantizer, out_path, sets, reference, settings, weighted, outcome
         outcome.float_layers.append(name)
         outcome.auto_float_layers.append(name)
         outcome.agreement = agreement
+        probe_path.replace(out_path)  # the file kept is the one whose agreement is reported
         if outcome.passed:
             break
-    quantizer.write(out_path, exclude=outcome.float_layers)  # the file matches the figure reported
     outcome.quantized_layers = [n for n in weighted if n not in outcome.float_layers]
     return outcome
 

@@ -23,7 +23,9 @@ from PIL import Image
 
 from compressor.cli import main
 from compressor.export.calibration import CalibrationSets
-from compressor.export.int8 import MAX_FLOAT_FRACTION, Int8Settings, quantize_gated, reference_logits
+from compressor.export.int8 import (
+    MAX_FLOAT_FRACTION, Int8Settings, quantize_gated, reference_logits, run_onnx, top1_agreement,
+)
 from compressor.export.sources import resolve_source
 from tests.cli_runs import compress
 
@@ -138,9 +140,11 @@ def test_constant_calibration_is_refused_even_with_the_fallback(colour_run, tmp_
 
     real = calibration_sets(data_config_for(colour_run, None, None), 64, 500, source.input_size)
     sets = CalibrationSets(torch.zeros(1, *source.input_size), real.check, {})
-    outcome = quantize_gated(fp32, tmp_path / "int8.onnx", lambda name: tmp_path / name, sets,
-                             reference_logits(source.model, real.check), Int8Settings())
+    reference = reference_logits(source.model, real.check)
+    outcome = quantize_gated(fp32, tmp_path / "int8.onnx", lambda name: tmp_path / name, sets, reference,
+                             Int8Settings())
     assert not outcome.passed
+    assert top1_agreement(run_onnx(tmp_path / "int8.onnx", real.check), reference) == outcome.agreement
     layers = len(outcome.quantized_layers) + len(outcome.float_layers)
     assert len(outcome.auto_float_layers) <= MAX_FLOAT_FRACTION * layers
     assert outcome.sensitivity  # every layer was measured; float only where that raised the agreement

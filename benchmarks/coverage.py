@@ -9,8 +9,6 @@ the prediction, and time analyse+plan+apply.  Writes a markdown table and JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -18,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torchvision
 
+from benchmarks import coverage_table
 from compressor.engine.analysis.graph import analyse
 from compressor.engine.apply import apply_plan
 from compressor.engine.cost import CostModel
@@ -109,25 +108,35 @@ def torchvision_models() -> list[str]:
     return [n for n in list_models() if get_entry(n).family == "torchvision"]
 
 
+# The columns every CoverageRecord fills, after those that name the model (shared with timm_coverage).
+RECORD_COLUMNS = [
+    "ok", "groups", "prunable ch.", "dense GMACs", "pruned GMACs", "reduction", "max abs diff", "analyse s",
+    "plan s", "apply s", "note",
+]
+
+
+def record_cells(r: CoverageRecord) -> list[str]:
+    """The cells under RECORD_COLUMNS."""
+    return [
+        "yes" if r.ok else "NO", f"{r.groups}", f"{r.prunable_channels}", f"{r.dense_macs / 1e9:.3f}",
+        f"{r.pruned_macs / 1e9:.3f}", f"{r.reduction:.1%}", f"{r.max_abs_diff:.1e}", f"{r.analyse_s:.2f}",
+        f"{r.plan_s:.2f}", f"{r.apply_s:.2f}", r.error,
+    ]
+
+
+def record_json(r: CoverageRecord) -> dict:
+    return asdict(r) | {"engine_s": r.engine_s}
+
+
 def _markdown(records: list[CoverageRecord], reduction: float) -> str:
     passed = sum(r.ok for r in records)
-    lines = [
-        f"# Engine coverage: torchvision classifiers at {reduction:.0%} MACs reduction",
-        "",
-        f"{passed} / {len(records)} pass. torch {torch.__version__}, torchvision {torchvision.__version__}, "
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads.",
-        "",
-        "| model | ok | groups | prunable ch. | dense GMACs | pruned GMACs | reduction | max abs diff | "
-        "analyse s | plan s | apply s | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in records:
-        lines.append(
-            f"| {r.model} | {'yes' if r.ok else 'NO'} | {r.groups} | {r.prunable_channels} | "
-            f"{r.dense_macs / 1e9:.3f} | {r.pruned_macs / 1e9:.3f} | {r.reduction:.1%} | {r.max_abs_diff:.1e} | "
-            f"{r.analyse_s:.2f} | {r.plan_s:.2f} | {r.apply_s:.2f} | {r.error} |"
-        )
-    return "\n".join(lines) + "\n"
+    return coverage_table.markdown(
+        f"Engine coverage: torchvision classifiers at {reduction:.0%} MACs reduction",
+        [f"{passed} / {len(records)} pass. torch {torch.__version__}, torchvision {torchvision.__version__}, "
+         f"{coverage_table.machine()}."],
+        ["model", *RECORD_COLUMNS],
+        [[r.model, *record_cells(r)] for r in records],
+    )
 
 
 def main() -> None:
@@ -147,10 +156,7 @@ def main() -> None:
 
 
 def _write(records: list[CoverageRecord], args) -> None:
-    with open(f"{args.out}.md", "w") as handle:
-        handle.write(_markdown(records, args.reduction))
-    with open(f"{args.out}.json", "w") as handle:
-        json.dump([asdict(r) | {"engine_s": r.engine_s} for r in records], handle, indent=1)
+    coverage_table.write(args.out, _markdown(records, args.reduction), [record_json(r) for r in records])
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import platform
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -27,6 +25,7 @@ import torch
 import torchvision
 from torchvision.models import detection, segmentation
 
+from benchmarks import coverage_table
 from compressor.engine.analysis.graph import analyse
 from compressor.engine.apply import apply_plan
 from compressor.engine.cost import CostModel
@@ -189,26 +188,22 @@ def _yolo_note(records: list[Record]) -> str:
 
 def _markdown(records: list[Record], reduction: float, size: int) -> str:
     passed = sum(r.ok for r in records)
-    lines = [
-        f"# Engine coverage: torchvision detection and segmentation models at {reduction:.0%} MACs reduction",
-        "",
-        f"{passed} / {len(records)} exact. torch {torch.__version__}, torchvision {torchvision.__version__}, "
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {size}x{size} images, "
-        "random init. Exact: the sliced model equals the masked original in float64 on the network's own "
-        "outputs (see the script's docstring), after `apply_plan` checked the plan on a copy. `frozen`: channel "
-        "groups kept whole, each for a stated reason (in the JSON)." + _yolo_note(records),
-        "",
-        "| model | kind | exact | groups | frozen | dense GMACs | reduction | max abs diff | output scale | "
-        "analyse s | plan s | apply+check s | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in records:
-        lines.append(
-            f"| {r.model} | {r.kind} | {'yes' if r.ok else 'NO'} | {r.groups} | {r.frozen} | "
-            f"{r.dense_macs / 1e9:.3f} | {r.reduction:.1%} | {r.max_abs_diff:.1e} | {r.output_scale:.2g} | "
-            f"{r.analyse_s:.2f} | {r.plan_s:.2f} | {r.apply_s:.2f} | {r.error} |"
-        )
-    return "\n".join(lines) + "\n"
+    return coverage_table.markdown(
+        f"Engine coverage: torchvision detection and segmentation models at {reduction:.0%} MACs reduction",
+        [f"{passed} / {len(records)} exact. torch {torch.__version__}, torchvision {torchvision.__version__}, "
+         f"{coverage_table.machine()}, {size}x{size} images, "
+         "random init. Exact: the sliced model equals the masked original in float64 on the network's own "
+         "outputs (see the script's docstring), after `apply_plan` checked the plan on a copy. `frozen`: channel "
+         "groups kept whole, each for a stated reason (in the JSON)." + _yolo_note(records)],
+        ["model", "kind", "exact", "groups", "frozen", "dense GMACs", "reduction", "max abs diff", "output scale",
+         "analyse s", "plan s", "apply+check s", "note"],
+        [
+            [r.model, r.kind, "yes" if r.ok else "NO", f"{r.groups}", f"{r.frozen}", f"{r.dense_macs / 1e9:.3f}",
+             f"{r.reduction:.1%}", f"{r.max_abs_diff:.1e}", f"{r.output_scale:.2g}", f"{r.analyse_s:.2f}",
+             f"{r.plan_s:.2f}", f"{r.apply_s:.2f}", r.error]
+            for r in records
+        ],
+    )
 
 
 def main() -> None:
@@ -224,10 +219,7 @@ def main() -> None:
         record = check_model(name, args.reduction, args.size)
         print(f"{name}: {'exact' if record.ok else 'NOT exact'} {record.error}", flush=True)
         records.append(record)
-    with open(f"{args.out}.json", "w") as stream:
-        json.dump([asdict(r) for r in records], stream, indent=1)
-    with open(f"{args.out}.md", "w") as stream:
-        stream.write(_markdown(records, args.reduction, args.size))
+    coverage_table.write(args.out, _markdown(records, args.reduction, args.size), [asdict(r) for r in records])
 
 
 if __name__ == "__main__":

@@ -15,14 +15,12 @@ The table and JSON are rewritten after every model, so a stopped sweep keeps its
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from dataclasses import asdict
 
 import torch
 
-from benchmarks.coverage import CoverageRecord, check_model
+from benchmarks import coverage_table
+from benchmarks.coverage import RECORD_COLUMNS, CoverageRecord, check_model, record_cells, record_json
 
 # (family, timm name, input size or None for native)
 MODELS: list[tuple[str, str, tuple[int, int, int] | None]] = [
@@ -94,29 +92,22 @@ def _markdown(rows: list[tuple[str, CoverageRecord]], reduction: float) -> str:
     for family, record in rows:
         families.setdefault(family, []).append(record.ok)
     by_family = ", ".join(f"{f} {sum(v)}/{len(v)}" for f, v in families.items())
-    lines = [
-        f"# Engine coverage: timm models at {reduction:.0%} MACs reduction",
-        "",
-        f"{passed} / {len(rows)} pass ({by_family}). Checks per model: analyse, plan, apply, sliced == masked "
-        "original (max abs diff <= 1e-5 + 1e-5 x output scale), MACs predicted == counted, reduction within "
-        "1 pp, forward of the pruned model.",
-        "",
-        f"torch {torch.__version__}, timm {timm.__version__}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads. Random init, no downloads. Wall times were taken on a shared "
-        "2-core machine (other jobs running): read them as orders of magnitude.",
-        "",
-        "| family | model | input | ok | groups | prunable ch. | dense GMACs | pruned GMACs | reduction | "
-        "max abs diff | analyse s | plan s | apply s | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for family, r in rows:
-        size = "x".join(str(v) for v in r.input_size[1:])
-        lines.append(
-            f"| {family} | {r.model.removeprefix('timm:')} | {size} | {'yes' if r.ok else 'NO'} | {r.groups} | "
-            f"{r.prunable_channels} | {r.dense_macs / 1e9:.3f} | {r.pruned_macs / 1e9:.3f} | {r.reduction:.1%} | "
-            f"{r.max_abs_diff:.1e} | {r.analyse_s:.2f} | {r.plan_s:.2f} | {r.apply_s:.2f} | {r.error} |"
-        )
-    return "\n".join(lines) + "\n"
+    return coverage_table.markdown(
+        f"Engine coverage: timm models at {reduction:.0%} MACs reduction",
+        [
+            f"{passed} / {len(rows)} pass ({by_family}). Checks per model: analyse, plan, apply, sliced == masked "
+            "original (max abs diff <= 1e-5 + 1e-5 x output scale), MACs predicted == counted, reduction within "
+            "1 pp, forward of the pruned model.",
+            f"torch {torch.__version__}, timm {timm.__version__}, {coverage_table.machine()}. Random init, no "
+            "downloads. Wall times were taken on a shared 2-core machine (other jobs running): read them as orders "
+            "of magnitude.",
+        ],
+        ["family", "model", "input", *RECORD_COLUMNS],
+        [
+            [family, r.model.removeprefix("timm:"), "x".join(str(v) for v in r.input_size[1:]), *record_cells(r)]
+            for family, r in rows
+        ],
+    )
 
 
 def main() -> None:
@@ -154,11 +145,8 @@ def _recheck_in_float64(name: str, reduction: float, size, fp32: CoverageRecord)
 
 
 def _write(rows: list[tuple[str, CoverageRecord]], args) -> None:
-    with open(f"{args.out}.md", "w") as handle:
-        handle.write(_markdown(rows, args.reduction))
-    with open(f"{args.out}.json", "w") as handle:
-        records = [{"family": f} | asdict(r) | {"engine_s": r.engine_s} for f, r in rows]
-        json.dump(records, handle, indent=1)
+    records = [{"family": f} | record_json(r) for f, r in rows]
+    coverage_table.write(args.out, _markdown(rows, args.reduction), records)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """The latency statistics and the interleaved timing loop, on known inputs."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
 from compressor.bench.rounding import MULTIPLES, choose, efficiency, score
-from compressor.bench.stats import compare, relative_difference, summarise
+from compressor.artifacts import LatencyFigures
+from compressor.bench.stats import LatencyStats, compare, relative_difference, summarise
 from compressor.bench.timing import PERF_COUNTER, TimingConfig, measure, planned_runs
 
 
@@ -22,6 +24,13 @@ def test_summary_of_known_samples():
     assert stats.std_ms == pytest.approx(np.std(samples, ddof=1))
     assert (stats.min_ms, stats.max_ms) == (1.0, 100.0)
     assert stats.throughput == pytest.approx(4 * 1000 / 50.5)
+
+
+def test_the_record_type_lists_the_statistics_fields_in_order():
+    """LatencyFigures (compressor.artifacts, the bench record's type) restates LatencyStats' fields:
+    the lower layer cannot import the bench package, so this keeps the two from parting."""
+    assert list(LatencyFigures.__annotations__) == [field.name for field in dataclasses.fields(LatencyStats)]
+    assert set(summarise([1.0, 2.0], 1).to_dict()) == set(LatencyFigures.__annotations__)
 
 
 def test_one_sample_and_bad_samples():

@@ -99,9 +99,9 @@ def postprocessing(detector: nn.Module, network: DetectorNetwork, input_size) ->
     maps = [list(f.shape[-2:]) for f in (features.values() if isinstance(features, dict) else [features])]
     anchors = detector.anchor_generator
     record = {
-        "outside_the_graph": "resize to the network input, anchor decoding, score threshold, top-k and NMS "
-                             "(they follow the values, so they are not a fixed graph); the exported outputs are "
-                             "the head's raw per-anchor values",
+        "outside_the_graph": "resize (and zero-pad to the stride) to network_input, anchor decoding, score "
+                             "threshold, top-k and NMS (they follow the values, so they are not a fixed graph); "
+                             "the exported outputs are the head's raw per-anchor values",
         "detector": type(detector).__name__,
         "network_input": list(input_size),
         "input_scale": "images in 0-1, RGB; the graph normalises with the detector's mean/std",

@@ -79,3 +79,12 @@ def test_a_two_stage_detector_is_refused_in_one_line():
     with pytest.raises(CompressorError) as refused:
         deployable(detector, (3, 64, 64))
     assert "two-stage" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_the_network_input_is_what_the_transform_makes_of_the_image():
+    """torchvision's transform zero-pads a batch to a multiple of the backbone's stride (32): a
+    100-pixel image reaches the network as 128 pixels, and that is the size exported."""
+    detector = build_model("retinanet_resnet50_fpn", num_classes=5, input_size=(3, 100, 100)).eval()
+    graph = deployable(detector, (3, 100, 100))
+    assert graph.input_size == (3, 128, 128) and graph.postprocessing["network_input"] == [3, 128, 128]
+    assert "zero-pad" in graph.postprocessing["outside_the_graph"]

@@ -7,6 +7,9 @@ run's real ``save_checkpoint`` and SIGKILLs its own process at epoch N's
 ``checkpoint.pt``, either just after it is written or just before (the metrics
 line of epoch N is already on disk then, the checkpoint still holds epoch N-1).
 The training itself is the real one; only the moment of death is chosen.
+
+``colour_run`` is the real run the INT8 export and eval tests share: a ResNet-20 trained on
+a small folder of colour images that it learns for certain.
 """
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from compressor.training.checkpoint import LATEST, load_checkpoint
 
@@ -28,6 +34,7 @@ ENV = {
     "OMP_NUM_THREADS": "1",
     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
 }
+COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]  # one class each
 AFTER_CHECKPOINT = "after-checkpoint"
 BEFORE_CHECKPOINT = "before-checkpoint"  # between epoch N's metrics line and its checkpoint
 
@@ -46,6 +53,31 @@ def compress(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedPr
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+def make_image_folder(root: Path, train: int = 60, val: int = 12, size: int = 20, flat: bool = False) -> Path:
+    """``root/{train,val}/class<i>/<n>.png``: COLOURS[i] plus noise (none with ``flat``)."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("val", val)):
+        for label, colour in enumerate(COLOURS):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                noise = 0 if flat else rng.normal(0, 40, (size, size, 3))
+                pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def colour_run(root: Path) -> Path:
+    """``root/run``: ``compress prune`` of a ResNet-20 on ``root/images`` (make_image_folder), 16 px
+    images, three epochs: a model sure of its classes, so that 8-bit rounding flips none."""
+    make_image_folder(root / "images")
+    run = root / "run"
+    compress("prune", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", str(root / "images"),
+             "--image-size", "16", "--batch-size", "16", "--epochs", "3", "--max-prune-epoch", "0",
+             "--monitor-start", "0", "--no-progress", "--out", str(run))
+    return run
 
 
 def one_error_line(result: subprocess.CompletedProcess, exit_code: int, *hints: str) -> str:

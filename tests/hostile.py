@@ -1,6 +1,6 @@
-"""What the hostile-input, trust-boundary and output-directory tests share: a tiny run's
-options, an in-process CLI call, the one-line-error check and a tree snapshot that
-proves nothing outside the output directory changed."""
+"""What the hostile-input, trust-boundary, output-directory, eval and export tests share: a
+tiny run's options, an in-process CLI call, the one-line-error checks and a tree snapshot
+that proves nothing outside the output directory changed."""
 from __future__ import annotations
 
 import os
@@ -14,8 +14,9 @@ TINY = ["--model", "resnet20", "--synthetic-train", "64", "--synthetic-val", "32
         "--epochs", "2", "--monitor-start", "0", "--max-prune-epoch", "0", "--no-progress"]
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
+def invoke(*args) -> Result:
+    """``compress ARGS`` in-process; paths and numbers are passed as their text."""
+    return CliRunner().invoke(main, [str(arg) for arg in args])
 
 
 def one_line_error(result: Result, *hints: str) -> str:
@@ -26,6 +27,21 @@ def one_line_error(result: Result, *hints: str) -> str:
     for hint in hints:
         assert hint in lines[0], lines[0]
     return lines[0]
+
+
+def assert_one_line_error(result: Result, exit_code: int, *hints: str) -> str:
+    """Exit ``exit_code`` through SystemExit, no traceback, exactly one 'Error:' line on stderr holding
+    every hint; with exit 1 (not a usage error) that line is all of stderr."""
+    assert result.exit_code == exit_code, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for hint in hints:
+        assert hint in errors[0], errors[0]
+    if exit_code == 1:
+        assert result.stderr.strip() == errors[0], result.stderr
+    return errors[0]
 
 
 def snapshot(root: Path, skip: Path | None = None) -> dict:

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from onnx import TensorProto, helper, numpy_helper
 
-from compressor.cli import main
 from compressor.evaluation import EvalReport, evaluate
 from compressor.export.tensorrt import tensorrt_available
+from tests import hostile
 from tests.cli_runs import compress
+from tests.hostile import assert_one_line_error
 
 SYNTHETIC_TRAIN, SYNTHETIC_VAL = 256, 128
 TINY_PRUNE = [
@@ -30,21 +31,8 @@ EVAL_OPTIONS = ["--data", "--data-dir", "--split", "--limit", "--batch-size", "-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, ["eval", *map(str, args)])
-
-
-def assert_one_line_error(result: Result, exit_code: int, *hints: str) -> str:
-    assert result.exit_code == exit_code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for hint in hints:
-        assert hint in errors[0], errors[0]
-    if exit_code == 1:
-        assert result.stderr.strip() == errors[0], result.stderr
-    return errors[0]
+def invoke(*args) -> Result:
+    return hostile.invoke("eval", *args)
 
 
 def sha256(path: Path) -> str:
@@ -121,7 +109,7 @@ def test_help_explains_every_option():
     missing = [option for option in EVAL_OPTIONS if option not in result.output]
     assert not missing, result.output
     assert "SOURCE" in result.output and "manifest.json" in result.output
-    assert "eval" in CliRunner().invoke(main, ["--help"]).output
+    assert "eval" in hostile.invoke("--help").output
 
 
 def test_a_run_reproduces_its_recorded_top1_and_writes_nothing(run_dir, tmp_path):

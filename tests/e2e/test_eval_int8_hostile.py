@@ -17,15 +17,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from click.testing import Result
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from torch import nn
 
-from compressor.cli import main
-from tests.cli_runs import compress
-from tests.e2e.test_eval_cli import assert_one_line_error, classifier_onnx, listing
-from tests.e2e.test_int8_export import make_image_folder
+from tests.cli_runs import colour_run, compress, make_image_folder
+from tests.e2e.test_eval_cli import classifier_onnx, listing
+from tests.hostile import assert_one_line_error, invoke
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 HERE = __name__  # the model factories below are named "<this module>:<factory>" on the command line
@@ -56,12 +55,7 @@ def nan_scores(num_classes: int = 4) -> nn.Module:
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
     """A trained run on a 4-colour image folder, with RUN/export holding model_int8.onnx (about 30 s)."""
-    root = tmp_path_factory.mktemp("hostile")
-    make_image_folder(root / "images")
-    run = root / "run"
-    compress("prune", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", str(root / "images"),
-             "--image-size", "16", "--batch-size", "16", "--epochs", "3", "--max-prune-epoch", "0",
-             "--monitor-start", "0", "--no-progress", "--out", str(run))
+    run = colour_run(tmp_path_factory.mktemp("hostile"))
     compress("export", str(run), "--int8", "--calib-samples", "64")
     assert (run / "export" / "model_int8.onnx").is_file()
     return run
@@ -76,11 +70,11 @@ def run(pristine, tmp_path) -> Path:
 
 
 def eval_(*args) -> Result:
-    return CliRunner().invoke(main, ["eval", *map(str, args)])
+    return invoke("eval", *args)
 
 
 def export(*args) -> Result:
-    return CliRunner().invoke(main, ["export", *map(str, args)])
+    return invoke("export", *args)
 
 
 def nested(depth: int = 100_000) -> str:

@@ -11,11 +11,12 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from compressor.cli import main
 from compressor.export.tensorrt import tensorrt_available
+from tests import hostile
 from tests.cli_runs import compress
+from tests.hostile import assert_one_line_error
 
 EXPORT_OPTIONS = ["--format", "--out", "--opset", "--max-batch", "--fp16", "--simplify", "--no-simplify",
                   "--atol", "--rtol", "--allow-trace", "--no-verify", "--overwrite"]
@@ -32,22 +33,8 @@ TINY_PRUNE = [
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, ["export", *args])
-
-
-def assert_one_line_error(result: Result, exit_code: int, *hints: str) -> str:
-    """Non-zero exit, no traceback, exactly one 'Error:' line on stderr holding every hint."""
-    assert result.exit_code == exit_code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for hint in hints:
-        assert hint in errors[0], errors[0]
-    if exit_code == 1:
-        assert result.stderr.strip() == errors[0], result.stderr
-    return errors[0]
+def invoke(*args) -> Result:
+    return hostile.invoke("export", *args)
 
 
 def read_manifest(out: Path) -> dict:
@@ -80,7 +67,7 @@ def test_help_explains_every_option():
     assert "SOURCE" in result.output
     missing = [option for option in EXPORT_OPTIONS if option not in result.output]
     assert not missing, result.output
-    assert "export" in CliRunner().invoke(main, ["--help"]).output
+    assert "export" in hostile.invoke("--help").output
 
 
 def test_export_a_model_name_writes_model_onnx_and_the_manifest(tmp_path):

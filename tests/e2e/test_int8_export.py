@@ -27,35 +27,17 @@ from compressor.export.int8 import (
     MAX_FLOAT_FRACTION, Int8Settings, quantize_gated, reference_logits, run_onnx, top1_agreement,
 )
 from compressor.export.sources import resolve_source
-from tests.cli_runs import compress
+from tests import hostile
+from tests.cli_runs import COLOURS, colour_run
+from tests.hostile import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[2]
-COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def make_image_folder(root: Path, train: int = 60, val: int = 12, size: int = 20, flat: bool = False) -> Path:
-    rng = np.random.default_rng(0)
-    for split, count in (("train", train), ("val", val)):
-        for label, colour in enumerate(COLOURS):
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                noise = 0 if flat else rng.normal(0, 40, (size, size, 3))
-                pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def colour_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("int8")
-    make_image_folder(root / "images")
-    out = root / "run"
-    compress("prune", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", str(root / "images"),
-             "--image-size", "16", "--batch-size", "16", "--epochs", "3", "--max-prune-epoch", "0",
-             "--monitor-start", "0", "--no-progress", "--out", str(out))
-    return out
+@pytest.fixture(scope="module", name="colour_run")
+def colour_run_fixture(tmp_path_factory) -> Path:
+    return colour_run(tmp_path_factory.mktemp("int8"))
 
 
 @pytest.fixture(scope="module")
@@ -66,22 +48,12 @@ def int8_export(colour_run) -> Path:
     return out
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, ["export", *args])
+def invoke(*args) -> Result:
+    return hostile.invoke("export", *args)
 
 
 def listing(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def one_error(result: Result, *hints: str) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for hint in hints:
-        assert hint in errors[0], errors[0]
-    return errors[0]
 
 
 def test_int8_of_a_trained_model_passes_its_gate(int8_export):
@@ -119,8 +91,8 @@ def test_int8_agreement_in_the_manifest_is_what_the_file_does(int8_export, colou
 def test_one_calibration_image_is_refused_keeping_the_verified_fp32_model(colour_run, tmp_path):
     out = tmp_path / "one"
     result = invoke(str(colour_run), "--int8", "--calib-samples", "1", "--no-int8-fallback", "--out", str(out))
-    one_error(result, "INT8 gate refused", "model_int8.onnx agrees with PyTorch fp32", "calibrated on 1",
-              "--calib-samples", "model.onnx (verified)")
+    assert_one_line_error(result, 1, "INT8 gate refused", "model_int8.onnx agrees with PyTorch fp32",
+                          "calibrated on 1", "--calib-samples", "model.onnx (verified)")
     assert not (out / "model_int8.onnx").exists() and (out / "model_int8.onnx.failed").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "incomplete" and manifest["int8"]["check"]["agreement"] < 0.99
@@ -191,7 +163,7 @@ def test_bad_int8_input_is_one_line_and_leaves_nothing_valid(case, colour_run, t
     args, hints = bad_int8_cases(colour_run, tmp_path)[case]
     out = tmp_path / "out"
     before = listing(colour_run)
-    one_error(invoke(*args, "--out", str(out)), *hints)
+    assert_one_line_error(invoke(*args, "--out", str(out)), 1, *hints)
     assert listing(colour_run) == before
     assert not any(out.glob("model*.onnx")), listing(out) if out.exists() else None
 
@@ -249,8 +221,9 @@ def test_asymmetric_int8_for_onnxruntime_cpu(colour_run, tmp_path):
 
 def test_tensorrt_refuses_asymmetric_int8_before_anything_is_written(colour_run, tmp_path):
     out = tmp_path / "trt"
-    one_error(invoke(str(colour_run), "--format", "tensorrt", "--int8", "--int8-activations", "asymmetric",
-                     "--out", str(out)), "--int8-activations symmetric")
+    result = invoke(str(colour_run), "--format", "tensorrt", "--int8", "--int8-activations", "asymmetric",
+                    "--out", str(out))
+    assert_one_line_error(result, 1, "--int8-activations symmetric")
     assert not out.exists() or not any(out.iterdir())
 
 

@@ -109,3 +109,27 @@ def test_a_two_stage_detector_is_refused_by_export_and_bench_in_one_line(tmp_pat
     assert snapshot(tmp_path) == before
     path = save_detector(tmp_path / "rcnn.pt", name, None)
     one_line_error(invoke("bench", str(path), "--backend", "onnxruntime", *FAST), "two-stage")
+
+
+@pytest.mark.slow
+def test_a_pruned_segmenter_exports_and_benches_as_it_is(tmp_path):
+    """A segmenter takes a batch tensor: no network is cut out of it, and its map is gated."""
+    torch.manual_seed(0)
+    size = (3, 64, 64)
+    model = build_model("lraspp_mobilenet_v3_large", num_classes=3).eval()
+    example = torch.zeros(1, *size)
+    graph = analyse(model, example)
+    plan = select_plan(graph, CostModel(graph, model), group_l2(graph, model), SelectionConfig(0.3))
+    path = tmp_path / "lraspp.pt"
+    save_pruned(path, apply_plan(model, graph, plan, example_input=example), ModelSpec(
+        "lraspp_mobilenet_v3_large", 3, size), plan)
+    result = invoke("export", str(path), "--max-batch", "2", "--out", str(tmp_path / "export"))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    assert manifest["parity"]["passed"] and [o["shape"][1:] for o in manifest["outputs"]] == [[3, 64, 64]]
+    assert "postprocessing" not in manifest["bundle"]
+    result = invoke("bench", str(path), "--backend", "onnxruntime", "--batch-size", "1",
+                    "--out", str(tmp_path / "bench"), *FAST)
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "bench" / "bench.json").read_text())["records"]
+    assert [r["variant"] for r in records] == ["dense", "pruned"] and records[1]["macs_ratio"] > 1.3

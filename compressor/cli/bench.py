@@ -79,6 +79,8 @@ def bench_command(sources, **options) -> None:
     the others are compared with). Prints a table of median, p90, p99, mean ± std and
     throughput, with speed-up = dense median / pruned median next to the MACs ratio and
     efficiency = speed-up / MACs ratio (1.0: the MACs saving fully became speed).
+    A pruned single-stage detector is timed as it is exported: its network, without the
+    post-processing (see compress export --help).
     """
 
     user_errors(_bench)(sources, **options)

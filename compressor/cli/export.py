@@ -161,7 +161,12 @@ def export_command(
     Every output is compared; beyond --atol/--rtol the export is refused (exit 1, files
     renamed *.failed).
     Writes model.onnx (symbolic batch dimension) and manifest.json (shapes, MACs, params,
-    parity numbers, sha256 of every file, tool versions)."""
+    parity numbers, sha256 of every file, tool versions).
+
+    A single-stage detector (RetinaNet, FCOS, SSD, SSDlite) is exported as its network:
+    images in 0-1 at the network's input size to the head's raw per-anchor outputs, every
+    one gated; resizing, anchor decoding and NMS stay outside, described with the detector's
+    numbers in the manifest's bundle.postprocessing. Two-stage detectors (R-CNN) are refused."""
     from compressor.export.pipeline import ExportRefused, Fp16Unsupported, TensorRTUnavailable, export_source
     from compressor.export.sources import resolve_source
 

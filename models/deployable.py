@@ -45,6 +45,19 @@ def model_input(model: nn.Module, input_size, batch: int = 1) -> list | torch.Te
     return torch.zeros(batch, *input_size)
 
 
+def check_runs(model: nn.Module, input_size, batch: int, what: str) -> None:
+    """Refuse in one line an ``input_size`` whose forward pass would not fit in memory, before
+    anything of that size is allocated.  A detector's transform allocates the image and its
+    network then runs at the size the transform gives, so both are checked."""
+    from compressor.memory import check_fits
+
+    check_fits(nn.Identity(), input_size, batch, what)  # the images themselves
+    if is_detector(model) and hasattr(model, "backbone") and hasattr(model, "head"):
+        check_fits(DetectorNetwork(model), network_input_size(model, input_size), batch, what)
+    elif not is_detector(model):
+        check_fits(model, input_size, batch, what)
+
+
 def deployable(model: nn.Module, input_size) -> Deployable:
     """``model`` as it is deployed: itself, or a detector's network without its post-processing."""
     if not is_detector(model):
@@ -57,8 +70,19 @@ def deployable(model: nn.Module, input_size) -> Deployable:
             "inside the network, so no fixed ONNX graph holds it; export and bench take single-stage detectors "
             "(RetinaNet, FCOS, SSD, SSDlite), classifiers and segmenters"
         )
+    missing = [name for name in ("backbone", "head", "anchor_generator") if not hasattr(model, name)]
+    if missing:
+        raise CompressorError(
+            f"{type(model).__name__} has a detector's transform but no {', '.join(missing)}: export and bench take "
+            "torchvision's single-stage detectors (RetinaNet, FCOS, SSD, SSDlite), classifiers and segmenters"
+        )
+    from compressor.memory import check_fits
+
+    what = f"input size {list(input_size)}"
+    check_fits(nn.Identity(), input_size, 1, what)  # the transform allocates the image
     network = DetectorNetwork(model).eval()
     size = network_input_size(model, input_size)
+    check_fits(network, size, 1, what)  # postprocessing runs the backbone once at this size
     return Deployable(network, size, postprocessing(model, network, size))
 
 

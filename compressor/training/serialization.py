@@ -27,7 +27,7 @@ from compressor.engine.apply import apply_plan
 from compressor.errors import CompressorError, one_line
 from compressor.engine.plan import PruningPlan
 from compressor.trust import check_trusted
-from compressor.models.deployable import model_input
+from compressor.models.deployable import check_runs, model_input
 from compressor.models.zoo import build
 
 FORMAT = "compressor.pruned-model/1"
@@ -61,10 +61,13 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
+        input_size = tuple(int(v) for v in data["input_size"])
+        if len(input_size) != 3 or min(input_size) < 1:
+            raise ValueError(f"input_size {list(input_size)} is not three positive numbers (C, H, W)")
         return cls(
             name=str(data["name"]),
             num_classes=int(data["num_classes"]),
-            input_size=tuple(int(v) for v in data["input_size"]),
+            input_size=input_size,
             ignore=tuple(str(v) for v in data.get("ignore", ())),
         )
 
@@ -147,6 +150,8 @@ def rebuild(spec: ModelSpec, plans: Sequence[PruningPlan], trust_code: bool = Fa
     """The original architecture with ``plans`` applied in order (weights random).
     ``trust_code``: allow a ``module.path:factory`` spec name to be imported and called."""
     model = spec.build(trust_code)
+    if plans:  # analysing runs the model once at the spec's input_size (a file's data): refuse a size that cannot fit
+        check_runs(model, spec.input_size, 1, f"the model spec's input_size {list(spec.input_size)}")
     for plan in plans:
         model = apply_plan(model, spec.analyse(model), plan)
     return model

@@ -133,3 +133,40 @@ def test_a_pruned_segmenter_exports_and_benches_as_it_is(tmp_path):
     assert result.exit_code == 0, result.output
     records = json.loads((tmp_path / "bench" / "bench.json").read_text())["records"]
     assert [r["variant"] for r in records] == ["dense", "pruned"] and records[1]["macs_ratio"] > 1.3
+
+
+@pytest.mark.parametrize("size, hint", [([0, 96, 96], "three positive"), ([3, -5, 96], "three positive"),
+                                        ([3, 96], "three positive"), ([3, 100000, 100000], "needs about")])
+def test_a_detector_file_with_an_impossible_input_size_is_refused_in_one_line(tmp_path, size, hint):
+    """The spec's input_size is data: a detector is built and its transform run on it, so a
+    size that is not a size, or one too large for memory, is refused before allocating."""
+    path = save_detector(tmp_path / "ssd.pt", "ssdlite320_mobilenet_v3_large", None)
+    payload = torch.load(path, weights_only=True)
+    payload["spec"]["input_size"] = size
+    torch.save(payload, path)
+    before = snapshot(tmp_path)
+    one_line_error(invoke("export", str(path), "--out", str(tmp_path / "x")), hint)
+    one_line_error(invoke("bench", str(path), "--backend", "torch", *FAST), hint)
+    one_line_error(invoke("info", str(path)), hint)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_detector_name_at_a_huge_input_size_is_refused_before_allocating(tmp_path):
+    before = snapshot(tmp_path)
+    one_line_error(invoke("export", "ssdlite320_mobilenet_v3_large", "--input-size", "3,100000,100000",
+                          "--out", str(tmp_path / "x")), "needs about", "refused before allocating")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_model_with_a_detector_transform_but_no_head_is_refused_in_one_line():
+    """A user's own model (a module.path:factory) that batches with torchvision's transform but
+    has no backbone/head/anchors is not cut into a network: one line, not an AttributeError."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    from compressor.errors import CompressorError
+    from compressor.models.deployable import deployable
+
+    model = torch.nn.Module()
+    model.transform = GeneralizedRCNNTransform(64, 64, [0.5] * 3, [0.2] * 3)
+    with pytest.raises(CompressorError, match="no backbone, head, anchor_generator"):
+        deployable(model, (3, 64, 64))

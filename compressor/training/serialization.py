@@ -45,7 +45,12 @@ class ModelSpec:
     def build(self, trust_code: bool = False) -> nn.Module:
         """A spec usually comes from a file, so a factory name needs ``trust_code``."""
         check_trusted(self.name, "the model spec", trust_code)
-        return build(self.name, self.num_classes, input_size=self.input_size)
+        try:
+            return build(self.name, self.num_classes, input_size=self.input_size)
+        except RuntimeError as error:  # e.g. a num_classes whose head cannot be allocated
+            raise CompressorError(
+                f"the model spec ({self.name}, {self.num_classes} classes) cannot be built: {one_line(str(error))}"
+            ) from error
 
     def example_input(self, model: nn.Module) -> torch.Tensor | list:
         """Zeros of the kind ``model`` takes (a detector: a list of images)."""
@@ -64,6 +69,8 @@ class ModelSpec:
         input_size = tuple(int(v) for v in data["input_size"])
         if len(input_size) != 3 or min(input_size) < 1:
             raise ValueError(f"input_size {list(input_size)} is not three positive numbers (C, H, W)")
+        if int(data["num_classes"]) < 1:
+            raise ValueError(f"num_classes {int(data['num_classes'])} is not a positive number")
         return cls(
             name=str(data["name"]),
             num_classes=int(data["num_classes"]),

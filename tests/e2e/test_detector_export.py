@@ -170,3 +170,12 @@ def test_a_model_with_a_detector_transform_but_no_head_is_refused_in_one_line():
     model.transform = GeneralizedRCNNTransform(64, 64, [0.5] * 3, [0.2] * 3)
     with pytest.raises(CompressorError, match="no backbone, head, anchor_generator"):
         deployable(model, (3, 64, 64))
+
+
+@pytest.mark.parametrize("classes", [0, -3])
+def test_a_detector_file_whose_num_classes_is_not_positive_is_refused_in_one_line(tmp_path, classes):
+    path = save_detector(tmp_path / "ssd.pt", "ssdlite320_mobilenet_v3_large", None)
+    payload = torch.load(path, weights_only=True)
+    payload["spec"]["num_classes"] = classes
+    torch.save(payload, path)
+    one_line_error(invoke("export", str(path), "--out", str(tmp_path / "x")), "num_classes", "not a positive number")

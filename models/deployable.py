@@ -51,11 +51,12 @@ def check_runs(model: nn.Module, input_size, batch: int, what: str) -> None:
     network then runs at the size the transform gives, so both are checked."""
     from compressor.memory import check_fits
 
-    check_fits(nn.Identity(), input_size, batch, what)  # the images themselves
-    if is_detector(model) and hasattr(model, "backbone") and hasattr(model, "head"):
+    if not is_detector(model):
+        check_fits(model, input_size, batch, what)  # the estimate counts the input too
+        return
+    check_fits(nn.Identity(), input_size, batch, what)  # the transform allocates the images first
+    if hasattr(model, "backbone") and hasattr(model, "head"):
         check_fits(DetectorNetwork(model), network_input_size(model, input_size), batch, what)
-    elif not is_detector(model):
-        check_fits(model, input_size, batch, what)
 
 
 def deployable(model: nn.Module, input_size) -> Deployable:
@@ -76,13 +77,9 @@ def deployable(model: nn.Module, input_size) -> Deployable:
             f"{type(model).__name__} has a detector's transform but no {', '.join(missing)}: export and bench take "
             "torchvision's single-stage detectors (RetinaNet, FCOS, SSD, SSDlite), classifiers and segmenters"
         )
-    from compressor.memory import check_fits
-
-    what = f"input size {list(input_size)}"
-    check_fits(nn.Identity(), input_size, 1, what)  # the transform allocates the image
+    check_runs(model, input_size, 1, f"input size {list(input_size)}")  # postprocessing runs it once
     network = DetectorNetwork(model).eval()
     size = network_input_size(model, input_size)
-    check_fits(network, size, 1, what)  # postprocessing runs the backbone once at this size
     return Deployable(network, size, postprocessing(model, network, size))
 
 

@@ -20,13 +20,10 @@ def invoke(*args) -> Result:
 
 
 def one_line_error(result: Result, *hints: str) -> str:
-    """Exit 1 and exactly one line, an ``Error:`` line holding every hint."""
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
-    for hint in hints:
-        assert hint in lines[0], lines[0]
-    return lines[0]
+    """Exit 1 and exactly one line of output (stdout and stderr), an ``Error:`` line holding every hint."""
+    line = assert_one_line_error(result, 1, *hints)
+    assert result.output.strip() == line, result.output
+    return line
 
 
 def assert_one_line_error(result: Result, exit_code: int, *hints: str) -> str:

@@ -39,7 +39,7 @@ INT8_FILE = "model_int8.onnx"
 INT8_PLAN_FILE = "model_int8.plan"
 ARTIFACT_NAMES = (ONNX_FILE, FP16_FILE, INT8_FILE, PLAN_FILE, FP16_PLAN_FILE, INT8_PLAN_FILE)
 # Random-init or barely trained models have near-tied logits that half precision reorders.
-FP16_REMEDY = "FP16 changes this model's top-1 too often: export without --fp16"
+FP16_REMEDY = "FP16 changes this model's outputs too much: export without --fp16"
 INT8_REMEDY = ("calibrate on more or other images (--calib-samples, --calib-data, --calib-method), keep layers in "
                "float (--int8-exclude), or export without --int8")
 
@@ -278,15 +278,19 @@ class _Job:
             if not c.verify:
                 return
             with self._timed("fp16_verify_s"):
-                top1 = check_onnx_top1(
-                    self.model, path, self.input_size, c.fp16_check_batch, c.fp16_min_top1, c.seed, FP16_FILE
-                )
+                top1 = check_onnx_top1(self.model, path, self.input_size, c.fp16_check_batch, c.fp16_min_top1,
+                                       c.seed, FP16_FILE, self._class_scores())
         except CompressorError as error:
             # the model or the converter, not the fp32 file, is at fault: keep what was verified
             self._fp16_unsupported(str(error))
         self.sections["fp16"]["check"] = top1.to_dict()
         if not top1.passed:
             self._refuse(top1.failure(), FP16_REMEDY)
+
+    def _class_scores(self) -> bool:
+        """Whether outputs with a class axis are class scores that top-1 can judge: not a
+        detector's raw per-anchor outputs (see parity.RAW_DETECTOR_OUTPUTS)."""
+        return self.source.postprocessing is None
 
     def _fp16_unsupported(self, reason: str) -> None:
         """No FP16 file; model.onnx and the manifest (status 'incomplete') are written as if
@@ -363,7 +367,8 @@ class _Job:
         with self._timed(f"{name}_verify_s"):
             if fp16:
                 report = trt_export.check_engine_top1(self.model, spec.plan_path, self.input_size, c.fp16_check_batch,
-                                                     c.max_batch, c.fp16_min_top1, c.seed, name, self._output_names())
+                                                     c.max_batch, c.fp16_min_top1, c.seed, name, self._output_names(),
+                                                     self._class_scores())
             else:
                 report = trt_export.check_engine(self.model, spec.plan_path, self.input_size, c.parity_batch_sizes,
                                                  c.atol, c.rtol, c.seed, name, c.parity_scales, self.images,

@@ -336,12 +336,14 @@ def check_engine(model: nn.Module, plan_path: Path, input_size, batch_sizes, ato
 
 
 def check_engine_top1(model: nn.Module, plan_path: Path, input_size, batch: int, max_batch: int, min_top1: float,
-                      seed: int, name: str | None = None, output_order: list[str] | None = None) -> Top1Report:
-    """The FP16 engine's top-1 agreement with PyTorch fp32, fed in chunks of the max batch."""
+                      seed: int, name: str | None = None, output_order: list[str] | None = None,
+                      class_scores: bool = True) -> Top1Report:
+    """The FP16 engine's top-1 agreement with PyTorch fp32, fed in chunks of the max batch
+    (``class_scores``: see parity.check_top1)."""
     reference = torch_runner(copy.deepcopy(model), "cuda")
     with strict_fp32():
         return check_top1(reference, EngineRunner(plan_path, output_order), input_size, batch, max_batch, min_top1,
-                          seed, _labels(name or plan_path.name))
+                          seed, _labels(name or plan_path.name), class_scores)
 
 
 def engine_agreement(plan_path: Path, images: torch.Tensor, reference: np.ndarray, max_batch: int,

@@ -213,6 +213,25 @@ def test_an_fp16_output_without_a_class_axis_is_judged_by_relative_error(tmp_pat
     assert right.passed and not right.top1_judged and right.max_rel_err < FP16_MAX_REL_ERR / 4, right
 
 
+def test_raw_detector_scores_are_judged_by_relative_error_not_top1(tmp_path):
+    """class_scores=False (a detector's per-anchor outputs): a file 5 % off, whose every argmax
+    still agrees, is refused; the plain fp16 file passes without top-1 being judged."""
+    from compressor.export.fp16 import convert_to_fp16
+    from compressor.export.parity import FP16_MAX_REL_ERR, RAW_DETECTOR_OUTPUTS, check_onnx_top1
+
+    model = small_cnn().eval()
+    result = export(tmp_path, model, opset=FAST_OPSET)
+    half = convert_to_fp16(result.path("model.onnx"), tmp_path / "half.onnx")
+    scale_output(half, tmp_path / "wrong.onnx", 1.05)
+    as_classes = check_onnx_top1(model, tmp_path / "wrong.onnx", INPUT_SIZE, 100, 0.99, seed=0)
+    assert as_classes.passed and as_classes.top1_agreement == 1.0, "scaling keeps every argmax"
+    wrong = check_onnx_top1(model, tmp_path / "wrong.onnx", INPUT_SIZE, 100, 0.99, seed=0, class_scores=False)
+    assert not wrong.passed and not wrong.top1_judged and wrong.max_rel_err > FP16_MAX_REL_ERR
+    assert RAW_DETECTOR_OUTPUTS in wrong.failure() and "\n" not in wrong.failure()
+    right = check_onnx_top1(model, half, INPUT_SIZE, 100, 0.99, seed=0, class_scores=False)
+    assert right.passed and right.max_rel_err < FP16_MAX_REL_ERR / 4, right
+
+
 # -- --fp16 on outputs it cannot convert: refused in one line, the verified fp32 file stays ---------
 
 

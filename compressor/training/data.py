@@ -454,9 +454,15 @@ def _open_folder(path: Path, transform: Callable) -> datasets.ImageFolder:
     if not path.is_dir():
         raise CompressorError(f"{path} is missing; imagefolder expects train/<class>/* and val/<class>/* images")
     try:
-        return datasets.ImageFolder(str(path), transform=transform)
+        return datasets.ImageFolder(str(path), transform=transform, is_valid_file=_is_image_file)
     except (FileNotFoundError, RuntimeError) as exc:  # "Found no valid file ..." / "Couldn't find any class folder"
         raise CompressorError(f"no images found in {path} ({one_line(str(exc), None)}); put images in {path}/<class>/") from exc
+
+
+def _is_image_file(path: str) -> bool:
+    """An image extension on a regular file: a FIFO or device named ``x.png`` would block the
+    first read forever (or stream without end), so it is left out like any non-image."""
+    return datasets.folder.has_file_allowed_extension(path, datasets.folder.IMG_EXTENSIONS) and os.path.isfile(path)
 
 
 def _require_dir(path: Path, hint: str) -> Path:

@@ -125,6 +125,17 @@ def test_imagefolder_loads_classes_and_sizes(image_root):
     assert val_labels == [[0, 0], [1]]
 
 
+def test_imagefolder_leaves_out_a_fifo_named_like_an_image(image_root):
+    # Reading it would block forever; a symlink to a real image still counts.
+    os.mkfifo(image_root / "train" / "cat" / "stuck.png")
+    (image_root / "train" / "cat" / "link.png").symlink_to(image_root / "train" / "cat" / "0.png")
+    (image_root / "train" / "cat" / "notes.txt").write_text("not an image")
+    bundle = load_data(DataConfig("imagefolder", str(image_root), batch_size=7, image_size=16))
+    assert bundle.train_size == 7  # the 6 images and the link
+    images, _ = next(bundle.train_batches(0))  # reads every sample, the FIFO included if it were listed
+    assert images.shape == (7, 3, 16, 16)
+
+
 def test_imagefolder_augmentation_is_resumable_and_worker_independent(image_root):
     config = DataConfig("imagefolder", str(image_root), batch_size=2, image_size=16)
     bundle = load_data(config)

@@ -456,7 +456,9 @@ def _open_folder(path: Path, transform: Callable) -> datasets.ImageFolder:
     try:
         return datasets.ImageFolder(str(path), transform=transform, is_valid_file=_is_image_file)
     except (FileNotFoundError, RuntimeError) as exc:  # "Found no valid file ..." / "Couldn't find any class folder"
-        raise CompressorError(f"no images found in {path} ({one_line(str(exc), None)}); put images in {path}/<class>/") from exc
+        kinds = ", ".join(datasets.folder.IMG_EXTENSIONS)
+        raise CompressorError(f"no images found in {path} ({one_line(str(exc), None)}); put regular image files "
+                              f"({kinds}) in {path}/<class>/") from exc
 
 
 def _is_image_file(path: str) -> bool:

@@ -94,7 +94,7 @@ def read_manifest(export: Path) -> dict | None:
 # -- part 1: ResNet-56 --------------------------------------------------------------------------
 def resnet56(args, rec: Recorder, work: Path) -> dict:
     part = {"runs": {}, "bench": None}
-    common = [*R56_SETTINGS, "--epochs", str(args.epochs), "--synthetic-train", str(args.train),
+    common = [*R56_SETTINGS, "--epochs", str(args.epochs), "--dataset", "synthetic", "--synthetic-train", str(args.train),
               "--synthetic-val", str(args.val), "--batch-size", str(args.batch_size), "--no-progress"]
     for schedule, extra in (("dense", []), ("ocs", ["--flops-reduction", "0.5"])):
         run = work / f"resnet56-{schedule}"

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from compressor import CostModel, GroupPlan, PruningPlan, analyse, apply_plan
-from compressor.training.data import DataConfig, load_data
+from compressor.data.datasets import DataConfig, load_data
 from compressor.choices import POOL_CRITERIA as LAASP_CRITERIA
 from compressor.schedules.laasp import GroupLimits, MaskedEvaluator, Selector, StepSettings
 from compressor.engine.verify import make_informative
@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     model = make_informative(build_model(args.model)).eval()  # random BN statistics: losses differ per candidate
-    data = load_data(DataConfig(synthetic_train=max(args.samples, 1000), synthetic_val=100, batch_size=args.batch_size))
+    data = load_data(DataConfig(dataset="synthetic", synthetic_train=max(args.samples, 1000), synthetic_val=100, batch_size=args.batch_size))
     batches = data.selection_batches(args.samples)
     graph = analyse(model, torch.zeros(1, *data.input_size))
     cost = CostModel(graph, model)

@@ -42,7 +42,7 @@ def run(model: str, variant: str, reduction: float, seed: int, args, workdir: Pa
     out = workdir / f"{model}-{variant}-{reduction}-{seed}"
     command = [
         sys.executable, "-m", "compressor", "prune", "--model", model, *VARIANTS[variant], "--seed", str(seed),
-        "--epochs", str(args.epochs), "--synthetic-train", str(args.train), "--synthetic-val", str(args.val),
+        "--epochs", str(args.epochs), "--dataset", "synthetic", "--synthetic-train", str(args.train), "--synthetic-val", str(args.val),
         "--batch-size", str(args.batch_size), "--flops-reduction", str(reduction), "--out", str(out), "--no-progress",
     ]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})

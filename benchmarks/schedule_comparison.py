@@ -34,7 +34,7 @@ def run(model: str, schedule: str, seed: int, args, workdir: Path) -> dict:
     out = workdir / f"{model}-{schedule}-{seed}"
     command = [
         sys.executable, "-m", "compressor", "prune", "--model", model, "--schedule", schedule, "--seed", str(seed),
-        "--epochs", str(args.epochs), "--synthetic-train", str(args.train), "--synthetic-val", str(args.val),
+        "--epochs", str(args.epochs), "--dataset", "synthetic", "--synthetic-train", str(args.train), "--synthetic-val", str(args.val),
         "--flops-reduction", str(args.reduction), "--out", str(out), "--no-progress",
     ]
     if schedule == "laasp":

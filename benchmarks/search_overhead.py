@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from compressor import CostModel, GroupPlan, PruningPlan, analyse, apply_plan, count_macs
-from compressor.training.data import DataConfig, load_data
+from compressor.data.datasets import DataConfig, load_data
 from compressor.engine.importance import score_channels
 from compressor.engine.selection import SelectionConfig, select_plan
 from compressor.schedules.stability import JaccardIndicator
@@ -86,7 +86,7 @@ def _plan_at(graph, scores, threshold: float) -> PruningPlan:
 
 def measure(name: str, repeats: int, steps: int, train_images: int) -> dict:
     torch.manual_seed(0)
-    data = load_data(DataConfig(synthetic_train=train_images, synthetic_val=128))
+    data = load_data(DataConfig(dataset="synthetic", synthetic_train=train_images, synthetic_val=128))
     model = build_model(name)
     example = torch.zeros(1, 3, 32, 32)
     epoch_s = time_epoch(model, data, steps)

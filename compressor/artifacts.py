@@ -17,9 +17,12 @@ import types
 import typing
 from typing import Any, Literal, TypedDict, Union
 
+# The file names of a `compress prune` run directory that later commands read.
+SUMMARY_FILE = "summary.json"
+
 
 class RunData(TypedDict):
-    """``compressor.training.data.DataConfig`` as saved: what export reads images back with."""
+    """``compressor.data.datasets.DataConfig`` as saved: what export reads images back with."""
 
     dataset: str
     data_dir: str | None

@@ -7,7 +7,9 @@ if a name has no implementation), so the help text and the code cannot drift apa
 """
 from __future__ import annotations
 
-DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
+# The datasets that come with the package (shipped or generated): they need no --data-dir.
+BUILT_IN_DATASETS = ("digits", "synthetic")
 # The pruning criteria, by what they can do (one table of implementations:
 # compressor.engine.importance.CRITERIA).  --criterion: scores every channel, ranked
 # across groups.  --criteria-pool (laasp): ranks one group's filters; the default pool.

@@ -3,7 +3,7 @@
 The input tensor (name, shape with its symbolic batch, layout, dtype), how an image file
 becomes that tensor (resize, centre crop, scale to 0-1, per-channel mean/std, channel
 order: exactly the evaluation transform the model was trained and validated with,
-``compressor.training.data``), the class names where the dataset has them, and what
+``compressor.data.datasets``), the class names where the dataset has them, and what
 the output means.  Taken from the run's recorded data settings; a source that records
 none (a model name, a bare model file) gets the input description and a reason instead
 of a guessed preprocessing.
@@ -39,17 +39,19 @@ def bundle_section(run_dir: Path | None, inputs: list[dict] | None, outputs: lis
 
 def _run_data(run_dir: Path | None):
     from compressor.errors import CompressorError
-    from compressor.export.gate_images import SUMMARY_FILE, _data_config
+    from compressor.data.rundata import run_data_config
 
     if run_dir is None:
         raise CompressorError("the source is not a `compress prune` run directory, so it records no dataset")
-    return _data_config(run_dir / SUMMARY_FILE)
+    return run_data_config(run_dir)
 
 
 def preprocessing(config) -> dict:
     """The evaluation transform of ``config``'s dataset, as numbers a server can apply."""
-    from compressor.training.data import CIFAR_SIZE, CIFAR_STATS, DEFAULT_IMAGE_SIZE, IMAGENET_STATS
+    from compressor.data.datasets import CIFAR_SIZE, CIFAR_STATS, DEFAULT_IMAGE_SIZE, IMAGENET_STATS
 
+    if config.dataset == "digits":
+        return _digits_preprocessing()
     if config.dataset == "synthetic":
         return {"image_files": False,
                 "note": "the built-in synthetic set is generated already normalised; it has no image files, so "
@@ -71,8 +73,31 @@ def preprocessing(config) -> dict:
     }
 
 
+def _digits_preprocessing() -> dict:
+    """``compressor.data.digits.upsample`` and the normalisation, as numbers (the digits are
+    8x8 grids of 0-16 counts, not image files)."""
+    from compressor.data import digits
+
+    return {
+        "image_files": False,
+        "source": f"{digits.SOURCE_SIDE}x{digits.SOURCE_SIDE} grey digits, each pixel a count 0-{digits.MAX_VALUE}",
+        "channel_order": "RGB (the grey channel repeated three times)",
+        "scale": f"divide by {digits.MAX_VALUE} (to 0-1)",
+        "resize": [digits.SIZE, digits.SIZE],
+        "resize_mode": "bilinear, align_corners=False (torch.nn.functional.interpolate)",
+        "mean": [digits.MEAN] * 3,
+        "std": [digits.STD] * 3,
+        "formula": "x = (count / 16 upsampled to 32x32 - mean[c]) / std[c], grey repeated to 3 channels, "
+                   "then a batch axis",
+    }
+
+
 def class_names(config) -> list[str] | None:
     """Names in class-index order where the dataset has them; listing folders only, never decoding images."""
+    if config.dataset == "digits":
+        from compressor.data import digits
+
+        return list(digits.CLASSES)
     if config.dataset == "cifar10":
         return list(CIFAR10_CLASSES)
     if config.dataset == "imagefolder" and config.data_dir:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from compressor.choices import BUILT_IN_DATASETS
 from compressor.errors import CompressorError
 from compressor.export.config import MIN_INT8_CHECK_IMAGES
 
@@ -39,16 +40,16 @@ class CalibrationSets:
 def data_config_for(run_dir: Path | None, dataset: str | None, data_dir: str | None, input_size=None):
     """The ``DataConfig`` to calibrate from: ``dataset`` when given (an image folder cropped to
     ``input_size``), else the run's own data."""
-    from compressor.export.gate_images import SUMMARY_FILE, _data_config
-    from compressor.training.data import DataConfig
+    from compressor.data.rundata import run_data_config
+    from compressor.data.datasets import DataConfig
 
     if dataset is not None:
-        if dataset != "synthetic" and data_dir is None:
+        if dataset not in BUILT_IN_DATASETS and data_dir is None:
             # else load_data reads ./data of wherever the command runs, and advises prune's --download
             raise CompressorError(f"--calib-data {dataset} needs --calib-data-dir (export never downloads)")
-        if dataset == "synthetic" and data_dir is not None:
-            raise CompressorError("--calib-data-dir does not apply to --calib-data synthetic (it is generated in "
-                                  "memory); drop it")
+        if dataset in BUILT_IN_DATASETS and data_dir is not None:
+            raise CompressorError(f"--calib-data-dir does not apply to --calib-data {dataset} (it comes with the "
+                                  "package); drop it")
         size = input_size[-1] if dataset == "imagefolder" and input_size else None
         return DataConfig(dataset=dataset, data_dir=data_dir, download=False, workers=0, augment=False,
                           image_size=size)
@@ -59,12 +60,12 @@ def data_config_for(run_dir: Path | None, dataset: str | None, data_dir: str | N
             "--int8 needs calibration images: SOURCE is not a `compress prune` run directory, so name them with "
             "--calib-data (and --calib-data-dir)"
         )
-    return replace(_data_config(run_dir / SUMMARY_FILE), augment=False)
+    return replace(run_data_config(run_dir), augment=False)
 
 
 def calibration_sets(config, samples: int, check: int, input_size) -> CalibrationSets:
     """``samples`` calibration images and up to ``check`` held-out ones from the training split."""
-    from compressor.training.data import load_data
+    from compressor.data.datasets import load_data
 
     needed = (samples + MIN_INT8_CHECK_IMAGES) * 4 * int(torch.tensor(input_size).prod())
     if needed > MAX_IMAGE_BYTES:

@@ -10,19 +10,15 @@ manifest says why.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 
+from compressor.data.rundata import run_data_config
 from compressor.errors import CompressorError, one_line
 
 log = logging.getLogger(__name__)
-SUMMARY_FILE = "summary.json"
-# The synthetic set is regenerated whole (its normalisation uses the training images): a
-# tampered summary.json must not make the gate allocate without bound.
-MAX_SYNTHETIC_IMAGES = 200_000
 
 
 def run_images(run_dir: Path | None, count: int, input_size) -> tuple[torch.Tensor | None, dict]:
@@ -30,7 +26,7 @@ def run_images(run_dir: Path | None, count: int, input_size) -> tuple[torch.Tens
     if run_dir is None or count == 0:
         return None, {"used": 0, "reason": "the source is not a run directory" if count else "disabled"}
     try:
-        config = _data_config(run_dir / SUMMARY_FILE)
+        config = run_data_config(run_dir)
         images = _first_val_images(config, count)
     except (CompressorError, OverflowError, ValueError, TypeError, MemoryError) as error:
         reason = str(error) if isinstance(error, CompressorError) else one_line(error)
@@ -42,28 +38,8 @@ def run_images(run_dir: Path | None, count: int, input_size) -> tuple[torch.Tens
     return images, {"used": len(images), "dataset": config.dataset, "split": "val", "data_dir": config.data_dir}
 
 
-def _data_config(path: Path):
-    from compressor.training.run import configs_from_dict
-
-    if not path.is_file():  # a FIFO (or device) would block the read forever; a folder is no summary
-        raise CompressorError(f"cannot read {path}: not a regular file")
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested thousands deep
-        raise CompressorError(f"cannot read {path}: {error}") from error
-    data = summary.get("data") if isinstance(summary, dict) else None
-    if not isinstance(data, dict):
-        raise CompressorError(f"{path} does not record the run's dataset (a run made before exports read it)")
-    settings = {**data, "download": False, "workers": 0}  # never fetch anything, never fork for 32 images
-    config = configs_from_dict(settings, where=f"{path} data")[0]
-    if config.dataset == "synthetic" and config.synthetic_train + config.synthetic_val > MAX_SYNTHETIC_IMAGES:
-        raise CompressorError(f"{path} asks for {config.synthetic_train + config.synthetic_val} synthetic images, "
-                              f"more than the {MAX_SYNTHETIC_IMAGES} the gate regenerates")
-    return config
-
-
 def _first_val_images(config, count: int) -> torch.Tensor:
-    from compressor.training.data import load_data
+    from compressor.data.datasets import load_data
 
     bundle = load_data(config)
     taken, size = [], 0

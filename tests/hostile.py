@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 
 from compressor.cli import main
 
-TINY = ["--model", "resnet20", "--synthetic-train", "64", "--synthetic-val", "32", "--batch-size", "32",
+TINY = ["--model", "resnet20", "--dataset", "synthetic", "--synthetic-train", "64", "--synthetic-val", "32", "--batch-size", "32",
         "--epochs", "2", "--monitor-start", "0", "--max-prune-epoch", "0", "--no-progress"]
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from compressor.choices import BUILT_IN_DATASETS
 from compressor.errors import CompressorError
-from compressor.training.data import DataConfig, load_data
+from compressor.data.datasets import DataConfig, load_data
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +118,10 @@ def where(config: DataConfig) -> str:
 def _run_config(run_dir: Path | None) -> tuple[DataConfig | None, str]:
     if run_dir is None:
         return None, "SOURCE is not a `compress prune` run (no summary.json records a dataset)"
-    from compressor.export.gate_images import SUMMARY_FILE, _data_config
+    from compressor.data.rundata import run_data_config
 
     try:
-        return _data_config(run_dir / SUMMARY_FILE), ""
+        return run_data_config(run_dir), ""
     except (CompressorError, OverflowError, ValueError, TypeError) as error:
         return None, str(error)
 
@@ -129,8 +130,8 @@ def _chosen_config(choice: DataChoice, run_config: DataConfig | None, why_not: s
     dataset = choice.dataset or (run_config.dataset if run_config is not None else None)
     if dataset is None:
         raise CompressorError(f"--data-dir without --data, and {why_not}; pass --data as well")
-    if dataset == "synthetic" and choice.data_dir is not None:
-        raise CompressorError("--data-dir does not apply to synthetic data (it is generated in memory); drop it, "
+    if dataset in BUILT_IN_DATASETS and choice.data_dir is not None:
+        raise CompressorError(f"--data-dir does not apply to {dataset} (it comes with the package); drop it, "
                               "or name the dataset that lives there with --data")
     if run_config is not None and run_config.dataset == dataset:
         config = run_config  # the run's image size, synthetic sizes and seed

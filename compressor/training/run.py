@@ -12,18 +12,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import math
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from compressor.artifacts import RunSummary
+from compressor.artifacts import SUMMARY_FILE, RunSummary
 from compressor.atomic import atomic_write_text
 from compressor.training.checkpoint import LATEST, load_checkpoint
-from compressor.training.data import DataConfig, for_device, load_data
+from compressor.data.datasets import DataConfig, for_device, load_data
 from compressor.errors import CompressorError, one_line
+from compressor.settings import typed_config
 from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
 from compressor.outdir import check_fresh_output, remove_stale_temps  # noqa: F401 - check_fresh_output: API
 from compressor.engine.plan import PruningPlan
@@ -49,35 +49,7 @@ class RunSpec:
 def configs_from_dict(values: dict, where: str = "the settings") -> tuple[DataConfig, TrainConfig, PruneConfig]:
     """Split one flat dict of settings into the three frozen configs; a value of the wrong
     type (``lr: "0.1"``, ``epochs: 1.7``, ``epochs: true``) is refused, never coerced."""
-    built = []
-    for kind in CONFIG_TYPES:
-        names = {f.name: f.type for f in fields(kind)}
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
-        for key, value in kwargs.items():
-            _check_type(key, value, names[key], where)
-        built.append(kind(**kwargs))
-    return tuple(built)  # type: ignore[return-value]
-
-
-# A field's annotation (a string under ``from __future__ import annotations``) -> what it accepts.
-_ACCEPTS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "tuple": (tuple,)}
-
-
-def _check_type(key: str, value, annotation: str, where: str) -> None:
-    options = [part.strip() for part in str(annotation).split("|")]
-    if value is None and "None" in options:
-        return
-    accepted = tuple(t for part in options for t in _ACCEPTS.get(part.split("[")[0], ()))
-    if not accepted:
-        return  # a field type this check does not know: the config's own checks apply
-    is_bool = isinstance(value, bool)
-    if not isinstance(value, accepted) or (is_bool and bool not in accepted) or _bad_float(value):
-        wanted = " or ".join(o for o in options)
-        raise CompressorError(f"{where}: {key} must be {wanted}, got {value!r} ({type(value).__name__}); not converted")
-
-
-def _bad_float(value) -> bool:
-    return isinstance(value, float) and not math.isfinite(value)
+    return tuple(typed_config(kind, values, where) for kind in CONFIG_TYPES)  # type: ignore[return-value]
 
 
 def conflicts(saved: dict, given: dict) -> list[str]:
@@ -236,7 +208,7 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
     }
     if spec.prune.schedule == "laasp":
         summary.update(_write_laasp_steps(out, pruner.schedule.steps))
-    write_summary(out / "summary.json", summary)
+    write_summary(out / SUMMARY_FILE, summary)
     return summary
 
 

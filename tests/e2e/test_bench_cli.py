@@ -260,7 +260,7 @@ def test_readme_main_job_chain_runs(tmp_path):
     assert [c.split()[1] for c in chain] == ["prune", "export", "bench"]
     run = "runs/resnet20-ocs"
     assert chain[1].strip() == f"compress export {run}" and chain[2].strip() == f"compress bench {run}"
-    tiny = ["--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--epochs", "2",
+    tiny = ["--dataset", "synthetic", "--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--epochs", "2",
             "--max-prune-epoch", "0", "--monitor-start", "0", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     this_tree = [sys.executable, "-m", "compressor"]
@@ -283,7 +283,7 @@ def test_readme_main_job_chain_runs(tmp_path):
 def test_prune_with_round_to_auto_uses_the_measured_multiple(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "run"
-    args = ["prune", "--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--epochs", "1",
+    args = ["prune", "--dataset", "synthetic", "--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--epochs", "1",
             "--schedule", "oneshot", "--round-to", "auto", "--deploy-backend", "onnxruntime", "--deploy-device", "cpu",
             "--no-progress", "--out", str(out)]
     result = CliRunner().invoke(main, args)

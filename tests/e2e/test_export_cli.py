@@ -25,7 +25,7 @@ MANIFEST_KEYS = ["format", "opset", "inputs", "outputs", "macs", "params", "pari
 PARITY_KEYS = ["max_abs_err", "max_rel_err", "top1_agreement", "batch_sizes", "backend", "provider"]
 VERSION_KEYS = ["torch", "onnx", "onnxruntime", "onnxsim", "tensorrt"]
 TINY_PRUNE = [
-    "--model", "resnet20", "--synthetic-train", "256", "--synthetic-val", "128", "--batch-size", "64",
+    "--model", "resnet20", "--dataset", "synthetic", "--synthetic-train", "256", "--synthetic-val", "128", "--batch-size", "64",
     "--epochs", "2", "--max-prune-epoch", "0", "--monitor-start", "0", "--no-progress",
 ]
 
@@ -106,7 +106,7 @@ def test_export_a_prune_run_directory(prune_run):
 def test_the_gate_images_are_the_runs_first_validation_images(prune_run):
     """Read back from summary.json, rebuilt with the run's own preprocessing: the same tensors
     the run validated on (synthetic is normalised with the training set's statistics)."""
-    from compressor.training.data import DataConfig, load_data
+    from compressor.data.datasets import DataConfig, load_data
     from compressor.export.gate_images import run_images
 
     summary = json.loads((prune_run / "summary.json").read_text())

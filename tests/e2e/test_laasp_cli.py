@@ -17,7 +17,7 @@ from tests.cli_runs import AFTER_CHECKPOINT, BEFORE_CHECKPOINT, compress, kill_a
 # Chunks at the ends of epochs 1 and 3: 1 + 2 recovery epochs = 3 is the last
 # chunk (3 + 2 would pass the last-but-one epoch), then epoch 4 fine-tunes.
 LAASP = [
-    "--model", "resnet20", "--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64",
+    "--model", "resnet20", "--dataset", "synthetic", "--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64",
     "--epochs", "5", "--schedule", "laasp", "--prune-epoch", "1", "--recover-epochs", "2",
     "--recover-macs", "0.2", "--laasp-step", "0.1", "--selection-samples", "16", "--flops-reduction", "0.4",
     "--no-progress",

@@ -89,7 +89,7 @@ def test_factory_model_through_info_prune_and_export(user_module, tmp_path):
     # ... and a pruned run of it saves a model file that rebuilds from the same string.
     run = tmp_path / "run"
     pruned = invoke("prune", "--model", model, "--epochs", "2", "--monitor-start", "0", "--max-prune-epoch", "0",
-                    "--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--no-progress",
+                    "--dataset", "synthetic", "--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--no-progress",
                     "--out", str(run))
     assert pruned.exit_code == 0, pruned.output
     summary = json.loads((run / "summary.json").read_text())

@@ -23,7 +23,7 @@ from tests.cli_runs import (
 )
 
 TINY = [
-    "--model", "resnet20", "--synthetic-train", "256", "--synthetic-val", "128", "--batch-size", "64",
+    "--model", "resnet20", "--dataset", "synthetic", "--synthetic-train", "256", "--synthetic-val", "128", "--batch-size", "64",
     "--epochs", "4", "--max-prune-epoch", "2", "--monitor-start", "0", "--no-progress",
 ]
 

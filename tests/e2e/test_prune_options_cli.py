@@ -22,7 +22,7 @@ from compressor.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = ["--model", "resnet20", "--synthetic-train", "64", "--synthetic-val", "32", "--batch-size", "32",
+TINY = ["--model", "resnet20", "--dataset", "synthetic", "--synthetic-train", "64", "--synthetic-val", "32", "--batch-size", "32",
         "--no-progress", "--device", "cpu"]
 
 # 4 epochs x 2 steps.  --indicator epi is stable at the second search (epoch 1), before the
@@ -102,7 +102,7 @@ def test_weights_flag_starts_the_run_from_the_file(tmp_path):
     out = tmp_path / "run"
     # --lr 1e-30 and no decay: the one step moves no weight by more than ~1e-30.
     prune(*TINY, "--epochs", "1", "--schedule", "dense", "--lr", "1e-30", "--weight-decay", "0", "--no-augment",
-          "--synthetic-train", "32", "--weights", str(tmp_path / "start.pt"), "--out", str(out))
+          "--dataset", "synthetic", "--synthetic-train", "32", "--weights", str(tmp_path / "start.pt"), "--out", str(out))
     model, _, _ = load_pruned(out / "model.pt")
     start = source.state_dict()
     for name, tensor in model.named_parameters():

@@ -208,7 +208,7 @@ def factory_run(work) -> Path:
     os.chdir(work)
     try:
         result = invoke("prune", "--model", f"{good}:make", "--epochs", "2", "--monitor-start", "0",
-                        "--max-prune-epoch", "0", "--synthetic-train", "64", "--synthetic-val", "32",
+                        "--max-prune-epoch", "0", "--dataset", "synthetic", "--synthetic-train", "64", "--synthetic-val", "32",
                         "--batch-size", "32", "--no-progress", "--out", "run")
     finally:
         os.chdir(saved_cwd)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from compressor.training import data
-from compressor.training.data import DataConfig, load_data
+from compressor.data import datasets as data
+from compressor.data.datasets import DataConfig, load_data
 from compressor.errors import CompressorError
 
-SMALL = dict(synthetic_train=200, synthetic_val=100, batch_size=32)
+SMALL = dict(dataset="synthetic", synthetic_train=200, synthetic_val=100, batch_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +230,7 @@ def test_imagefolder_val_classes_must_match_train(tmp_path):
 
 
 def test_batch_size_larger_than_training_set():
-    message = _error(dict(synthetic_train=50, synthetic_val=10, batch_size=64))
+    message = _error(dict(dataset="synthetic", synthetic_train=50, synthetic_val=10, batch_size=64))
     assert "64" in message and "50" in message
 
 
@@ -244,7 +244,7 @@ def test_ddp_shard_smaller_than_a_batch_and_bad_rank(plain):
 def test_loader_workers_and_pinning_follow_the_device():
     """A CPU run keeps loading in the training process (workers would take its cores); a CUDA
     run gets loader processes and page-locked batches; a given --workers always wins."""
-    from compressor.training.data import DataConfig, for_device, loader_workers
+    from compressor.data.datasets import DataConfig, for_device, loader_workers
 
     cpu = for_device(DataConfig(dataset="imagefolder"), torch.device("cpu"))
     assert (cpu.workers, cpu.pin_memory) == (0, False)

@@ -8,6 +8,7 @@ inside functions too (a lazy import is still a dependency), except the ones unde
     engine        analyse -> plan -> apply, costs, importance, checks
     schedules     when and how much to prune (one-cycle, LAASP, stability, shrinking)
     models        the zoo (models/ on disk, installed as compressor.models)
+    data          datasets, the digits set, a run's data settings: what training, export and eval read
     training      a prune run: data, loop, checkpoints, artifacts, the model file format
     integrations  other frameworks' loops (Lightning)
     export        ONNX / TensorRT behind a gate (exporters/ on disk: compressor.export)
@@ -27,7 +28,7 @@ else:  # pragma: no cover - CI runs 3.11
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ["base", "engine", "schedules", "models", "training", "integrations", "export", "evaluation", "bench", "cli"]
+LAYERS = ["base", "engine", "schedules", "models", "data", "training", "integrations", "export", "evaluation", "bench", "cli"]
 # Where each installed package lives on disk (pyproject's package-dir, and the plain ones).
 SOURCES = {"compressor": ROOT / "compressor", "compressor.export": ROOT / "exporters",
            "compressor.models": ROOT / "models"}

@@ -23,7 +23,7 @@ from torch import nn
 
 from compressor.engine.analysis.graph import analyse
 from compressor.engine.cost import CostModel
-from compressor.training.data import DataBundle, DataConfig, load_data
+from compressor.data.datasets import DataBundle, DataConfig, load_data
 from compressor.errors import CompressorError
 from compressor.engine.importance import score_channels
 from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
@@ -477,7 +477,7 @@ def test_laasp_group_fraction_removes_that_share_of_a_groups_channels_per_step()
 
 
 def test_selection_samples_is_a_fixed_training_subset_of_that_many_images():
-    data = load_data(DataConfig(synthetic_train=32, synthetic_val=8, batch_size=8, seed=0))
+    data = load_data(DataConfig(dataset="synthetic", synthetic_train=32, synthetic_val=8, batch_size=8, seed=0))
     subset = data.selection_batches(12)
     assert sum(len(labels) for _, labels in subset) == 12
     again = data.selection_batches(12)
@@ -529,7 +529,7 @@ def test_max_prune_fraction_caps_every_group():
 
 # -- --seed (through run_prune, as the CLI calls it; --weights: tests/e2e/test_prune_options_cli.py) --------------------------------------------
 def _tiny_spec(out: Path, seed: int = 0) -> RunSpec:
-    data = DataConfig(synthetic_train=16, synthetic_val=8, batch_size=16, augment=False, seed=seed)
+    data = DataConfig(dataset="synthetic", synthetic_train=16, synthetic_val=8, batch_size=16, augment=False, seed=seed)
     train = TrainConfig(epochs=1, lr=1e-30, weight_decay=0.0, device="cpu", progress=False, seed=seed)
     return RunSpec("resnet20", out, data, train, PruneConfig(epochs=1, schedule="dense"))
 

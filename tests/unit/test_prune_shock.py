@@ -20,7 +20,7 @@ from compressor.engine.masking import masked_copy
 from compressor.engine.plan import PruningPlan
 from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
 from compressor.training.checkpoint import BEFORE_PRUNE, LATEST, load_checkpoint
-from compressor.training.data import DataBundle, DataConfig, load_data
+from compressor.data.datasets import DataBundle, DataConfig, load_data
 from compressor.training.loop import RunContext, TrainConfig, Trainer, make_optimizer
 from compressor.training.report import EpochRecord, plot_run
 from compressor.training.serialization import ModelSpec, load_pruned, rebuild, restored_state

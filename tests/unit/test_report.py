@@ -143,14 +143,14 @@ def test_run_png_shows_the_runs_own_threshold(tmp_path: Path, monkeypatch, overr
     --reg-target beside the selected channels' norm; epi does not shrink, so draws none."""
     from compressor.schedules.onecycle import PruneConfig
     from compressor.training import run as run_module
-    from compressor.training.data import DataConfig
+    from compressor.data.datasets import DataConfig
     from compressor.training.loop import TrainConfig
 
     seen = {}
     original = run_module.plot_run
     monkeypatch.setattr(run_module, "plot_run", lambda *a, **k: (seen.update(k), original(*a, **k))[1])
     drawn = _stability_lines(monkeypatch)
-    data = DataConfig(synthetic_train=16, synthetic_val=8, batch_size=16, augment=False)
+    data = DataConfig(dataset="synthetic", synthetic_train=16, synthetic_val=8, batch_size=16, augment=False)
     train = TrainConfig(epochs=2, lr=1e-3, device="cpu", progress=False)
     prune = PruneConfig(epochs=2, monitor_start=0, max_prune_epoch=1, flops_reduction=0.3, **overrides)
     run_module.run_prune(run_module.RunSpec("resnet20", tmp_path / "out", data, train, prune))

@@ -10,7 +10,7 @@ batch index) rather than drawn from a global generator, so batch ``k`` is the
 same tensor whether it is reached by iterating the whole epoch or by resuming at
 ``start_batch=k``.
 
-Exact resume is promised for ``synthetic`` (augmented in memory from a per-batch
+Exact resume is promised for ``digits`` and ``synthetic`` (augmented in memory from a per-batch
 generator) and for ``cifar*``/``imagefolder`` with ``workers=0``. Those run each
 sample's torchvision transform under a seed derived from the batch seed, so in
 practice worker processes give the same tensors too (tested for imagefolder);
@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
 from compressor.choices import DATASETS  # named there so that the CLI lists them without torch
+from compressor.data import digits
 from compressor.errors import CompressorError, one_line
 
 EPOCH_SEED_STRIDE = 1000003
@@ -67,16 +68,16 @@ SYNTH_NOISE = 0.6  # std of the per-pixel Gaussian noise
 class DataConfig:
     """What to load and how to batch it; see the module docstring for the schedule."""
 
-    dataset: str = "synthetic"  # synthetic | cifar10 | cifar100 | imagefolder
+    dataset: str = "digits"  # digits | synthetic | cifar10 | cifar100 | imagefolder
     data_dir: str | None = None  # root for cifar*/imagefolder (imagefolder needs train/ and val/ inside)
     download: bool = False  # only cifar*: allow torchvision to download
     batch_size: int = 128
     workers: int | None = None  # DataLoader workers for cifar*/imagefolder; None: loader_workers(device)
     pin_memory: bool = False  # page-locked batches, so copies to a CUDA device can overlap compute
-    image_size: int | None = None  # imagefolder crop size (default 224); cifar/synthetic are 32
+    image_size: int | None = None  # imagefolder crop size (default 224); digits/cifar/synthetic are 32
     synthetic_train: int = 5000  # synthetic set sizes (the CLI default runs in a few minutes on a CPU)
     synthetic_val: int = 1000
-    augment: bool = True  # CIFAR: random crop 32 pad 4 + flip; imagefolder: RandomResizedCrop + flip
+    augment: bool = True  # CIFAR: random crop 32 pad 4 + flip; digits: the crop, no flip; imagefolder: RandomResizedCrop + flip
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -228,11 +229,16 @@ def _derive_seed(*words: int) -> int:
 
 @dataclass(frozen=True)
 class _TensorSplit:
-    """Images held as one float tensor; augmentation runs vectorised per batch."""
+    """Images held as one float tensor; augmentation runs vectorised per batch.
+
+    ``flip``: mirror half the images (not for digits: a mirrored 2 is no digit);
+    ``pad_value``: what the random crop's border shows, the normalised background."""
 
     images: Tensor
     labels: Tensor
     augment: bool
+    flip: bool = True
+    pad_value: float = 0.0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -241,7 +247,9 @@ class _TensorSplit:
         for position, index in enumerate(index_batches):
             images = self.images[index]
             if self.augment and seeds is not None:
-                images = _crop_flip(images, torch.Generator().manual_seed(seeds[position]))
+                generator = torch.Generator().manual_seed(seeds[position])
+                images = _random_crop(images, generator, self.pad_value)
+                images = _random_flip(images, generator) if self.flip else images
             yield images, self.labels[index]
 
 
@@ -258,13 +266,25 @@ def _random_flip(images: Tensor, generator: torch.Generator) -> Tensor:
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
-def _crop_flip(images: Tensor, generator: torch.Generator) -> Tensor:
-    """CIFAR augmentation on a batch: pad 4 with zeros (the mean, as images are normalised),
-    random crop back to size, random horizontal flip."""
+def _random_crop(images: Tensor, generator: torch.Generator, pad_value: float) -> Tensor:
+    """CIFAR's crop on a batch: pad 4 with ``pad_value`` (synthetic: 0, its mean, as images are
+    normalised; digits: the normalised blank paper), random crop back to size."""
     n, size = len(images), images.shape[-1]
-    padded = F.pad(images, (CIFAR_PAD,) * 4)
+    padded = F.pad(images, (CIFAR_PAD,) * 4, value=pad_value)
     top, left = torch.randint(0, 2 * CIFAR_PAD + 1, (2, n), generator=generator)
-    return _random_flip(_crop(padded, torch.arange(n), top, left, size), generator)
+    return _crop(padded, torch.arange(n), top, left, size)
+
+
+def _digits(config: DataConfig) -> tuple[_TensorSplit, _TensorSplit, int, tuple[int, int, int]]:
+    """The shipped handwritten digits (``compressor.data.digits``), normalised with the training
+    split's mean and std; augmented by CIFAR's random crop only."""
+    train_images, train_labels, val_images, val_labels = digits.load()
+    for images in (train_images, val_images):
+        images.sub_(digits.MEAN).div_(digits.STD)
+    blank = (0.0 - digits.MEAN) / digits.STD
+    train = _TensorSplit(train_images, train_labels, config.augment, flip=False, pad_value=blank)
+    val = _TensorSplit(val_images, val_labels, augment=False)
+    return train, val, len(digits.CLASSES), (3, digits.SIZE, digits.SIZE)
 
 
 def _synthetic(config: DataConfig) -> tuple[_TensorSplit, _TensorSplit, int, tuple[int, int, int]]:
@@ -474,6 +494,7 @@ def _require_dir(path: Path, hint: str) -> Path:
 
 
 _LOADERS: dict[str, Callable[[DataConfig], tuple[_Split, _Split, int, tuple[int, int, int]]]] = {
+    "digits": _digits,
     "synthetic": _synthetic,
     "cifar10": _cifar,
     "cifar100": _cifar,

@@ -184,6 +184,7 @@ OPTIONS = [
     click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (again after the prune)."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Seed for init, data order and augmentation."),
+    click.option("--refresh-bn", type=click.IntRange(min=0), default=4, show_default=True, metavar="N", help="Before each validation (so each checkpoint, and the prune's 'before'), re-estimate the BatchNorm statistics on the epoch's first N training batches: the running averages trail the weights, most of all while the shrink runs, and would make the validation line, the best checkpoint and the shock wrong. Training never reads them. 0: keep the running averages."),
     click.option("--recalibrate-bn", type=click.IntRange(min=0), default=0, show_default=True, metavar="N", help="Right after each prune, re-estimate the BatchNorm statistics on N training batches (0: off); the prune line and prune_shock then also give the top-1 after it."),
     click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar per epoch."),
 ]

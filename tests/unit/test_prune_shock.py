@@ -76,9 +76,11 @@ def plain(tmp_path_factory) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def recalibrated(tmp_path_factory) -> tuple[Path, str]:
-    """One epoch that ends with the prune: model.pt is the model right after recalibration."""
+    """One epoch that ends with the prune: model.pt is the model right after recalibration.
+    Without the refresh before validation, so the before-prune statistics are the running
+    averages and the recalibration's effect shows on every BatchNorm."""
     out = tmp_path_factory.mktemp("shock") / "recalibrated"
-    return out, prune(out, "--epochs", "1", "--recalibrate-bn", "2")
+    return out, prune(out, "--epochs", "1", "--recalibrate-bn", "2", "--refresh-bn", "0")
 
 
 def test_the_shock_is_validation_of_the_model_right_before_and_right_after_the_slice(plain):

@@ -232,6 +232,7 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
     deploy = options.pop("deploy_backend"), options.pop("deploy_device")
     options["ignore"] = tuple(options["ignore"])
     if resume is None:
+        _refuse_unused_data_options(ctx, options)
         if ctx.get_parameter_source("model") is not click.core.ParameterSource.COMMANDLINE:
             check_trusted(model, "the --config file", trust_code)  # only a typed --model is the user's word
         out_dir = Path(out or f"runs/{model}-{options['schedule']}")
@@ -259,6 +260,18 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
     ensure_writable_dir(out_dir, "--resume directory")  # last: every refusal above leaves the run untouched
     data, train, prune = configs_from_dict({**payload["config"], **display}, str(out_dir / LATEST))
     return RunSpec(payload["model_name"], out_dir, data, train, prune, trust_code=trust_code), payload
+
+
+def _refuse_unused_data_options(ctx: click.Context, options: dict) -> None:
+    """--synthetic-train/--synthetic-val size only the generated set: given with another
+    dataset they would be ignored without a word (and the default is now digits)."""
+    if options["dataset"] == "synthetic":
+        return
+    typed = [f"--{name.replace('_', '-')}" for name in ("synthetic_train", "synthetic_val")
+             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+    if typed:
+        raise CompressorError(f"{' and '.join(typed)} size(s) the generated synthetic set, but --dataset is "
+                              f"{options['dataset']}; add --dataset synthetic or drop {' and '.join(typed)}")
 
 
 DISPLAY_ONLY = ("progress",)  # options that change what is shown, never what is computed

@@ -89,3 +89,10 @@ def test_a_folder_for_the_shipped_digits_is_refused(run_dir, tmp_path, command):
     extra = ["--out", tmp_path / "out"] if verb == "export" else []
     result = hostile.invoke(verb, run_dir, *options, folder_option, tmp_path, *extra)
     hostile.one_line_error(result, folder_option, "digits")
+
+
+def test_synthetic_sizes_without_the_synthetic_set_are_refused(tmp_path):
+    """The default dataset is digits now: a size for the generated set would be ignored."""
+    result = hostile.invoke("prune", "--synthetic-train", "64", "--out", tmp_path / "run")
+    hostile.one_line_error(result, "--synthetic-train", "--dataset synthetic")
+    assert not (tmp_path / "run").exists()

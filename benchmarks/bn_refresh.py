@@ -7,6 +7,9 @@ validation, copies of the model are validated with BatchNorm statistics
 * re-estimated on the epoch's first K training batches, for each K of ``--batches``,
 * re-estimated on every batch of the epoch (``all``: the reference).
 
+It measures the first epochs (the running averages still close to their initial 0 and 1), and
+every epoch from just before the shrink starts to just after the prune, where the run stops.
+
 Training never reads the statistics, so one run measures every K on the same weights.  Each
 re-estimation is timed and set against the epoch's training time (the same process, so the
 ratio holds on a loaded machine too).
@@ -16,6 +19,7 @@ ratio holds on a loaded machine too).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import itertools
 import json
@@ -68,7 +72,7 @@ def main() -> None:
     parser.add_argument("--model", default="resnet56")
     parser.add_argument("--flops-reduction", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4, 8])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8])
     parser.add_argument("--out", default="benchmarks/results/bn_refresh_digits")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -85,7 +89,9 @@ def main() -> None:
         return result
 
     def measuring_refresh(self, epoch):
-        if epoch > RECIPE["max_prune_epoch"] + 2:  # past the prune the statistics settle; the run just finishes
+        if epoch > RECIPE["max_prune_epoch"] + 1:  # past the prune the question is answered: stop the run
+            raise _Done
+        if RECIPE["monitor_start"] + 2 < epoch < RECIPE["reg_start"] - 1:  # between the start and the shrink
             return original_refresh(self, epoch)
         rows.append({**_measure(self, epoch, choices), "train_s": train_seconds[-1]})
         print(f"epoch {epoch + 1}: " + "  ".join(f"{k}: {v:.1f}%" for k, v in rows[-1]["top1"].items()), flush=True)
@@ -96,9 +102,13 @@ def main() -> None:
     loop.Trainer._train_epoch = timed_train
     settings = {**RECIPE, "dataset": "digits", "flops_reduction": args.flops_reduction, "seed": args.seed}
     data, train, prune = configs_from_dict(settings)
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out, contextlib.suppress(_Done):
         run_prune(RunSpec(args.model, Path(out) / "run", data, train, prune))
     _write(rows, args)
+
+
+class _Done(Exception):
+    """Raised from the probe once the epochs after the prune are measured."""
 
 
 def _summary(rows: list[dict]) -> list[str]:

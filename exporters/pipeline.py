@@ -313,7 +313,7 @@ class _Job:
         c = self.config
         path = self.artifacts.stage(INT8_FILE)
         settings = Int8Settings(c.calib_method, c.int8_min_agreement if c.verify else 0.0, c.int8_exclude,
-                                c.int8_activations == "symmetric", c.int8_fallback and c.verify)
+                                c.activation_form == "symmetric", c.int8_fallback and c.verify)
         with self._timed("int8_s"):
             outcome = quantize_gated(onnx_path, path, self.artifacts.scratch, self.calibration, self.int8_reference,
                                      settings)
@@ -322,9 +322,11 @@ class _Job:
                                                      "agreement": outcome.agreement}
         self.sections["int8"] = {
             "file": INT8_FILE, "format": "QDQ", "weights": "int8, symmetric, per output channel",
-            "activations": ("int8, symmetric, per tensor" if c.int8_activations == "symmetric"
+            "activations": ("int8, symmetric, per tensor" if c.activation_form == "symmetric"
                             else "uint8, asymmetric (zero point), per tensor"),
-            "consumers": (["onnxruntime", "tensorrt"] if c.int8_activations == "symmetric" else ["onnxruntime"]),
+            "activations_chosen": (f"auto: {c.activation_form} for --format {c.format}"
+                                   if c.int8_activations == "auto" else f"--int8-activations {c.activation_form}"),
+            "consumers": (["onnxruntime", "tensorrt"] if c.activation_form == "symmetric" else ["onnxruntime"]),
             "calibration": calibration, "check": check,
         }
         if c.verify and not outcome.passed:

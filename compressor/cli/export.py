@@ -92,11 +92,12 @@ OPTIONS = [
         "float. Repeatable.",
     ),
     click.option(
-        "--int8-activations", type=click.Choice(INT8_ACTIVATIONS), default="symmetric", show_default=True,
-        help="--int8: symmetric (signed int8, zero point 0) is what TensorRT takes, and ONNX Runtime's CPU "
-        "provider runs it too, with slower S8S8 kernels on x86; asymmetric (uint8 with a zero point) runs ONNX "
-        "Runtime's fast U8S8 CPU kernels but TensorRT refuses it. Ship TensorRT: symmetric; ship ONNX Runtime on "
-        "CPU: asymmetric.",
+        "--int8-activations", type=click.Choice(INT8_ACTIVATIONS), default="auto", show_default=True,
+        help="--int8: the activation form. auto: the one the target runs best, asymmetric for --format onnx, "
+        "symmetric for --format tensorrt (the manifest's int8.activations_chosen says which). symmetric (signed "
+        "int8, zero point 0) is what TensorRT takes, and ONNX Runtime's CPU provider runs it too, with slower "
+        "S8S8 kernels on x86; asymmetric (uint8 with a zero point) runs ONNX Runtime's fast U8S8 CPU kernels "
+        "but TensorRT refuses it.",
     ),
     click.option(
         "--int8-fallback/--no-int8-fallback", default=True, show_default=True,

@@ -438,7 +438,8 @@ class Trainer:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True)
+        # disable=None: only on a terminal, so a log file or a pipe gets the epoch lines, not bar redraws
+        return tqdm(total=total, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True, disable=None)
 
     def _say(self, message: str) -> None:
         """A progress line for whoever watches the run: rank 0 only, at INFO."""

@@ -52,6 +52,7 @@ RUN_BUDGET_S = 480  # the promise: the whole run within 8 minutes
 STARTUP_MARGIN_S = 20  # the parent's own imports and report writing, outside every step's budget
 # Where the --speedup latency cost model is expected; the one place to change when it lands.
 LATENCY_TABLE = ("compressor.bench.latency", "build_latency_table")
+DRY_RUN_OUT = Path(tempfile.gettempdir()) / "gpu_acceptance_dry_run"  # its numbers are not results
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,10 @@ class Settings:
     flops_reduction: float = 0.5
 
 
+# Timing: >= 30 runs and 0.6 s per variant in 3 interleaved rounds -- enough for a stable
+# median on a GPU (ResNet-50 b64 fp32 is ~25 ms a call) and small beside the engine builds.
 GPU = Settings("cuda", "resnet50", (1, 64), 128, 10, 30,
-               TimingConfig(warmup_s=0.3, warmup_runs=10, min_runs=50, min_time_s=1.0, rounds=4),
+               TimingConfig(warmup_s=0.2, warmup_runs=10, min_runs=30, min_time_s=0.6, rounds=3),
                None, ("-m", "gpu"))
 # tests/gpu only: every GPU test skips on the CPU, and collecting the whole suite costs
 # more than the dry run's other steps together on a small machine
@@ -369,18 +372,20 @@ class Step:
     what: str
 
 
-# Budgets: engine builds dominate (two models x two batch sizes per precision), so the
-# TensorRT steps get the most; together they stay under RUN_BUDGET_S - STARTUP_MARGIN_S.
+# Budgets (estimates until the first GPU run; the report shows each step's time beside its
+# budget): engine builds dominate (two models x two batch sizes per precision, ResNet-50 at
+# builder level 3), then ONNX Runtime (two exports, a CUDA session per cell); every child
+# pays ~5-10 s of imports and CUDA start-up.  Together under RUN_BUDGET_S - STARTUP_MARGIN_S.
 STEPS: tuple[Step, ...] = (
-    Step("environment", 20, step_environment, "device, driver, CUDA and package versions"),
-    Step("prune", 25, step_prune, "the model pruned to 50 % of its MACs by the engine (random init)"),
-    Step("pytest-gpu", 105, step_pytest, "pytest -m gpu"),
-    Step("train-amp", 35, step_train, "AMP training images/s, dense vs pruned, channels_last"),
-    Step("bench-torch", 30, step_bench_torch, "compress bench: PyTorch eager fp32, fp16"),
-    Step("bench-onnxruntime-cuda", 55, step_bench_onnxruntime, "compress bench: ONNX Runtime (CUDA provider) fp32, fp16"),
-    Step("bench-tensorrt-fp16", 85, step_bench_tensorrt_fp16, "compress bench: TensorRT engines, fp16"),
-    Step("bench-tensorrt-int8", 85, step_bench_tensorrt_int8, "compress bench: TensorRT engines, INT8 (QDQ ONNX)"),
-    Step("latency-table", 15, step_latency_table, "the latency table --speedup needs, on CUDA"),
+    Step("environment", 15, step_environment, "device, driver, CUDA and package versions"),
+    Step("prune", 20, step_prune, "the model pruned to 50 % of its MACs by the engine (random init)"),
+    Step("pytest-gpu", 100, step_pytest, "pytest -m gpu"),
+    Step("train-amp", 30, step_train, "AMP training images/s, dense vs pruned, channels_last"),
+    Step("bench-torch", 25, step_bench_torch, "compress bench: PyTorch eager fp32, fp16"),
+    Step("bench-onnxruntime-cuda", 60, step_bench_onnxruntime, "compress bench: ONNX Runtime (CUDA provider) fp32, fp16"),
+    Step("bench-tensorrt-fp16", 95, step_bench_tensorrt_fp16, "compress bench: TensorRT engines, fp16"),
+    Step("bench-tensorrt-int8", 100, step_bench_tensorrt_int8, "compress bench: TensorRT engines, INT8 (QDQ ONNX)"),
+    Step("latency-table", 10, step_latency_table, "the latency table --speedup needs, on CUDA"),
 )
 STEP_NAMES = {step.name: step for step in STEPS}
 
@@ -590,8 +595,8 @@ def not_installed_reason() -> str | None:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/results",
-                        help="folder for gpu_acceptance_<device>.md and .json [default: benchmarks/results]")
+    parser.add_argument("--out", help="folder for gpu_acceptance_<device>.md and .json [default: benchmarks/results; "
+                                      f"with --dry-run {DRY_RUN_OUT}, never the results folder]")
     parser.add_argument("--work", help="folder for models, exports, engines and step logs [default: a temp "
                                        "folder, removed when every step passed]")
     parser.add_argument("--steps", help=f"comma-separated subset, in table order: {', '.join(STEP_NAMES)}")
@@ -631,12 +636,13 @@ def main(argv: list[str] | None = None) -> int:
     if line:
         print(line, file=sys.stderr)
         return 1
-    out = Path(args.out)
+    out = Path(args.out or (DRY_RUN_OUT if args.dry_run else "benchmarks/results"))
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu-acceptance-"))
     job = Job(DRY_RUN if args.dry_run else GPU, work.resolve(), args.dry_run)
     command = "python -m benchmarks.gpu_acceptance " + " ".join(argv if argv is not None else sys.argv[1:])
-    report, paths = run_all(job, steps, out, command.strip(), say=lambda line: print(line, flush=True))
+    report, paths = run_all(job, steps, out, command.strip(), launch=run_isolated,
+                            say=lambda line: print(line, flush=True))
     print(f"{report['total_s']:.0f} s; wrote {', '.join(str(p) for p in paths)}")
     if report["failed"]:
         print(f"failed: {', '.join(report['failed'])} (logs in {work})")

@@ -111,6 +111,14 @@ class Outcome:
     data: dict = field(default_factory=dict)
 
 
+class StepFailed(Exception):
+    """A step's own verdict that it failed, with what it did measure (kept in the report)."""
+
+    def __init__(self, message: str, data: dict | None = None):
+        super().__init__(message)
+        self.data = data or {}
+
+
 @dataclass(frozen=True)
 class StepResult:
     name: str
@@ -176,7 +184,8 @@ def step_prune(ctx: Context) -> Outcome:
     model = build_model(settings.model, num_classes=entry.num_classes).eval()
     example = torch.zeros(1, *entry.input_size)
     graph = analyse(model, example)
-    plan = select_plan(graph, CostModel(graph, model), group_l2(graph, model), SelectionConfig(settings.flops_reduction))
+    config = SelectionConfig(settings.flops_reduction)  # default rounding: 8 for groups of >= 16 channels
+    plan = select_plan(graph, CostModel(graph, model), group_l2(graph, model), config)
     pruned = apply_plan(model, graph, plan)
     spec = ModelSpec(settings.model, entry.num_classes, tuple(entry.input_size))
     save_pruned(ctx.job.model_file, pruned, spec, plan)
@@ -197,7 +206,7 @@ def step_pytest(ctx: Context) -> Outcome:
                               timeout=max(1.0, ctx.budget_s - 10))
     except subprocess.TimeoutExpired as error:
         tail = _last_line(error.stdout.decode() if isinstance(error.stdout, bytes) else error.stdout or "")
-        raise RuntimeError(f"pytest did not finish within {ctx.budget_s - 10:.0f} s; last line: {tail}") from None
+        raise StepFailed(f"pytest did not finish within {ctx.budget_s - 10:.0f} s; last line: {tail}") from None
     atomic_write_text(log, done.stdout + done.stderr)
     summary = _last_line(done.stdout)
     data = {"command": " ".join(command[1:]), "returncode": done.returncode, "summary": summary,
@@ -205,7 +214,8 @@ def step_pytest(ctx: Context) -> Outcome:
     if done.returncode == 5:
         return Outcome("skipped", "no test marked gpu was collected", data)
     if done.returncode != 0:
-        raise RuntimeError(f"pytest exit {done.returncode}: {summary}" + (f"; first: {data['failed'][0]}" if data["failed"] else ""))
+        first = f"; first: {data['failed'][0]}" if data["failed"] else ""
+        raise StepFailed(f"pytest exit {done.returncode}: {summary}{first}", data)
     return Outcome("ok", summary, data)
 
 
@@ -229,27 +239,8 @@ def step_train(ctx: Context) -> Outcome:
 
 
 def _train_rate(model, name: str, input_size, settings: Settings) -> dict:
-    import torch
-
-    from compressor.training.loop import TrainConfig, make_optimizer, scaled_step
-
+    step = _training_step(model, input_size, settings)
     cuda = settings.device == "cuda"
-    model = model.to(settings.device).train()
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(TrainConfig(amp="fp16", channels_last=cuda), model)
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
-    images = torch.randn(settings.train_batch, *input_size, device=settings.device)
-    images = images.contiguous(memory_format=torch.channels_last) if cuda else images
-    labels = torch.randint(0, 10, (settings.train_batch,), device=settings.device)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-            loss = torch.nn.functional.cross_entropy(model(images), labels)
-        scaler.scale(loss).backward()
-        scaled_step(scaler, optimizer)
-
     for _ in range(settings.train_warmup):
         step()
     _synchronise(cuda)
@@ -260,6 +251,33 @@ def _train_rate(model, name: str, input_size, settings: Settings) -> dict:
     seconds = time.perf_counter() - started
     return {"model": name, "steps": settings.train_steps, "step_ms": 1000 * seconds / settings.train_steps,
             "images_per_s": settings.train_batch * settings.train_steps / seconds}
+
+
+def _training_step(model, input_size, settings: Settings) -> Callable[[], None]:
+    """One optimizer step on a fixed random batch, as the prune's Trainer takes it on CUDA
+    (channels_last, fp16 autocast, the gradient scaler through ``scaled_step``); plain
+    fp32 in the dry run, as the Trainer does on the CPU."""
+    import torch
+
+    from compressor.training.loop import TrainConfig, make_optimizer, scaled_step
+
+    cuda = settings.device == "cuda"
+    model = model.to(settings.device).train()
+    model = model.to(memory_format=torch.channels_last) if cuda else model
+    optimizer = make_optimizer(TrainConfig(amp="fp16", channels_last=cuda), model)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    images = torch.randn(settings.train_batch, *input_size, device=settings.device)
+    images = images.contiguous(memory_format=torch.channels_last) if cuda else images
+    labels = torch.randint(0, 10, (settings.train_batch,), device=settings.device)  # every zoo classifier has >= 10
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+        scaler.scale(loss).backward()
+        scaled_step(scaler, optimizer)
+
+    return step
 
 
 def _synchronise(cuda: bool) -> None:
@@ -335,7 +353,7 @@ def bench_outcome(data: dict) -> Outcome:
     broken = [s for s in data["skipped"] if BACKENDS[s["backend"]].unavailable(device, s["precision"]) is None]
     if broken:
         first = broken[0]
-        raise RuntimeError(f"{first['model']} {first['precision']} batch {first['batch_size']}: {first['reason']}")
+        raise StepFailed(f"{first['model']} {first['precision']} batch {first['batch_size']}: {first['reason']}", data)
     if not data["records"]:
         reasons = dict.fromkeys(s["reason"] for s in data["skipped"])
         return Outcome("skipped", "; ".join(reasons), data)
@@ -344,8 +362,10 @@ def bench_outcome(data: dict) -> Outcome:
 
 
 def step_latency_table(ctx: Context) -> Outcome:
-    """The per-layer latency table ``--speedup`` prunes against, measured on CUDA.  Wired
-    through ``LATENCY_TABLE`` alone: until that function exists this step is skipped."""
+    """The per-layer latency table ``--speedup`` prunes against, measured on CUDA.  The one
+    place to wire it: ``LATENCY_TABLE`` names the function and the call below passes what
+    the issue keys the table by (backend, device, precision, batch); until that function
+    exists this step is skipped, and a call that does not fit it fails in one line."""
     builder = latency_table_builder()
     if builder is None:
         return Outcome("skipped", "no latency cost model in this version "
@@ -382,7 +402,8 @@ STEPS: tuple[Step, ...] = (
     Step("pytest-gpu", 100, step_pytest, "pytest -m gpu"),
     Step("train-amp", 30, step_train, "AMP training images/s, dense vs pruned, channels_last"),
     Step("bench-torch", 25, step_bench_torch, "compress bench: PyTorch eager fp32, fp16"),
-    Step("bench-onnxruntime-cuda", 60, step_bench_onnxruntime, "compress bench: ONNX Runtime (CUDA provider) fp32, fp16"),
+    Step("bench-onnxruntime-cuda", 60, step_bench_onnxruntime,
+         "compress bench: ONNX Runtime (CUDA provider) fp32, fp16"),
     Step("bench-tensorrt-fp16", 95, step_bench_tensorrt_fp16, "compress bench: TensorRT engines, fp16"),
     Step("bench-tensorrt-int8", 100, step_bench_tensorrt_int8, "compress bench: TensorRT engines, INT8 (QDQ ONNX)"),
     Step("latency-table", 10, step_latency_table, "the latency table --speedup needs, on CUDA"),
@@ -403,6 +424,8 @@ def run_here(step: Step, job: Job, budget_s: float | None = None) -> StepResult:
     started = time.perf_counter()
     try:
         outcome = step.run(Context(job, step.name, budget_s or step.budget_s))
+    except StepFailed as error:
+        outcome = Outcome("failed", one_line(str(error)), error.data)
     except Exception as error:  # noqa: BLE001 - a step's failure is recorded, never raised
         outcome = Outcome("failed", one_line(error), {})
     return StepResult(step.name, outcome.status, outcome.detail, time.perf_counter() - started, step.budget_s,
@@ -410,7 +433,8 @@ def run_here(step: Step, job: Job, budget_s: float | None = None) -> StepResult:
 
 
 def run_isolated(step: Step, job: Job) -> StepResult:
-    """Run one step in a child process killed (with whatever it started) at its budget."""
+    """Run one step in a child process killed (with whatever it started) at its budget, or
+    when this process is interrupted: the child has its own session, so Ctrl-C misses it."""
     result_file, log_file = job.result_file(step.name), job.log_file(step.name)
     result_file.unlink(missing_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -423,9 +447,11 @@ def run_isolated(step: Step, job: Job) -> StepResult:
         try:
             code = process.wait(timeout=step.budget_s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
             code = None
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     return collect(step, result_file, log_file, code, time.perf_counter() - started)
 
 

@@ -69,7 +69,8 @@ def test_each_step_does_its_work_at_tiny_sizes(dry_run):
     for name in ("bench-torch", "bench-onnxruntime-cuda"):
         records = steps[name]["data"]["records"]
         assert steps[name]["status"] == "ok"
-        assert {(r["variant"], r["batch_size"]) for r in records} == {(v, b) for v in ("dense", "pruned") for b in (1, 2)}
+        cells = {(v, b) for v in ("dense", "pruned") for b in (1, 2)}
+        assert {(r["variant"], r["batch_size"]) for r in records} == cells
         assert all(s["precision"] == "fp16" for s in steps[name]["data"]["skipped"])  # a GPU precision, skipped here
     for name in ("bench-tensorrt-fp16", "bench-tensorrt-int8"):
         assert steps[name]["status"] == "skipped" and "TensorRT" in steps[name]["detail"]
@@ -85,6 +86,15 @@ def boom(ctx):
 FAKE = (ga.Step("first", 5, lambda ctx: ga.Outcome("ok", "fine"), "a step that works"),
         ga.Step("broken", 5, boom, "a step that raises"),
         ga.Step("after", 5, lambda ctx: ga.Outcome("skipped", "nothing to do here"), "a step after it"))
+
+
+def test_a_step_that_says_it_failed_keeps_its_data_and_its_message():
+    def judged(ctx):
+        raise ga.StepFailed("pytest exit 1: 1 failed, 9 passed", {"summary": "1 failed, 9 passed"})
+
+    result = ga.run_here(ga.Step("pytest-gpu", 5, judged, "x"), ga.Job(ga.DRY_RUN, Path("unused"), True))
+    assert (result.status, result.detail, result.data) == (
+        "failed", "pytest exit 1: 1 failed, 9 passed", {"summary": "1 failed, 9 passed"})
 
 
 def test_a_failing_step_is_recorded_in_one_line_and_the_others_still_run(tmp_path):
@@ -140,8 +150,9 @@ def test_a_killed_bench_step_keeps_the_batches_it_finished(tmp_path):
 def test_a_cell_the_backend_could_run_but_did_not_fails_the_step():
     cell = {"backend": "torch", "batch_size": 1, "model": "resnet20 pruned", "device": "cpu"}
     broken = {"config": {"device": "cpu"}, "records": [], "skipped": [{**cell, "precision": "fp32", "reason": "boom"}]}
-    with pytest.raises(RuntimeError, match="resnet20 pruned fp32 batch 1: boom"):
+    with pytest.raises(ga.StepFailed, match="^resnet20 pruned fp32 batch 1: boom$") as failed:
         ga.bench_outcome(broken)
+    assert failed.value.data is broken  # what it did time stays in the report
     unavailable = {**broken, "skipped": [{**cell, "precision": "fp16", "reason": "fp16 is a GPU precision here"}]}
     assert ga.bench_outcome(unavailable).status == "skipped"
 

@@ -30,6 +30,7 @@ import torch
 from compressor.errors import CompressorError, one_line
 from compressor.export.config import INT8_MIN_AGREEMENT
 from compressor.export.parity import ORT_CPU, ort_runner, ort_session
+from compressor.export.runlimit import check_bounded
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,8 @@ def _preprocess(fp32_path: Path, pre_path: Path) -> tuple[Path, str]:
     except Exception as error:  # noqa: BLE001 - the pre-pass is optional; quantization itself decides
         note = f"quant_pre_process skipped: {one_line(error, 200)}"
         model = onnx.load(str(fp32_path))
+    # the calibrator runs its own session, out of RunLimit's reach: a graph that repeats is refused
+    check_bounded(model, fp32_path.name, "ONNX Runtime's INT8 calibrator")
     for index, node in enumerate(model.graph.node):
         if not node.name:  # --int8-exclude and the manifest need a name for every layer
             node.name = f"{node.op_type}_{index}"
@@ -257,7 +260,7 @@ class _Reader:
 
 def run_onnx(path: Path, images: torch.Tensor, provider: str = ORT_CPU) -> np.ndarray:
     """The first output of ``path`` on ``images``, in chunks."""
-    run = ort_runner(ort_session(path, provider))
+    run = ort_runner(ort_session(path, provider), path.name)
     return np.concatenate([run(batch)[0] for batch in images.split(CHUNK)])
 
 

@@ -453,7 +453,9 @@ def ort_session(path: Path, provider: str = ORT_CPU, name: str | None = None):
 
     name = name or path.name
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: keep the CLI's output to our summary
+    # fatal only: every error reaches us as an exception and is reported in one line; ORT's own
+    # log of it (e.g. a run stopped by RunLimit) would be a second, coloured line on stderr
+    options.log_severity_level = 4
     # A verification run, not a benchmark: do not busy-wait on cores other work may need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
@@ -466,11 +468,16 @@ def ort_session(path: Path, provider: str = ORT_CPU, name: str | None = None):
     return session
 
 
-def ort_runner(session) -> Runner:
-    name = session.get_inputs()[0].name
+def ort_runner(session, name: str) -> Runner:
+    """``session`` as a runner, each run stopped past the time limit (``RunLimit``; ``name``: the file)."""
+    from compressor.export.runlimit import RunLimit
+
+    limit = RunLimit(name)
+    input_name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> list[np.ndarray]:
-        return [np.asarray(y) for y in session.run(None, {name: x.numpy()})]
+        outputs = limit(lambda options: session.run(None, {input_name: x.numpy()}, options))
+        return [np.asarray(y) for y in outputs]
 
     return run
 
@@ -486,7 +493,7 @@ def check_onnx(model: nn.Module, path: Path, input_size, batch_sizes, atol: floa
     session = ort_session(path, name=name)
     labels = ort_labels(session, name or path.name)
     cases = gate_cases(input_size, batch_sizes, seed, scales, images, sweep)
-    return check_parity(torch_runner(model), ort_runner(session), cases, atol, rtol, labels)
+    return check_parity(torch_runner(model), ort_runner(session, name or path.name), cases, atol, rtol, labels)
 
 
 def check_onnx_top1(model: nn.Module, path: Path, input_size, batch: int, min_top1: float, seed: int,
@@ -494,5 +501,5 @@ def check_onnx_top1(model: nn.Module, path: Path, input_size, batch: int, min_to
     """The FP16 check for an ONNX file on ONNX Runtime's CPU provider (``class_scores``: see check_top1)."""
     session = ort_session(path, name=name)
     labels = {key: value for key, value in ort_labels(session, name or path.name).items() if key != "reference"}
-    return check_top1(torch_runner(model), ort_runner(session), input_size, batch, batch, min_top1, seed, labels,
-                      class_scores)
+    run = ort_runner(session, name or path.name)
+    return check_top1(torch_runner(model), run, input_size, batch, batch, min_top1, seed, labels, class_scores)

@@ -21,6 +21,7 @@ from compressor.bench.timing import TimingConfig, measure
 from compressor.artifacts import BenchReport
 from compressor.choices import BENCH_PRECISIONS
 from compressor.errors import CompressorError
+from compressor.export.runlimit import RunLimitError
 
 FORMAT = "compressor.bench/1"
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
@@ -142,6 +143,8 @@ def _run_cell(group: Group, backend, workload: Workload, timing: TimingConfig, b
             return [], skipped
         try:
             measurement = measure(prepared, timing)
+        except RunLimitError:
+            raise  # every later cell would wait out the limit too: stop the bench, in one line
         except CompressorError as error:
             return [], skipped + [{**base, "model": s.name, "reason": f"failed while timed: {error}"} for s in subjects]
         stats = [summarise(samples, workload.batch_size) for samples in measurement.samples_ms]

@@ -98,6 +98,7 @@ def ort_provider() -> str:
 
 def onnx_runner(path: Path, name: str) -> Runner:
     from compressor.export.parity import ort_session
+    from compressor.export.runlimit import RunLimit
 
     provider = ort_provider()
     try:
@@ -116,9 +117,10 @@ def onnx_runner(path: Path, name: str) -> Runner:
     dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
     input_name = inputs[0].name
     fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    limit = RunLimit(name)  # a foreign graph can run for ever (a Loop of 10^15 steps)
 
     def run_once(x: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {input_name: x})[0], dtype=np.float32)
+        return np.asarray(limit(lambda options: session.run(None, {input_name: x}, options))[0], dtype=np.float32)
 
     def run(images: torch.Tensor) -> np.ndarray:
         x = images.numpy().astype(dtype, copy=False)

@@ -6,6 +6,12 @@ scaler state, the pruning controller's state, the RNG state and the metrics so
 far.  It is written atomically with ``torch.save`` and read with
 ``weights_only=True``.  A failed write (full disk) leaves the previous checkpoint
 valid and says so.
+
+A checkpoint carries a sha256 of everything in it (``compressor.training.integrity``), and
+a resume only continues a run the checkpoint can belong to: its epoch within the run's
+epochs, its prunes no later than that epoch, and that epoch recorded in the run's
+``metrics.jsonl`` (``check_continues``).  Resuming writes the run's artifacts, so a
+checkpoint that cannot be shown to be this run's is refused before anything is written.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import torch
 
 from compressor.atomic import atomic_torch_save
 from compressor.errors import CompressorError
+from compressor.training.integrity import check_digest, sealed
 
 FORMAT = "compressor.training.checkpoint/1"
 LATEST = "checkpoint.pt"
@@ -27,7 +34,7 @@ class CheckpointError(CompressorError):
 
 
 def save_checkpoint(path: Path, payload: dict) -> Path:
-    payload = {"format": FORMAT, **payload}
+    payload = sealed({"format": FORMAT, **payload})
     try:
         return atomic_torch_save(path, payload)
     except OSError as error:
@@ -52,6 +59,13 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this tool")
+    if not check_digest(payload, path, CheckpointError):
+        # Written before checkpoints carried a digest: refused, unlike such a model file.  A resume
+        # writes model.pt, summary.json and the rest over the run, so it must be able to show the
+        # checkpoint is intact; a checkpoint is a run's working state, not a deliverable.
+        raise CheckpointError(f"{path} has no sha256 digest (written before checkpoints carried one), so it cannot "
+                              "be shown to be intact; refused to resume from it (finish the run with the version "
+                              "that started it, or start it again)")
     check_payload(payload, path)
     return payload
 
@@ -72,9 +86,38 @@ def check_payload(payload: dict, path: Path) -> None:
             raise CheckpointError(f"{path} is damaged or edited: '{key}' is {found}; resume from an intact checkpoint")
     if payload["epoch"] < 0:
         raise CheckpointError(f"{path} is damaged or edited: 'epoch' is {payload['epoch']}")
-    applied = (payload["pruner"].get("state") or {}).get("applied") if isinstance(payload["pruner"].get("state"), dict) else None
+    state = payload["pruner"].get("state")
+    applied = state.get("applied") if isinstance(state, dict) else None
     if not isinstance(applied, list):
         raise CheckpointError(f"{path} is damaged or edited: the pruner state has no list of applied plans")
+    _check_epochs(payload, state, path)
+
+
+def _check_epochs(payload: dict, state: dict, path: Path) -> None:
+    """Epochs count from 0 in a checkpoint: the last one of an E-epoch run is E - 1 (a finished
+    run, resumed to write its artifacts again), and no prune comes after the checkpoint's epoch."""
+    epoch, epochs = payload["epoch"], payload["config"].get("epochs")
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and epoch >= epochs:
+        raise CheckpointError(f"{path} cannot belong to its run: it says epoch {epoch + 1} of a {epochs}-epoch run; "
+                              "resume from an intact checkpoint")
+    prunes = state.get("prune_epochs", [])
+    if not isinstance(prunes, list) or any(not isinstance(e, int) or isinstance(e, bool) or e > epoch for e in prunes):
+        raise CheckpointError(f"{path} cannot belong to its run: its pruner state lists prunes {_short(prunes)} "
+                              f"(counted from 0) after its own epoch {epoch + 1}; resume from an intact checkpoint")
+
+
+def check_continues(payload: dict, run_dir: Path) -> None:
+    """The run in ``run_dir`` reached the checkpoint's epoch: its metrics.jsonl records it (the
+    line is appended before the checkpoint is written).  A checkpoint copied from another run,
+    or one whose run lost its log, is refused: resuming would write over artifacts it did not make."""
+    from compressor.training.report import MetricsLog
+
+    path, log = run_dir / LATEST, run_dir / "metrics.jsonl"
+    epochs = {record.epoch for record in MetricsLog.read(log)} if log.is_file() else set()
+    if payload["epoch"] not in epochs:
+        raise CheckpointError(f"{path} cannot belong to the run in {run_dir}: its metrics.jsonl has no record of "
+                              f"epoch {payload['epoch'] + 1}, the checkpoint's; refused to resume and write over "
+                              "the run's artifacts")
 
 
 def _short(value) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from compressor.artifacts import SUMMARY_FILE, RunSummary
 from compressor.atomic import atomic_write_text
-from compressor.training.checkpoint import LATEST, load_checkpoint
+from compressor.training.checkpoint import LATEST, check_continues, load_checkpoint
 from compressor.data.datasets import DataConfig, for_device, load_data
 from compressor.errors import CompressorError, one_line
 from compressor.settings import typed_config
@@ -28,7 +28,7 @@ from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
 from compressor.outdir import check_fresh_output, remove_stale_temps  # noqa: F401 - check_fresh_output: API
 from compressor.engine.plan import PruningPlan
 from compressor.training.report import MetricsLog, plot_run, write_summary
-from compressor.training.serialization import ModelSpec, rebuild, restored_state, save_pruned
+from compressor.training.serialization import ModelSpec, check_dtypes, rebuild, restored_state, save_pruned
 from compressor.training.loop import RunContext, Trainer, TrainConfig, config_dict, distributed_context, make_optimizer, resolve_device
 from compressor.models.zoo import build
 
@@ -83,6 +83,8 @@ def _check_classifier(name: str) -> None:
 
 def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     _check_classifier(spec.model)
+    if resume_payload is not None:
+        check_continues(resume_payload, spec.out)  # before anything in the run is touched
     rank, world_size = distributed_context()
     torch.manual_seed(spec.train.seed)
     device = resolve_device(spec.train.device)
@@ -142,7 +144,9 @@ def _check_target_reached(spec: RunSpec, summary: dict) -> None:
 def _restore_model(spec: RunSpec, model_spec: ModelSpec, payload: dict, device, data, selection):
     plans = [PruningPlan.from_dict(p) for p in payload["pruner"]["state"]["applied"]]
     model = rebuild(model_spec, plans, trust_code=spec.trust_code)
-    model.load_state_dict(restored_state(payload["model"]))
+    state = restored_state(payload["model"])
+    check_dtypes(model, state, spec.out / LATEST)  # load_state_dict would convert them silently
+    model.load_state_dict(state)
     model.to(device)
     optimizer = make_optimizer(spec.train, model)
     example = torch.zeros(1, *data.input_size, device=device)

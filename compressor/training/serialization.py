@@ -8,9 +8,14 @@ architecture, re-analyses it, applies the plan and loads the weights strictly.
 
 The stored model name is data too: a ``module.path:factory`` name is imported only
 when the caller passes ``trust_code=True`` (``compressor.trust``).
+
+The file carries a sha256 of everything in it (``compressor.training.integrity``), checked
+before anything else is read from it; the weights must also have the dtypes of the
+architecture they are loaded into (a float64 or int32 tensor would be converted silently).
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections import OrderedDict
@@ -26,9 +31,12 @@ from compressor.atomic import atomic_torch_save
 from compressor.engine.apply import apply_plan
 from compressor.errors import CompressorError, one_line
 from compressor.engine.plan import PruningPlan
+from compressor.training.integrity import check_digest, sealed
 from compressor.trust import check_trusted
 from compressor.models.deployable import check_runs, model_input
 from compressor.models.zoo import build
+
+log = logging.getLogger(__name__)
 
 FORMAT = "compressor.pruned-model/1"
 
@@ -99,7 +107,7 @@ def save_pruned(
         "earlier_plans": [p.to_dict() for p in earlier_plans],
         **portable_state(model),
     }
-    return atomic_torch_save(path, payload)
+    return atomic_torch_save(path, sealed(payload))
 
 
 def portable_state(model: nn.Module) -> dict:
@@ -130,6 +138,13 @@ def read_pruned(path: str | os.PathLike) -> tuple[ModelSpec, list[PruningPlan], 
         ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CompressorError(f"{path} is not a pruned model file (expected format '{FORMAT}')")
+    if not check_digest(payload, path):
+        # Written before model files carried a digest: loaded, with a warning.  A model file is a
+        # deliverable whose run may be long gone, and reading it writes nothing; refusing it would
+        # strand every earlier model.pt.  Loading it stays safe (weights only, no code without
+        # trust_code), and its weights must still fit the rebuilt architecture, shapes and dtypes.
+        log.warning("%s has no sha256 digest (written before model files carried one): damage to it cannot be "
+                    "detected; save it again with save_pruned to add one", path)
     try:
         spec = ModelSpec.from_dict(payload["spec"])
         plans = [PruningPlan.from_dict(p) for p in payload.get("earlier_plans", [])]
@@ -173,8 +188,26 @@ def load_pruned(
     spec, plans, state_dict = read_pruned(path)
     check_trusted(spec.name, str(path), trust_code)  # here too, to name the file in the error
     model = rebuild(spec, plans, trust_code)
+    check_dtypes(model, state_dict, path)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
         raise CompressorError(f"{path}: weights do not fit the pruned architecture: {one_line(str(error))}") from error
     return model.eval(), spec, plans[-1]
+
+
+def check_dtypes(model: nn.Module, state_dict: dict, path: str | os.PathLike) -> None:
+    """Every tensor of ``state_dict`` has the dtype ``model`` holds under its name (``path`` names
+    the file in the error).  ``load_state_dict`` converts a float64 or int32 tensor to the
+    parameter's dtype without a word; such weights were not saved from this architecture, so
+    they are refused rather than guessed at."""
+    expected = model.state_dict()
+    for key, value in state_dict.items():
+        want = expected.get(key)
+        if want is not None and isinstance(value, torch.Tensor) and value.dtype != want.dtype:
+            raise CompressorError(f"{path}: weight {key} is {_dtype(value)} where the architecture holds "
+                                  f"{_dtype(want)}; refused to convert it (the file was not saved from this model)")
+
+
+def _dtype(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).replace("torch.", "")

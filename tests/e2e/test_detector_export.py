@@ -20,6 +20,7 @@ from compressor import CostModel, ModelSpec, PruningPlan, SelectionConfig, analy
 from compressor import load_pruned, save_pruned, select_plan
 from compressor.engine.flops import count_macs
 from compressor.models.registry import build_model
+from compressor.training.integrity import sealed
 from tests.hostile import invoke, one_line_error, snapshot
 
 SIZE = (3, 96, 96)
@@ -161,7 +162,7 @@ def test_a_detector_file_with_an_impossible_input_size_is_refused_in_one_line(tm
     path = save_detector(tmp_path / "ssd.pt", "ssdlite320_mobilenet_v3_large", None)
     payload = torch.load(path, weights_only=True)
     payload["spec"]["input_size"] = size
-    torch.save(payload, path)
+    torch.save(sealed(payload), path)  # resealed: the check below must hold alone
     before = snapshot(tmp_path)
     one_line_error(invoke("export", str(path), "--out", str(tmp_path / "x")), hint)
     one_line_error(invoke("bench", str(path), "--backend", "torch", *FAST), hint)
@@ -195,5 +196,5 @@ def test_a_detector_file_whose_num_classes_is_not_positive_is_refused_in_one_lin
     path = save_detector(tmp_path / "ssd.pt", "ssdlite320_mobilenet_v3_large", None)
     payload = torch.load(path, weights_only=True)
     payload["spec"]["num_classes"] = classes
-    torch.save(payload, path)
+    torch.save(sealed(payload), path)  # resealed: the check below must hold alone
     one_line_error(invoke("export", str(path), "--out", str(tmp_path / "x")), "num_classes", "not a positive number")

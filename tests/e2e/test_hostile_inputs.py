@@ -46,14 +46,18 @@ def base_run(tmp_path_factory) -> Path:
 
 
 def _tampered(edit):
-    """A copy of the base run whose checkpoint.pt was edited by ``edit(payload)``."""
+    """A copy of the base run whose checkpoint.pt was edited by ``edit(payload)`` and its digest
+    recomputed: the digest catches damage, not a deliberate edit (whoever edits can recompute
+    it), so every check these rows reach must hold on its own."""
 
     def make(tmp_path: Path, base_run: Path) -> list[str]:
+        from compressor.training.integrity import sealed
+
         run = tmp_path / "out"
         shutil.copytree(base_run, run)
         payload = torch.load(run / "checkpoint.pt", weights_only=True)
         edit(payload)
-        torch.save(payload, run / "checkpoint.pt")
+        torch.save(sealed(payload), run / "checkpoint.pt")
         return ["prune", "--resume", str(run)]
 
     return make

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from compressor.training.checkpoint import LATEST, load_checkpoint, save_checkpoint
+from compressor.training.integrity import sealed
 from compressor.engine.plan import PruningPlan
 from compressor.training.serialization import ModelSpec, save_pruned
 from tests.hostile import invoke, one_line_error
@@ -76,7 +77,7 @@ def work(tmp_path_factory) -> Path:
     payload = torch.load(root / "good.pt", weights_only=True)
     for name in HOSTILE:
         payload["spec"]["name"] = name
-        torch.save(payload, root / file_name(name))
+        torch.save(sealed(payload), root / file_name(name))  # a digest proves no origin: whoever edits, reseals
     (root / "good_module.txt").write_text(good)
     return root
 

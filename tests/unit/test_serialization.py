@@ -117,7 +117,7 @@ def test_file_is_plain_weights_only_torch(saved):
     payload = torch.load(saved, map_location="cpu", weights_only=True)
     assert payload["format"] == FORMAT
     assert payload["spec"] == SPEC.to_dict()
-    assert set(payload) == {"format", "spec", "plan", "earlier_plans", "state_dict", "state_metadata"}
+    assert set(payload) == {"format", "spec", "plan", "earlier_plans", "state_dict", "state_metadata", "sha256"}
     assert all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values())
 
 

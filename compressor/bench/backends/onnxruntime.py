@@ -89,10 +89,14 @@ def _available_providers() -> list[str]:
 
 
 class OrtRunnable:
-    def __init__(self, session, workload: Workload, device_name: str, plan: SessionPlan):
+    def __init__(self, session, workload: Workload, device_name: str, plan: SessionPlan, name: str):
         import onnxruntime as ort
 
+        from compressor.export.runlimit import RunLimit
+
         self.timer = timer_for(workload.device)
+        # a foreign graph can run for ever; arming the limit costs a lock and a clock read per call
+        self.limit = RunLimit(name)
 
         self.session = session
         self.provider = session.get_providers()[0]
@@ -110,9 +114,10 @@ class OrtRunnable:
             self.binding.bind_output(output.name, device_name)
 
     def __call__(self) -> None:
-        self.session.run_with_iobinding(self.binding)
+        self.limit(lambda options: self.session.run_with_iobinding(self.binding, options))
 
     def close(self) -> None:
+        self.limit.close()
         self.binding = None
         self.session = None
 
@@ -151,7 +156,7 @@ class OnnxRuntime:
         plan = session_plan(provider, workload.precision)
         path = artifacts.onnx(plan.onnx_precision)
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only, as parity.ort_session: errors come back as exceptions
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if workload.threads:
             options.intra_op_num_threads = workload.threads
@@ -170,4 +175,4 @@ class OnnxRuntime:
         got = session.get_providers()
         if not got or got[0] != provider:
             raise BackendError(f"ONNX Runtime gave providers {got} instead of {provider}; not timing a fallback")
-        return OrtRunnable(session, workload, "cpu" if provider == CPU else "cuda", plan)
+        return OrtRunnable(session, workload, "cpu" if provider == CPU else "cuda", plan, path.name)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import math
 from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
+from compressor.arguments import check_annotation
 from compressor.artifacts import RunSummary
 from compressor.atomic import atomic_write_text
 from compressor.training.checkpoint import LATEST, load_checkpoint
@@ -54,30 +54,9 @@ def configs_from_dict(values: dict, where: str = "the settings") -> tuple[DataCo
         names = {f.name: f.type for f in fields(kind)}
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
         for key, value in kwargs.items():
-            _check_type(key, value, names[key], where)
+            check_annotation(key, value, names[key], where)
         built.append(kind(**kwargs))
     return tuple(built)  # type: ignore[return-value]
-
-
-# A field's annotation (a string under ``from __future__ import annotations``) -> what it accepts.
-_ACCEPTS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "tuple": (tuple,)}
-
-
-def _check_type(key: str, value, annotation: str, where: str) -> None:
-    options = [part.strip() for part in str(annotation).split("|")]
-    if value is None and "None" in options:
-        return
-    accepted = tuple(t for part in options for t in _ACCEPTS.get(part.split("[")[0], ()))
-    if not accepted:
-        return  # a field type this check does not know: the config's own checks apply
-    is_bool = isinstance(value, bool)
-    if not isinstance(value, accepted) or (is_bool and bool not in accepted) or _bad_float(value):
-        wanted = " or ".join(o for o in options)
-        raise CompressorError(f"{where}: {key} must be {wanted}, got {value!r} ({type(value).__name__}); not converted")
-
-
-def _bad_float(value) -> bool:
-    return isinstance(value, float) and not math.isfinite(value)
 
 
 def conflicts(saved: dict, given: dict) -> list[str]:

@@ -9,6 +9,10 @@
   holding another run is for ``--resume``, one holding anything else needs
   ``--overwrite`` (the run then replaces its own artifact names there and leaves the
   rest alone).
+* ``check_free_names``: the same rule for the named files a command writes (bench's
+  reports, eval's ``--json``): a name where nothing is may be written; a name holding
+  anything is an earlier result or someone's own file, replaced only with ``--overwrite``
+  (or when ``ours`` proves it is a file the command may supersede); a directory never.
 * ``remove_stale_temps``: the temp and staging files a killed process leaves
   (``.checkpoint.pt.*.tmp``, ``.model.pt.*.tmp``, ``.model.onnx.staging``) are removed
   when the next one starts; nothing else is touched.
@@ -22,6 +26,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from compressor.errors import CompressorError
 
@@ -45,7 +50,7 @@ def ensure_writable_dir(path: Path, what: str = "output directory", keep: bool =
     should leave no trace; the writer creates them for real when it writes.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    if lexists(path, what) and not path.is_dir():
         raise OutputDirError(f"cannot write to {what} {path}: it is a file, not a directory")
     created = [p for p in (path, *path.parents) if not p.exists()]
     try:
@@ -78,11 +83,49 @@ def _reason(error: OSError) -> str:
     return error.strerror or type(error).__name__
 
 
+def lexists(path: Path, what: str) -> bool:
+    """Is anything (a dangling link too) at ``path``?  A name the OS cannot even look up (a
+    component over 255 bytes: 'File name too long') is one line naming ``what`` (the option),
+    not a traceback from the first ``stat`` some later check makes."""
+    try:
+        return path.is_symlink() or path.exists()
+    except OSError as error:
+        raise OutputDirError(f"cannot write to {what} {path}: {_reason(error)}") from error
+
+
+def check_free_names(paths: list[tuple[str, Path]], overwrite: bool, remedy: str,
+                     ours: Callable[[Path], bool] | None = None) -> None:
+    """Refuse, in one line and before any work, to write where something already is.
+
+    ``paths`` pairs each file a command will write with the option that named it (``""``
+    for a default name).  An existing file or link is replaced only with ``overwrite``, or
+    when ``ours(path)`` says it is the command's own earlier output that a new one may
+    supersede (an earlier eval report); ``remedy`` says what to do instead.  A directory at
+    a file's name is never replaced, and two options naming one file are refused: the
+    second write would replace the first."""
+    named = [(f"{option} {path}" if option else str(path), Path(path)) for option, path in paths]
+    seen: dict[Path, str] = {}
+    for label, path in named:
+        key = Path(os.path.abspath(path))
+        if key in seen:
+            raise OutputDirError(f"{seen[key]} and {label} are one file; give each output its own name")
+        seen[key] = label
+    taken = [(label, path) for label, path in named if lexists(path, label)]
+    for label, path in taken:
+        if path.is_dir() and not path.is_symlink():
+            raise OutputDirError(f"{label} is a directory; give a file name")
+    refused = [label for label, path in taken if not overwrite and not (ours and ours(path))]
+    if refused:
+        one = len(refused) == 1
+        raise OutputDirError(f"{', '.join(refused)} already exist{'s' if one else ''}; refused to replace "
+                             f"{'it' if one else 'them'} ({remedy})")
+
+
 def check_fresh_output(out: Path, overwrite: bool = False) -> None:
     """A fresh run may start in ``out``: missing, empty, or ``--overwrite`` given; never
     over another run (that is ``--resume``'s, whatever ``--overwrite`` says)."""
     out = Path(out)
-    if (out / CHECKPOINT).exists() or (out / CHECKPOINT).is_symlink():
+    if lexists(out / CHECKPOINT, "--out"):
         raise OutputDirError(
             f"{out} already holds a run; pass --resume {out} to continue it, or choose another --out"
         )

@@ -91,10 +91,11 @@ def export(source: str, config: ExportConfig, trust_code: bool = False) -> Expor
 def _claim_out_dir(config: ExportConfig) -> Path:
     """Writable, holding no file of someone else's that this export would replace (unless
     ``overwrite``), and cleared of what a killed export left: before any exporting."""
-    from compressor.outdir import OutputDirError, remove_stale_temps
+    from compressor.outdir import OutputDirError, lexists, remove_stale_temps
     from compressor.export.manifest import foreign_files
 
     out = config.out
+    lexists(out, "--out")  # a name too long to look up is one line here, not a traceback below
     theirs = [] if config.overwrite else foreign_files(out, ARTIFACT_NAMES)  # read-only: first
     if theirs:
         raise OutputDirError(

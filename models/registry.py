@@ -10,11 +10,14 @@ random init: weights only ever come from a local file, never a download.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+from compressor.arguments import check_type
 
 import torchvision
 from torch import nn
@@ -160,6 +163,11 @@ def build_model(name: str, num_classes: int | None = None,
     `input_size` (C, H, W) only matters to timm models with a fixed input size
     (ViT, Swin ...), which are then built for it; the others take any size.
     """
+    check_type(name, str, "name", "build_model", "a model name (see `compress models`)")
+    if num_classes is not None:
+        check_type(num_classes, int, "num_classes", "build_model", "an int or None")
+    if weights is not None:
+        check_type(weights, (str, os.PathLike), "weights", "build_model", "a file path or None")
     entry = get_entry(name)
     classes = entry.num_classes if num_classes is None else num_classes
     if entry.family in ("timm", DETECTION, SEGMENTATION):

@@ -292,14 +292,23 @@ def _graph_of(path: Path, manifest: dict) -> Path:
 
 
 def _manifest_for(path: Path) -> dict | None:
+    """The export manifest beside ``path`` when it lists the file.  One that cannot be read as a
+    JSON object is refused rather than passed over: its MACs and profiles are what bench would
+    report, and eval refuses the same file."""
     candidate = path.parent / "manifest.json"
     if not candidate.is_file():
         return None
     try:
-        manifest = json.loads(candidate.read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if path.name in (manifest.get("files") or {}) else None
+        manifest = json.loads(candidate.read_text(encoding="utf-8"))
+    # RecursionError: JSON nested thousands deep ("[[[[...") exhausts the parser's stack
+    except (OSError, ValueError, RecursionError) as error:
+        raise CompressorError(f"{candidate} (beside {path.name}) is not a readable JSON manifest "
+                              f"({one_line(error, 160)}); move it away to bench the file alone") from None
+    if not isinstance(manifest, dict):
+        raise CompressorError(f"{candidate} (beside {path.name}) is not a manifest: a JSON "
+                              f"{type(manifest).__name__}, not an object; move it away to bench the file alone")
+    files = manifest.get("files")
+    return manifest if isinstance(files, dict) and path.name in files else None
 
 
 def onnx_input(path: Path) -> tuple[tuple[int, int, int], int | None]:

@@ -12,8 +12,13 @@ import click
 
 from compressor.choices import BENCH_BACKENDS as BACKEND_NAMES
 from compressor.choices import BENCH_PRECISIONS
-from compressor.cli.common import trust_code_flag, user_errors
+from compressor.cli.common import MAX_COUNT, bounded_int, finite_float, trust_code_flag, user_errors
 from compressor.errors import CompressorError
+
+
+# Seconds of warm-up or timing per variant, at most: a bench times many variants, and an hour
+# each is already a day's run; more is a slip of the keyboard (or inf, which never ends).
+MAX_SECONDS = 3600.0
 
 
 def _names(valid: tuple[str, ...]):
@@ -34,8 +39,8 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
         sizes = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers such as 1,32, got '{value}'")
-    if not sizes or any(s < 1 for s in sizes):
-        raise click.BadParameter("batch sizes must be positive integers")
+    if not sizes or any(not 1 <= s <= MAX_COUNT for s in sizes):
+        raise click.BadParameter(f"batch sizes must be integers in 1..{MAX_COUNT}")
     return tuple(dict.fromkeys(sizes))
 
 
@@ -55,20 +60,26 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
               "int8 (the QDQ ONNX on onnxruntime (CPU) and the TensorRT backends: an export's model_int8.onnx "
               "when given, else one quantized here with the export's settings, calibrated on random inputs: "
               "enough to time it, not to judge its accuracy).")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for PyTorch and ONNX Runtime [default: every usable core].")
-@click.option("--warmup-s", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--threads", type=bounded_int(min=1), help="CPU threads for PyTorch and ONNX Runtime [default: every usable core].")
+@click.option("--warmup-s", type=finite_float(min=0, max=MAX_SECONDS), default=1.0, show_default=True,
               help="Warm-up seconds per variant (at least --warmup-runs runs too).")
-@click.option("--warmup-runs", type=click.IntRange(min=1), default=10, show_default=True, help="Warm-up runs per variant.")
-@click.option("--min-runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed runs per variant, at least.")
-@click.option("--min-time-s", type=click.FloatRange(min=0), default=2.0, show_default=True,
+@click.option("--warmup-runs", type=bounded_int(min=1), default=10, show_default=True, help="Warm-up runs per variant.")
+@click.option("--min-runs", type=bounded_int(min=1), default=50, show_default=True, help="Timed runs per variant, at least.")
+@click.option("--min-time-s", type=finite_float(min=0, max=MAX_SECONDS), default=2.0, show_default=True,
               help="Timed seconds per variant, at least (both this and --min-runs must be met).")
-@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--rounds", type=bounded_int(min=1), default=5, show_default=True,
               help="Dense and pruned are timed in this many alternating rounds, so machine drift hits both.")
 @click.option("--out", type=click.Path(file_okay=False),
-              help="Where bench.json, bench.md and bench.png go [default: RUN/bench for one run directory, else bench/].")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON records here instead.")
-@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write the markdown table here instead.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the PNG chart here instead.")
+              help="Where bench.json, bench.md and bench.png go [default: RUN/bench for one run directory, else bench/]. "
+              "A report file that is already there (an earlier bench's results, or your own file of that name) is "
+              "never replaced: timings are one moment on one machine and cannot be had again, so a second bench is "
+              "refused before it times anything. Give it another --out to keep both, or --overwrite.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON records here instead (a new file, or --overwrite).")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write the markdown table here instead (a new file, or --overwrite).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the PNG chart here instead (a new file, or --overwrite).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing report files (bench.json, bench.md, bench.png or the files --json, --markdown, "
+              "--plot name); nothing else is touched.")
 @trust_code_flag()
 def bench_command(sources, **options) -> None:
     """Time SOURCE's dense original against the pruned model on this machine.
@@ -87,19 +98,24 @@ def bench_command(sources, **options) -> None:
 
 
 def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s, warmup_runs, min_runs, min_time_s,
-           rounds, out, json_path, markdown_path, plot_path, trust_code) -> None:
+           rounds, out, json_path, markdown_path, plot_path, overwrite, trust_code) -> None:
     from compressor.bench.bench import BenchConfig, cells, run_bench
     from compressor.bench.report import environment_line, format_table, write_json, write_markdown, write_plot
     from compressor.bench.subjects import check_batch_sizes, resolve
     from compressor.bench.timing import TimingConfig
+    from compressor.outdir import check_free_names
 
     timing = TimingConfig(warmup_s, warmup_runs, min_runs, min_time_s, rounds)
     config = BenchConfig(backends, device, batch_sizes, precisions, threads, timing)
     groups = resolve(list(sources), trust_code)
     check_batch_sizes(groups, batch_sizes)  # before the progress bar: an error is one clean line
     out_dir = Path(out) if out else _default_out(sources)
-    targets = [Path(given) if given else out_dir / default for given, default in
-               ((json_path, "bench.json"), (markdown_path, "bench.md"), (plot_path, "bench.png"))]
+    named = [(option if given else "", Path(given) if given else out_dir / default) for option, given, default in
+             (("--json", json_path, "bench.json"), ("--markdown", markdown_path, "bench.md"),
+              ("--plot", plot_path, "bench.png"))]
+    targets = [path for _, path in named]
+    # Read-only first: a refusal leaves even the folders' times as they were.
+    check_free_names(named, overwrite, "a bench keeps earlier results: choose another --out, or pass --overwrite")
     _check_outputs(targets, None if out else out_dir, _caches(groups, config))
     progress = _progress(sum(1 for _ in cells(groups, config)))
     try:

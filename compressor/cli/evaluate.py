@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from compressor.choices import DATASETS
-from compressor.cli.common import trust_code_flag
+from compressor.cli.common import bounded_int, trust_code_flag
 from compressor.errors import CompressorError
 
 SPLITS = ("val", "train")  # compressor.evaluation.data.SPLITS, named here without torch
@@ -35,20 +35,23 @@ SPLITS = ("val", "train")  # compressor.evaluation.data.SPLITS, named here witho
     "--split", type=click.Choice(SPLITS), default="val", show_default=True,
     help="Which split: val, or train read without augmentation (no random crop or flip), in order.",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images of the split.")
+@click.option("--limit", type=bounded_int(min=1), help="Evaluate only the first N images of the split.")
 @click.option(
-    "--batch-size", type=click.IntRange(min=1),
+    "--batch-size", type=bounded_int(min=1),
     help="Images per batch [default: the run's own batch size, else 128]. Every model sees the same batches.",
 )
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False),
     help="Also write the report as JSON to this file (written atomically; its folder must exist; an existing "
-    "file is replaced only when it is an earlier eval report): the data "
+    "file is replaced only when it is an earlier eval report, or with --overwrite): the data "
     "used and one row per model with top1/top5 in percent, correct counts, loss, top1_agreement (0-1), "
     "backend and provider, or the reason it was skipped.",
 )
+@click.option("--overwrite", is_flag=True,
+              help="Let --json replace an existing file that is not an earlier eval report.")
 @trust_code_flag()
-def eval_command(source: tuple[str, ...], data, data_dir, split, limit, batch_size, json_path, trust_code) -> None:
+def eval_command(source: tuple[str, ...], data, data_dir, split, limit, batch_size, json_path, overwrite,
+                 trust_code) -> None:
     """Measure top-1, top-5 and loss of SOURCE's models on the same images.
 
     SOURCE is a `compress prune` run directory (its model.pt, and every ONNX file of RUN/export
@@ -66,7 +69,7 @@ def eval_command(source: tuple[str, ...], data, data_dir, split, limit, batch_si
     from compressor.evaluation import evaluate
 
     try:
-        target = _json_target(json_path)
+        target = _json_target(json_path, overwrite)
         report = evaluate(
             list(source), data=data, data_dir=data_dir, split=split, limit=limit, batch_size=batch_size,
             trust_code=trust_code,
@@ -80,41 +83,40 @@ def eval_command(source: tuple[str, ...], data, data_dir, split, limit, batch_si
         click.echo(f"  report in {target}")
 
 
-def _json_target(text: str | None) -> Path | None:
-    """Checked before the (long) evaluation: an existing, writable folder, not a folder itself."""
+def _json_target(text: str | None, overwrite: bool) -> Path | None:
+    """Checked before the (long) evaluation: an existing, writable folder, and a name that is
+    free, an earlier eval report, or --overwrite given (compressor.outdir.check_free_names)."""
+    from compressor.outdir import check_free_names, lexists
+
     if text is None:
         return None
     path = Path(text)
     folder = path.parent
+    lexists(path, "--json")  # a name too long to look up is one line, not a traceback from is_dir
     if not folder.is_dir():
         raise CompressorError(f"--json {path}: the folder {folder} does not exist")
-    if path.is_dir():
-        raise CompressorError(f"--json {path} is a directory; give a file name")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CompressorError(f"--json {path}: the folder {folder} is not writable")
-    if path.is_symlink() or path.exists():
-        _check_replaceable(path)
+    check_free_names([("--json", path)], overwrite, "it is not a `compress eval` report: give a new file name, or "
+                     "pass --overwrite", ours=_is_eval_report)
     return path
 
 
-def _check_replaceable(path: Path) -> None:
-    """An existing --json file is replaced only when it is an earlier eval report: a slip of the
-    argument (the export's manifest.json, model.onnx, summary.json, the user's own file) would
-    otherwise be overwritten with the report -- and the manifest or model are what eval reads."""
+def _is_eval_report(path: Path) -> bool:
+    """An earlier eval report may be replaced by the next: a slip of the argument (the export's
+    manifest.json, model.onnx, summary.json, the user's own file) would otherwise be overwritten
+    with the report -- and the manifest or model are what eval reads."""
     from compressor.evaluation.report import REPORT_FORMAT
 
-    refused = (f"--json {path} already exists and is not a `compress eval` report; refused to replace it "
-               "(give a new file name)")
     if path.is_symlink() or not path.is_file():
-        raise CompressorError(refused)
+        return False
     try:
         with path.open("rb") as handle:
             head = handle.read(1 << 20)  # a report is a few KB; a large file is not one
         data = json.loads(head.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise CompressorError(refused) from None
-    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
-        raise CompressorError(refused)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("format") == REPORT_FORMAT
 
 
 def _write_json(path: Path, report: dict) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from compressor.cli.common import parse_input_size, trust_code_flag
+from compressor.cli.common import bounded_int, finite_float, parse_input_size, trust_code_flag
 from compressor.errors import CompressorError
 from compressor.choices import DATASETS
 from compressor.export.config import (
@@ -43,7 +43,7 @@ OPTIONS = [
         help=f"ONNX opset [default: {DEFAULT_OPSET}, the dynamo exporter's own]; {supported_range_text()}.",
     ),
     click.option(
-        "--max-batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
+        "--max-batch", type=bounded_int(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
         help="Largest batch the parity gate checks (with 1, 2 and 3) and the TensorRT profile's max. "
         "The ONNX batch dimension itself is symbolic (any size).",
     ),
@@ -70,7 +70,7 @@ OPTIONS = [
         "folder with train/ inside). Nothing is downloaded.",
     ),
     click.option(
-        "--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True,
+        "--calib-samples", type=bounded_int(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True,
         help="--int8: number of training-split images the activation ranges are calibrated on.",
     ),
     click.option(
@@ -81,7 +81,7 @@ OPTIONS = [
         "minmax) or percentile (clip the top 0.001 %).",
     ),
     click.option(
-        "--int8-min-agreement", type=click.FloatRange(min=0.5, max=1.0), default=INT8_MIN_AGREEMENT,
+        "--int8-min-agreement", type=finite_float(min=0.5, max=1.0), default=INT8_MIN_AGREEMENT,
         show_default=True,
         help="--int8 gate: the INT8 model must pick PyTorch fp32's class on at least this share of the held-out "
         "images, else the export is refused (files renamed *.failed).",
@@ -110,12 +110,12 @@ OPTIONS = [
         "unsimplified one is kept (the manifest says why).",
     ),
     click.option(
-        "--atol", type=click.FloatRange(min=0), default=DEFAULT_ATOL, show_default=True,
+        "--atol", type=finite_float(min=0), default=DEFAULT_ATOL, show_default=True,
         help="Parity gate: absolute tolerance; every element of every output must satisfy |onnx - torch| <= "
         f"atol + rtol * |torch| (atol grows with the input on the scaled inputs). At most {MAX_ATOL:g}.",
     ),
     click.option(
-        "--rtol", type=click.FloatRange(min=0), default=DEFAULT_RTOL, show_default=True,
+        "--rtol", type=finite_float(min=0), default=DEFAULT_RTOL, show_default=True,
         help=f"Parity gate: relative tolerance (see --atol). At most {MAX_RTOL:g}.",
     ),
     click.option(

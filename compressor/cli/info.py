@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from compressor.cli.common import parse_input_size, trust_code_flag, user_errors
+from compressor.cli.common import bounded_int, finite_float, parse_input_size, trust_code_flag, user_errors
 from compressor.errors import CompressorError, one_line
 
 if TYPE_CHECKING:
@@ -24,25 +24,25 @@ if TYPE_CHECKING:
     metavar="C,H,W",
     help="Input size to analyse and count at (default: the model's native size).",
 )
-@click.option("--num-classes", type=click.IntRange(min=1), help="Classifier outputs (default: the model's).")
+@click.option("--num-classes", type=bounded_int(min=1), help="Classifier outputs (default: the model's).")
 @click.option(
     "--flops-reduction",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=finite_float(0, 1, min_open=True, max_open=True),
     help="Also plan, apply and count a pruned model with this fraction of MACs removed (e.g. 0.5).",
 )
 @click.option(
     "--round-to",
-    type=click.IntRange(min=1),
+    type=bounded_int(min=1),
     help="Keep channel counts at multiples of N (default: 8 for groups of >= 16 channels, else 1).",
 )
 @click.option(
     "--max-prune-fraction",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=finite_float(0, 1, min_open=True),
     default=0.75,
     show_default=True,
     help="Never remove more than this fraction of a group's channels.",
 )
-@click.option("--min-width", type=click.IntRange(min=1), default=1, show_default=True, help="Keep at least N channels per group.")
+@click.option("--min-width", type=bounded_int(min=1), default=1, show_default=True, help="Keep at least N channels per group.")
 @click.option("--ignore", multiple=True, metavar="MODULE", help="Keep this module's channels fixed (repeatable).")
 @click.option("--groups", "show_groups", is_flag=True, help="List every channel group (and the plan, with --flops-reduction).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (params, macs, groups, pruned_params, pruned_macs ...).")

@@ -15,7 +15,7 @@ import click
 
 from compressor.choices import (AMP_MODES, BENCH_BACKENDS, CRITERIA, DATASETS, DEFAULT_DEPLOY_BACKEND, LR_SCHEDULES, MAX_SEED,
                                 OPTIMIZERS, POOL_CRITERIA, REG_SCHEDULES, SCHEDULES)
-from compressor.cli.common import trust_code_flag
+from compressor.cli.common import MAX_COUNT, bounded_int, bounded_number, finite_float, trust_code_flag
 from compressor.errors import CompressorError
 
 DEFAULT_EPOCHS = 10
@@ -26,9 +26,15 @@ def _load_config_file(ctx: click.Context, param, value: str | None):
     if value is None:
         return None
     path = Path(value)
-    if not path.is_file():
-        raise click.BadParameter(f"no such config file: {path}")
-    text = path.read_text()
+    try:
+        if not path.is_file():
+            raise click.BadParameter(f"no such config file: {path}")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise click.BadParameter(f"{path} is not UTF-8 text, so neither YAML nor TOML (byte {error.start}: "
+                                 f"{error.object[error.start:error.start + 1]!r})") from None
+    except OSError as error:  # a name too long to look up, a folder it cannot enter
+        raise click.BadParameter(f"cannot read {path}: {error.strerror or type(error).__name__}") from None
     try:
         if path.suffix in (".toml",):
             try:
@@ -79,13 +85,7 @@ def _check_file_types(ctx: click.Context, path: Path, settings: dict) -> None:
 def _reg_start(ctx, param, value):
     if value is None or str(value).lower() == "auto":
         return None
-    try:
-        epoch = int(value)
-    except ValueError:
-        raise click.BadParameter("expected an epoch number or 'auto'")
-    if epoch < 0:
-        raise click.BadParameter("must be >= 0")
-    return epoch
+    return bounded_number(value, "an epoch number", 0, MAX_COUNT)
 
 
 def _fractions(ctx, param, value):
@@ -95,8 +95,11 @@ def _fractions(ctx, param, value):
         values = tuple(float(v) for v in str(value).split(",") if v.strip())
     except ValueError:
         raise click.BadParameter("expected comma-separated fractions such as 0.3,0.6,0.8,0.9")
-    if not all(0 < v < 1 for v in values):
+    if not all(0 < v < 1 for v in values):  # NaN fails this too
         raise click.BadParameter("each milestone must be a fraction of the run in (0, 1)")
+    if any(later <= earlier for earlier, later in zip(values, values[1:])):
+        raise click.BadParameter(f"milestones must increase (each a later point of the run), got "
+                                 f"{','.join(f'{v:g}' for v in values)}")
     return values
 
 
@@ -110,13 +113,15 @@ def _names(ctx, param, value):
 def _round_to(ctx, param, value):
     if value is None or str(value).lower() == "auto":
         return None if value is None else "auto"
-    try:
-        multiple = int(value)
-    except ValueError:
-        raise click.BadParameter(f"expected a positive integer or 'auto', got '{value}'")
-    if multiple < 1:
-        raise click.BadParameter("must be >= 1")
-    return multiple
+    return bounded_number(value, "a positive integer", 1, MAX_ROUND_TO)
+
+
+# --round-to at most: a multiple wider than any layer keeps every channel of every group, so
+# a larger one would be accepted and silently prune nothing (ResNet-50's widest layer: 2048).
+MAX_ROUND_TO = 4096
+# --synthetic-train/--synthetic-val at most: the set is rendered in memory, 12 KB an image
+# (3x32x32 float32), so a million is 12 GB; the OverflowError of 10**20 came from deep in torch.
+MAX_SYNTHETIC_IMAGES = 1_000_000
 
 
 OPTIONS = [
@@ -131,61 +136,61 @@ OPTIONS = [
     click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True, help="digits: real handwritten digits shipped in the package (1,500 train / 297 val, 8x8 grey upsampled to 32x32 RGB; offline). synthetic: generated 10-class 32x32 images of any size (--synthetic-train/--synthetic-val; for tests, not for accuracy). cifar10/cifar100 via torchvision, or an ImageNet-style folder (imagefolder)."),
     click.option("--data-dir", type=click.Path(), help="Dataset root (cifar*: where it is/goes; imagefolder: holds train/ and val/)."),
     click.option("--download", is_flag=True, help="Allow torchvision to download CIFAR into --data-dir."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Batch size per process."),
-    click.option("--workers", type=click.IntRange(min=0), default=None, help="Data loader processes for cifar*/imagefolder [default: 0 on a CPU run, where they would take cores from training; on a GPU min(8, cores - 1)]. Batches are pinned in memory when training on CUDA."),
-    click.option("--image-size", type=click.IntRange(min=8), help="imagefolder crop size [default: 224]."),
-    click.option("--synthetic-train", type=click.IntRange(min=1), default=5000, show_default=True, help="synthetic: images in the training set."),
-    click.option("--synthetic-val", type=click.IntRange(min=1), default=1000, show_default=True, help="synthetic: images in the validation set."),
+    click.option("--batch-size", type=bounded_int(min=1), default=128, show_default=True, help="Batch size per process."),
+    click.option("--workers", type=bounded_int(min=0), default=None, help="Data loader processes for cifar*/imagefolder [default: 0 on a CPU run, where they would take cores from training; on a GPU min(8, cores - 1)]. Batches are pinned in memory when training on CUDA."),
+    click.option("--image-size", type=bounded_int(min=8), help="imagefolder crop size [default: 224]."),
+    click.option("--synthetic-train", type=bounded_int(1, MAX_SYNTHETIC_IMAGES), default=5000, show_default=True, help="synthetic: images in the training set."),
+    click.option("--synthetic-val", type=bounded_int(1, MAX_SYNTHETIC_IMAGES), default=1000, show_default=True, help="synthetic: images in the validation set."),
     click.option("--augment/--no-augment", default=True, show_default=True, help="CIFAR-style random crop + flip (digits: the crop only; imagefolder: random resized crop + flip)."),
     # pruning
-    click.option("--flops-reduction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True, help="Fraction of MACs to remove."),
+    click.option("--flops-reduction", type=finite_float(0, 1, min_open=True, max_open=True), default=0.5, show_default=True, help="Fraction of MACs to remove."),
     click.option("--schedule", type=click.Choice(SCHEDULES), default="ocs", show_default=True, help="ocs: one-cycle with stability search; dense, oneshot, three-stage, epi, gradual, laasp for comparison."),
     click.option("--criterion", type=click.Choice(list(CRITERIA)), default="ocs", show_default=True, help="Channel importance."),
     click.option("--cost-weighting", is_flag=True, help="Weight importance down for channels that cost more MACs."),
     click.option("--indicator", type=click.Choice(["jaccard", "epi"]), default="jaccard", show_default=True, help="Stability indicator of the ocs schedule."),
-    click.option("--monitor-start", type=click.IntRange(min=0), default=1, show_default=True, help="First epoch whose end runs the structure search."),
+    click.option("--monitor-start", type=bounded_int(min=0), default=1, show_default=True, help="First epoch whose end runs the structure search."),
     click.option("--reg-start", callback=_reg_start, default="auto", show_default=True, help="Epoch to start shrinking the selected channels, or 'auto': when stability plateaus, at the latest halfway from --monitor-start to the prune cap."),
     click.option("--reg-schedule", type=click.Choice(REG_SCHEDULES), default="target", show_default=True, help="How ocs sets the shrink's strength λ. target: each epoch, a per-step shrink w <- w·exp(-λ) set from how far the selected channels still are from --reg-target and the steps left until the prune cap; the prune waits until they are there (or the cap). fixed: the authors' --reg-lambda growing by --reg-delta, pruning on stability alone (for reproductions)."),
-    click.option("--reg-target", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-2, show_default=True, help="target: the fraction of their norm at the regularisation start that the selected channels must reach before the prune (ε)."),
-    click.option("--reg-lambda", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="fixed: initial shrink strength λ."),
-    click.option("--reg-delta", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="fixed: λ grows by this ..."),
-    click.option("--reg-interval", type=click.IntRange(min=1), default=1, show_default=True, help="fixed: ... every this many epochs."),
-    click.option("--stability-threshold", type=click.FloatRange(0, 1), default=0.999, show_default=True, help="Prune once the 3-epoch mean Jaccard reaches this."),
-    click.option("--epi-threshold", type=click.FloatRange(0, 1), default=0.983, show_default=True, help="Prune threshold of the EPI indicator."),
-    click.option("--epi-window", type=click.IntRange(min=1), default=5, show_default=True, help="Plans EPI compares with."),
-    click.option("--max-prune-epoch", type=click.IntRange(min=0), help="Prune at this epoch at the latest [default: 40% of --epochs; laasp: the last but one epoch]."),
-    click.option("--prune-epoch", type=click.IntRange(min=0), help="three-stage, laasp: the epoch after which to (start to) prune [default: a third of --epochs]."),
+    click.option("--reg-target", type=finite_float(0, 1, min_open=True, max_open=True), default=1e-2, show_default=True, help="target: the fraction of their norm at the regularisation start that the selected channels must reach before the prune (ε)."),
+    click.option("--reg-lambda", type=finite_float(min=0), default=1e-4, show_default=True, help="fixed: initial shrink strength λ."),
+    click.option("--reg-delta", type=finite_float(min=0), default=1e-4, show_default=True, help="fixed: λ grows by this ..."),
+    click.option("--reg-interval", type=bounded_int(min=1), default=1, show_default=True, help="fixed: ... every this many epochs."),
+    click.option("--stability-threshold", type=finite_float(0, 1), default=0.999, show_default=True, help="Prune once the 3-epoch mean Jaccard reaches this."),
+    click.option("--epi-threshold", type=finite_float(0, 1), default=0.983, show_default=True, help="Prune threshold of the EPI indicator."),
+    click.option("--epi-window", type=bounded_int(min=1), default=5, show_default=True, help="Plans EPI compares with."),
+    click.option("--max-prune-epoch", type=bounded_int(min=0), help="Prune at this epoch at the latest [default: 40% of --epochs; laasp: the last but one epoch]."),
+    click.option("--prune-epoch", type=bounded_int(min=0), help="three-stage, laasp: the epoch after which to (start to) prune [default: a third of --epochs]."),
     click.option("--criteria-pool", callback=_names, default=",".join(POOL_CRITERIA), show_default=True, help=f"laasp: criteria each step chooses from ({', '.join(POOL_CRITERIA)})."),
-    click.option("--selection-samples", type=click.IntRange(min=1), default=256, show_default=True, help="laasp: training images (a fixed subset) each candidate's loss is measured on."),
-    click.option("--laasp-step", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01, show_default=True, help="laasp: fraction of the MACs one step removes."),
-    click.option("--laasp-group-fraction", type=click.FloatRange(0, 1, min_open=True), help="laasp: instead, remove this fraction of the group's channels per step."),
-    click.option("--recover-macs", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True, help="laasp: slice and recover after each this much more MACs reduction (0: after every step)."),
-    click.option("--recover-epochs", type=click.IntRange(min=0), default=1, show_default=True, help="laasp: training epochs between pruning chunks (0: prune to the target at once)."),
-    click.option("--max-prune-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.75, show_default=True, help="Per-group cap on the fraction of channels removed."),
+    click.option("--selection-samples", type=bounded_int(min=1), default=256, show_default=True, help="laasp: training images (a fixed subset) each candidate's loss is measured on."),
+    click.option("--laasp-step", type=finite_float(0, 1, min_open=True, max_open=True), default=0.01, show_default=True, help="laasp: fraction of the MACs one step removes."),
+    click.option("--laasp-group-fraction", type=finite_float(0, 1, min_open=True), help="laasp: instead, remove this fraction of the group's channels per step."),
+    click.option("--recover-macs", type=finite_float(0, 1, max_open=True), default=0.1, show_default=True, help="laasp: slice and recover after each this much more MACs reduction (0: after every step)."),
+    click.option("--recover-epochs", type=bounded_int(min=0), default=1, show_default=True, help="laasp: training epochs between pruning chunks (0: prune to the target at once)."),
+    click.option("--max-prune-fraction", type=finite_float(0, 1, min_open=True), default=0.75, show_default=True, help="Per-group cap on the fraction of channels removed."),
     click.option("--round-to", callback=_round_to, help="Keep channel counts at multiples of N, or 'auto': the multiple --deploy-backend rewards, measured on this machine (a conv width sweep, cached) [default: 8 for groups of >= 16 channels]."),
     click.option("--deploy-backend", type=click.Choice(BENCH_BACKENDS), default=DEFAULT_DEPLOY_BACKEND, show_default=True, help="--round-to auto: the runtime the model will ship on."),
     click.option("--deploy-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="--round-to auto: where it will run (auto: cuda when there is a GPU)."),
-    click.option("--min-width", type=click.IntRange(min=1), default=1, show_default=True, help="Keep at least N channels per group."),
+    click.option("--min-width", type=bounded_int(min=1), default=1, show_default=True, help="Keep at least N channels per group."),
     click.option("--ignore", multiple=True, metavar="MODULE", help="Keep this module's channels fixed (repeatable)."),
     click.option("--reset-optimizer", is_flag=True, help="Drop optimizer state at the prune (as the method's authors' code does)."),
     # training
-    click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_EPOCHS, show_default=True, help="Total epochs, pruning included."),
+    click.option("--epochs", type=bounded_int(min=1), default=DEFAULT_EPOCHS, show_default=True, help="Total epochs, pruning included."),
     click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True, help="SGD (Nesterov) or AdamW."),
-    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True, help="Peak learning rate."),
-    click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum."),
+    click.option("--lr", type=finite_float(min=0, min_open=True), default=0.1, show_default=True, help="Peak learning rate."),
+    click.option("--momentum", type=finite_float(0, 1), default=0.9, show_default=True, help="SGD momentum."),
     click.option("--nesterov/--no-nesterov", default=True, show_default=True, help="Nesterov momentum for SGD."),
-    click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True, help="Weight decay."),
+    click.option("--weight-decay", type=finite_float(min=0), default=5e-4, show_default=True, help="Weight decay."),
     click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="step", show_default=True, help="Per-step schedule over the whole run."),
     click.option("--milestones", callback=_fractions, default="0.3,0.6,0.8,0.9", show_default=True, help="step: LR drops at these fractions of the run."),
-    click.option("--gamma", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True, help="step: LR factor at each milestone."),
-    click.option("--label-smoothing", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Label smoothing of the cross-entropy."),
+    click.option("--gamma", type=finite_float(0, 1, min_open=True), default=0.2, show_default=True, help="step: LR factor at each milestone."),
+    click.option("--label-smoothing", type=finite_float(0, 1), default=0.0, show_default=True, help="Label smoothing of the cross-entropy."),
     click.option("--amp", type=click.Choice(AMP_MODES), default="none", show_default=True, help="Mixed precision on CUDA."),
     click.option("--channels-last", is_flag=True, help="channels_last memory format on CUDA."),
     click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (again after the prune)."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-    click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Seed for init, data order and augmentation."),
-    click.option("--refresh-bn", type=click.IntRange(min=0), default=4, show_default=True, metavar="N", help="Before each validation (so each checkpoint, and the prune's 'before'), re-estimate the BatchNorm statistics on the epoch's first N training batches: the running averages trail the weights, most of all while the shrink runs, and would make the validation line, the best checkpoint and the shock wrong. Training never reads them. 0: keep the running averages."),
-    click.option("--recalibrate-bn", type=click.IntRange(min=0), default=0, show_default=True, metavar="N", help="Right after each prune, re-estimate the BatchNorm statistics on N training batches (0: off); the prune line and prune_shock then also give the top-1 after it."),
+    click.option("--seed", type=bounded_int(0, MAX_SEED), default=0, show_default=True, help="Seed for init, data order and augmentation."),
+    click.option("--refresh-bn", type=bounded_int(min=0), default=4, show_default=True, metavar="N", help="Before each validation (so each checkpoint, and the prune's 'before'), re-estimate the BatchNorm statistics on the epoch's first N training batches: the running averages trail the weights, most of all while the shrink runs, and would make the validation line, the best checkpoint and the shock wrong. Training never reads them. 0: keep the running averages."),
+    click.option("--recalibrate-bn", type=bounded_int(min=0), default=0, show_default=True, metavar="N", help="Right after each prune, re-estimate the BatchNorm statistics on N training batches (0: off); the prune line and prune_shock then also give the top-1 after it."),
     click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar per epoch."),
 ]
 

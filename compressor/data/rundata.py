@@ -1,6 +1,6 @@
 """A run's data settings, read back from its ``summary.json`` for export, eval and the bundle.
 
-They are read as data: a value of the wrong type is refused (``compressor.settings``),
+They are read as data: a value of the wrong type is refused (``compressor.arguments``),
 nothing is ever downloaded (``download`` is forced off), no loader process is forked, and
 a tampered synthetic size cannot make a reader allocate without bound.
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from compressor.arguments import typed_config
 from compressor.artifacts import SUMMARY_FILE
 from compressor.data.datasets import DataConfig
 from compressor.errors import CompressorError
-from compressor.settings import typed_config
 
 # The synthetic set is regenerated whole (its normalisation uses the training images): a
 # tampered summary.json must not make a reader allocate without bound.

@@ -24,6 +24,7 @@ from torch import nn
 from compressor.engine.analysis.graph import ChannelGraph, handler_for
 from compressor.engine.plan import PruningPlan, kept_class_mask
 from compressor.engine.verify import Equivalence
+from compressor.arguments import check_type
 from compressor.errors import CompressorError, one_line
 
 # The sliced copy may differ from the masked original by float32 rounding of sums taken in
@@ -66,6 +67,9 @@ def apply_plan(
     ``example_input`` (what ``analyse`` was given) the plan is checked on a copy first
     (``check_plan``); ``ApplyRefused`` then leaves ``model`` as it was.
     """
+    check_type(model, nn.Module, "model", "apply_plan", "a torch.nn.Module")
+    check_type(graph, ChannelGraph, "graph", "apply_plan", "a ChannelGraph (from analyse)")
+    check_type(plan, PruningPlan, "plan", "apply_plan", "a PruningPlan (from select_plan)")
     if example_input is not None:
         check_plan(model, graph, plan, example_input)
     return _slice_model(model, graph, plan, optimizer)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from compressor.engine.analysis.graph import ChannelGraph
+from compressor.engine.analysis.graph import ChannelGraph, check_graph_and_model
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class CostModel:
     """MACs/params of any plan on one analysed model."""
 
     def __init__(self, graph: ChannelGraph, model: nn.Module):
+        check_graph_and_model(graph, model, "CostModel")
         labels = graph.labels
         self.dense_macs = graph.dense_macs
         self.dense_params = graph.dense_params

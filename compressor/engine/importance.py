@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compressor.engine.analysis.graph import ChannelGraph
+from compressor.engine.analysis.graph import ChannelGraph, check_graph_and_model
 from compressor.engine.analysis.records import Slot
 from compressor.choices import CRITERIA as SCORING_NAMES, POOL_CRITERIA as POOL_NAMES, registry
 from compressor.engine.cost import CostModel
@@ -228,4 +228,5 @@ def _cost_share(graph: ChannelGraph, cost: CostModel) -> np.ndarray:
 
 def group_l2(graph: ChannelGraph, model: nn.Module) -> np.ndarray:
     """The foundation's default: normalised group L2 (kept for the public API)."""
+    check_graph_and_model(graph, model, "group_l2")
     return l2_scores(graph, model)

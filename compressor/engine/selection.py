@@ -17,6 +17,7 @@ import numpy as np
 
 from compressor.engine.analysis.graph import ChannelGraph, ChannelGroup
 from compressor.engine.cost import CostModel
+from compressor.arguments import check_fields, check_type
 from compressor.errors import CompressorError, deprecated
 from compressor.engine.plan import GroupPlan, PruningPlan
 
@@ -52,6 +53,7 @@ class SelectionConfig:
         return self.flops_reduction
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not 0.0 < self.flops_reduction < 1.0:
             raise CompressorError(f"the MACs reduction must be in (0, 1), got {self.flops_reduction}")
         if not 0.0 < self.max_prune_fraction <= 1.0:
@@ -133,8 +135,17 @@ class _Search:
         return [r.keep_count(threshold) for r in self.rankings]
 
 
+def _check_selection_arguments(graph, cost, scores, config) -> None:
+    check_type(graph, ChannelGraph, "graph", "select_plan", "a ChannelGraph (from analyse)")
+    check_type(cost, CostModel, "cost", "select_plan", "a CostModel")
+    check_type(scores, np.ndarray, "scores", "select_plan", "a numpy array of channel scores (e.g. group_l2)")
+    check_type(config, SelectionConfig, "config", "select_plan",
+               "a SelectionConfig (a PruneConfig is for OneCyclePruner)")
+
+
 def select_plan(graph: ChannelGraph, cost: CostModel, scores: np.ndarray, config: SelectionConfig) -> PruningPlan:
     """The plan with the fewest removed channels whose MACs reduction reaches the target."""
+    _check_selection_arguments(graph, cost, scores, config)
     rankings = [_rank(g, scores, config) for g in graph.groups]
     search = _Search(graph, cost, rankings)
     target = config.flops_reduction

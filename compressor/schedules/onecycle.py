@@ -32,7 +32,8 @@ import torch.distributed as dist
 from torch import nn
 
 from compressor.schedules import laasp
-from compressor.engine.analysis.graph import ChannelGraph, analyse
+from compressor.arguments import check_fields, check_type
+from compressor.engine.analysis.graph import ChannelGraph, analyse, check_model_and_input
 from compressor.engine.apply import apply_plan, check_plan
 from compressor.choices import POOL_CRITERIA, REG_SCHEDULES, SCHEDULES, registry  # named there so that the CLI lists them without torch
 from compressor.engine.cost import CostModel
@@ -86,6 +87,7 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.schedule not in SCHEDULES:
             raise CompressorError(f"unknown schedule '{self.schedule}'; choose from {', '.join(SCHEDULES)}")
         check_criterion(self.criterion)
@@ -201,6 +203,8 @@ class OneCyclePruner:
         (default cross-entropy) are what loss-aware schedules evaluate candidates on.
         ``state`` (a ``state_dict()``) resumes a run: ``model`` must then be the
         architecture rebuilt with the saved plans applied, with its saved weights."""
+        check_model_and_input(model, example_input, "OneCyclePruner")
+        check_type(config, PruneConfig, "config", "OneCyclePruner", "a PruneConfig")
         self.config = config
         self.model = model
         self.optimizer = optimizer

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
+from compressor.arguments import typed_config
 from compressor.artifacts import SUMMARY_FILE, RunSummary
 from compressor.atomic import atomic_write_text
 from compressor.training.checkpoint import LATEST, check_continues, load_checkpoint
 from compressor.data.datasets import DataConfig, for_device, load_data
 from compressor.errors import CompressorError, one_line
-from compressor.settings import typed_config
 from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
 from compressor.outdir import check_fresh_output, remove_stale_temps  # noqa: F401 - check_fresh_output: API
 from compressor.engine.plan import PruningPlan

@@ -193,7 +193,10 @@ def test_every_artifact_the_manifest_lists_gets_a_row(run_dir, export_copy):
     # the manifest's order, PyTorch first
     assert [row.name for row in report.rows] == ["pytorch", "model.onnx", "model_int8.onnx", "model.plan",
                                                  "model_gone.onnx"]
-    assert report.row("model_int8.onnx").top1_agreement == 1.0 and report.row("model_int8.onnx").images == 20
+    # a copy of model.onnx agrees with PyTorch exactly as model.onnx does (not == 1.0: ONNX Runtime's
+    # and PyTorch's kernels may order a near-tie differently on another CPU; tests/numeric.py)
+    copy_row, original = report.row("model_int8.onnx"), report.row("model.onnx")
+    assert copy_row.top1_agreement == original.top1_agreement >= 0.9 and copy_row.images == 20
     assert report.row("model.plan").status == "skipped" and report.row("model.plan").reason == why
     assert report.row("model_gone.onnx").status == "skipped" and "missing" in report.row("model_gone.onnx").reason
     assert "model.plan skipped:" in report.table()

@@ -98,7 +98,8 @@ def test_bench_refuses_an_unwritable_cache_before_exporting(tmp_path, model_file
 def test_bench_never_writes_through_a_planted_link(tmp_path, model_file):
     """Links to a file outside at every report name, at the names the old code staged
     to (bench.png.partial.png, X.raw.onnx, X.onnx.partial) and at the cached exports:
-    each is replaced by bench's own file, the file outside is never written."""
+    with --overwrite (without it, bench refuses: tests/e2e/test_hostile_outputs.py) each is
+    replaced by bench's own file, the file outside is never written."""
     from compressor.bench.subjects import _digest
 
     model = _model_in(tmp_path / "src", model_file)
@@ -113,7 +114,8 @@ def test_bench_never_writes_through_a_planted_link(tmp_path, model_file):
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(victim)
     outside = snapshot(tmp_path, skip=model.parent)
-    result = invoke("bench", str(model), "--backend", "torch,onnxruntime", *BENCH_FAST, "--out", str(out))
+    result = invoke("bench", str(model), "--backend", "torch,onnxruntime", *BENCH_FAST, "--out", str(out),
+                    "--overwrite")
     assert result.exit_code == 0, result.output
     assert victim.read_bytes() == b"someone else's file\n" and snapshot(tmp_path, skip=model.parent) == outside
     written = [out / "bench.json", out / "bench.md", out / "bench.png", cache / "resnet20-dense.onnx",
@@ -206,6 +208,6 @@ def test_export_overwrite_and_stale_staging_links(tmp_path):
 
 
 def test_help_explains_overwrite():
-    for command in ("prune", "export"):
+    for command in ("prune", "export", "bench", "eval"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "--overwrite" in result.output, command

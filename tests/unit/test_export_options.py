@@ -203,14 +203,16 @@ def test_an_fp16_output_without_a_class_axis_is_judged_by_relative_error(tmp_pat
     model = OneScore().eval()
     result = export(tmp_path, model, opset=FAST_OPSET)
     half = convert_to_fp16(result.path("model.onnx"), tmp_path / "half.onnx")
+    right = check_onnx_top1(model, half, INPUT_SIZE, 100, 0.99, seed=0)
+    assert right.passed and not right.top1_judged and right.max_rel_err < FP16_MAX_REL_ERR / 4, right
     for factor in (1.5, 1.05):  # a third off, and 5 % off: both beyond what fp16 rounding does
         scale_output(half, tmp_path / "wrong.onnx", factor)
         wrong = check_onnx_top1(model, tmp_path / "wrong.onnx", INPUT_SIZE, 100, 0.99, seed=0)
-        assert wrong.top1_agreement == 1.0, "the signs differ: the old rule would have caught this"
+        # A positive factor keeps every sign the fp16 file had (not == 1.0: a score within fp16
+        # rounding of zero may take either sign, depending on the CPU's kernels; tests/numeric.py)
+        assert wrong.top1_agreement == right.top1_agreement >= 0.99, "the old rule would have caught this"
         assert not wrong.passed and wrong.max_rel_err > FP16_MAX_REL_ERR
         assert "judged by relative error" in wrong.failure() and "\n" not in wrong.failure()
-    right = check_onnx_top1(model, half, INPUT_SIZE, 100, 0.99, seed=0)
-    assert right.passed and not right.top1_judged and right.max_rel_err < FP16_MAX_REL_ERR / 4, right
 
 
 def test_raw_detector_scores_are_judged_by_relative_error_not_top1(tmp_path):
@@ -224,7 +226,9 @@ def test_raw_detector_scores_are_judged_by_relative_error_not_top1(tmp_path):
     half = convert_to_fp16(result.path("model.onnx"), tmp_path / "half.onnx")
     scale_output(half, tmp_path / "wrong.onnx", 1.05)
     as_classes = check_onnx_top1(model, tmp_path / "wrong.onnx", INPUT_SIZE, 100, 0.99, seed=0)
-    assert as_classes.passed and as_classes.top1_agreement == 1.0, "scaling keeps every argmax"
+    unscaled = check_onnx_top1(model, half, INPUT_SIZE, 100, 0.99, seed=0)
+    # scaling keeps every argmax the fp16 file had (not == 1.0: fp16 may flip a near-tie, by CPU)
+    assert as_classes.passed and as_classes.top1_agreement == unscaled.top1_agreement, "scaling keeps every argmax"
     wrong = check_onnx_top1(model, tmp_path / "wrong.onnx", INPUT_SIZE, 100, 0.99, seed=0, class_scores=False)
     assert not wrong.passed and not wrong.top1_judged and wrong.max_rel_err > FP16_MAX_REL_ERR
     assert RAW_DETECTOR_OUTPUTS in wrong.failure() and "\n" not in wrong.failure()

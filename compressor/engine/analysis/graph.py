@@ -22,6 +22,7 @@ from compressor.engine.analysis.ops import RULES
 from compressor.engine.analysis.records import MacsTerm, Slot
 from compressor.engine.analysis.registry import handler_for
 from compressor.engine.analysis.tracer import ChannelTracer, TraceState
+from compressor.arguments import check_type
 from compressor.errors import CompressorError, one_line
 from compressor.engine.flops import count_macs
 
@@ -67,10 +68,26 @@ class ChannelGraph:
         raise KeyError(name)
 
 
+def check_model_and_input(model, example_input, where: str) -> None:
+    """The two arguments every entry point that traces a model takes (analyse, OneCyclePruner)."""
+    hint = f" (build one with compressor.models.build_model({model!r}))" if isinstance(model, str) else ""
+    check_type(model, nn.Module, "model", where, "a torch.nn.Module" + hint)
+    check_type(example_input, (torch.Tensor, tuple, list), "example_input", where,
+               "a tensor (or a tuple of the model's inputs)")
+
+
+def check_graph_and_model(graph, model, where: str) -> None:
+    """The pair every cost and importance entry point takes (CostModel, group_l2)."""
+    check_type(graph, ChannelGraph, "graph", where, "a ChannelGraph (from analyse)")
+    check_type(model, nn.Module, "model", where, "a torch.nn.Module")
+
+
 def analyse(
     model: nn.Module, example_input: torch.Tensor | Sequence[Any], ignore: Sequence[str] = ()
 ) -> ChannelGraph:
     """Trace ``model`` once on ``example_input`` (batch 1 is enough) and group its channels."""
+    check_model_and_input(model, example_input, "analyse")
+    check_type(ignore, (tuple, list, set, frozenset), "ignore", "analyse", "a sequence of module names")
     inputs = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
     ignore = tuple(ignore)
     _check_ignore(model, ignore)

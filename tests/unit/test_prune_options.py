@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -579,12 +580,15 @@ def test_amp_and_channels_last_are_cuda_only_and_change_nothing_on_the_cpu(tmp_p
     assert losses["plain"] == losses["cuda-only"]
 
 
-@pytest.mark.parametrize("progress", [True, False])
-def test_progress_draws_a_bar_per_epoch_on_stderr(tmp_path, capsys, progress):
+@pytest.mark.parametrize("progress, terminal", [(True, True), (False, True), (True, False)])
+def test_progress_draws_a_bar_per_epoch_on_stderr_when_it_is_a_terminal(tmp_path, capsys, monkeypatch,
+                                                                         progress, terminal):
+    """A log file or a pipe gets the epoch lines, not the bar's redraws."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
     run = trainer(tmp_path, small_cnn(), bundle(), train_config(epochs=2, progress=progress), dense(2))
     run.run()
     err = capsys.readouterr().err
-    assert ("epoch 2/2" in err) == progress
+    assert ("epoch 2/2" in err) == (progress and terminal)
 
 
 # -- the training step's host syncs -------------------------------------------------------------

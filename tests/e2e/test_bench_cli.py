@@ -156,7 +156,7 @@ def test_missing_source_is_one_line(tmp_path):
 def test_unknown_backend_and_bad_batch_sizes(pruned_file):
     one_error_line(invoke(str(pruned_file), "--backend", "torch,openvino"), 2, "openvino", "onnxruntime-trt")
     one_error_line(invoke(str(pruned_file), "--batch-size", "1,zero"), 2, "--batch-size")
-    one_error_line(invoke(str(pruned_file), "--batch-size", "0"), 2, "positive")
+    one_error_line(invoke(str(pruned_file), "--batch-size", "0"), 2, "integers in 1..")
 
 
 def _fixed_batch_onnx(path: Path, batch: int) -> Path:

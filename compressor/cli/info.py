@@ -73,9 +73,11 @@ def info_command(
 
     from compressor.memory import check_fits
 
+    from compressor.models.deployable import fix_box_counts
     from compressor.models.registry import example_input
 
     network, name, size, classes, family = _load_for_info(model, input_size, num_classes, trust_code)
+    boxes = fix_box_counts(network)  # before the analysis: the dense count must see the same boxes
     check_fits(network, size, 2, "--input-size")  # before randn: the analysis runs batches of 1 and 2
     example = example_input(family, size)
     started = time.perf_counter()
@@ -94,6 +96,8 @@ def info_command(
         "prunable_channels": graph.prunable_channels,
         "fixed": graph.frozen_reasons,
     }
+    if boxes is not None:
+        report["macs_counted_at"] = boxes
     plan = None
     if flops_reduction is not None:
         config = SelectionConfig(flops_reduction, round_to, max_prune_fraction, min_width)
@@ -200,6 +204,10 @@ def _print_info(report: dict, graph: ChannelGraph) -> None:
     click.echo(f"model              {report['model']}  (input {size}, {report['num_classes']} classes)")
     click.echo(f"params             {report['params']:,} ({_millions(report['params'])})")
     click.echo(f"MACs               {report['macs']:,} ({_millions(report['macs'])})")
+    if "macs_counted_at" in report:
+        boxes = report["macs_counted_at"]
+        click.echo(f"  counted at       {boxes['proposals_per_image']} proposals and {boxes['detections_per_image']} "
+                   "detections per image (score thresholds and NMS off; a trained model usually keeps fewer)")
     click.echo(f"channel groups     {report['groups']} prunable, {report['prunable_channels']:,} prunable channels")
     for name, reason in list(report["fixed"].items())[:5]:
         click.echo(f"  fixed            {name}: {reason}")

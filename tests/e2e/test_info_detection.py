@@ -48,3 +48,20 @@ def test_prune_refuses_a_detector_in_one_line_before_writing(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "own training loop" in errors[0] and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_two_stage_detector_is_counted_at_a_fixed_number_of_boxes():
+    """Mask R-CNN's box head runs on the proposals that survive NMS, its mask head on the
+    detections that survive the score threshold: counted as they fell, a 30 % plan read as -73 %.
+    Counted at the stages' maxima (thresholds and NMS off), the reduction is the plan's."""
+    report = info("maskrcnn_resnet50_fpn", "--input-size", "3,128,128", "--flops-reduction", "0.3")
+    assert report["macs_counted_at"]["proposals_per_image"] == 1000
+    assert report["macs_counted_at"]["detections_per_image"] == 100
+    assert 0.29 <= report["macs_reduction"] <= 0.32, report["macs_reduction"]
+    assert abs(report["pruned_macs"] - report["predicted_macs"]) <= 0.01 * report["macs"]
+
+
+def test_a_single_stage_detector_is_counted_as_it_is():
+    report = info("ssdlite320_mobilenet_v3_large", "--input-size", "3,64,64")
+    assert "macs_counted_at" not in report

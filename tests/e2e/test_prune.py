@@ -22,10 +22,10 @@ from tests.cli_runs import (
     one_error_line,
 )
 
-TINY = [
-    "--model", "resnet20", "--dataset", "synthetic", "--synthetic-train", "256", "--synthetic-val", "128", "--batch-size", "64",
-    "--epochs", "4", "--max-prune-epoch", "2", "--monitor-start", "0", "--no-progress",
-]
+SYNTHETIC = ["--dataset", "synthetic", "--synthetic-train", "256", "--synthetic-val", "128"]
+TRAINING = ["--model", "resnet20", "--batch-size", "64", "--epochs", "4", "--max-prune-epoch", "2", "--monitor-start", "0",
+            "--no-progress"]
+TINY = [*SYNTHETIC, *TRAINING]
 
 
 
@@ -120,7 +120,8 @@ def test_two_process_ddp_keeps_ranks_identical(tmp_path):
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
-    result = compress("prune", *TINY, "--out", str(tmp_path / "bad"), *args, check=False)
+    data = [] if "--dataset" in args else SYNTHETIC  # the synthetic sizes apply to synthetic only
+    result = compress("prune", *data, *TRAINING, "--out", str(tmp_path / "bad"), *args, check=False)
     one_error_line(result, 1, message)
 
 
@@ -128,7 +129,7 @@ def test_non_image_folder_is_refused(tmp_path):
     for split in ("train", "val"):
         (tmp_path / "data" / split / "cats").mkdir(parents=True)
         (tmp_path / "data" / split / "cats" / "notes.txt").write_text("not an image")
-    result = compress("prune", *TINY, "--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"),
+    result = compress("prune", *TRAINING, "--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"),
                       "--out", str(tmp_path / "bad"), check=False)
     one_error_line(result, 1, f"no images found in {tmp_path / 'data' / 'train'}", "cats", ".jpg")
 

@@ -174,7 +174,10 @@ def test_the_batch_sweep_stops_at_sixteen_and_skips_the_sizes_already_fed(tmp_pa
 
 def test_scaled_inputs_catch_a_branch_randn_never_takes(tmp_path):
     """The frozen branch (negate when any |x| > 10) is invisible to randn batches and
-    caught at 100x; without the scaled cases the same export is marked ok, yet wrong."""
+    caught by the inputs out of that range; without the scaled cases the same export is marked
+    ok, yet wrong.  Which of them catches it depends on the CPU: at 100x the gate allows ten
+    times what a 1e-4 nudge moves PyTorch's output, and on an AVX-512 CPU that allowance
+    covered this random-init model's flip at x100, so 0-255 pixels caught it."""
     model = flips_on_bright_inputs()
     blind = export(tmp_path / "blind", model, opset=FAST_OPSET, allow_trace=True, parity_scales=())
     assert blind.status == "ok"
@@ -184,12 +187,13 @@ def test_scaled_inputs_catch_a_branch_randn_never_takes(tmp_path):
     wrong = onnx_outputs(blind.path("model.onnx"), bright)[0]
     assert np.mean(wrong.argmax(1) == expected.argmax(1)) == 0.0, "the trace was not wrong: nothing to catch"
 
-    with pytest.raises(ExportRefused, match="randn x100") as refused:
+    with pytest.raises(ExportRefused, match="(randn x100|uniform 0-255) inputs") as refused:
         export(tmp_path / "gated", model, opset=FAST_OPSET, allow_trace=True)
     manifest = refused.value.result.manifest
     failing = [b for b in manifest["parity"]["per_batch"] if not b["passed"]]
-    assert [b["inputs"] for b in failing] == ["randn x100", "uniform 0-255"]
-    assert failing[0]["top1_agreement"] == 0.0
+    assert failing and {b["inputs"] for b in failing} <= {"randn x100", "uniform 0-255"}
+    assert "uniform 0-255" in {b["inputs"] for b in failing}  # every pixel > 10: flipped on any CPU
+    assert all(b["top1_agreement"] == 0.0 for b in failing if b["inputs"] == "uniform 0-255")
 
 
 def test_a_scaled_case_allows_what_a_tiny_input_change_moves_and_no_more():

@@ -51,3 +51,16 @@ def snapshot(root: Path, skip: Path | None = None) -> dict:
         entries[str(path.relative_to(root))] = (info.st_size, info.st_mtime_ns,
                                                 os.readlink(path) if path.is_symlink() else None)
     return entries
+
+
+def set_key(*keys_and_value):
+    """An edit of a nested dict (a checkpoint's payload): ``set_key("a", "b", 1)`` sets ``d["a"]["b"] = 1``."""
+    *keys, value = keys_and_value
+
+    def edit(payload):
+        target = payload
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+
+    return edit

@@ -21,7 +21,7 @@ from click.testing import Result
 
 from compressor.export.runlimit import LIMIT_ENV
 from compressor.training.integrity import DIGEST_KEY, sealed
-from tests.hostile import TINY, invoke, snapshot
+from tests.hostile import TINY, invoke, set_key, snapshot
 from tests.unit.test_runlimit import looping_onnx
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -63,18 +63,6 @@ def _edit(path: Path, edit, reseal: bool) -> None:
     payload = torch.load(path, weights_only=True)
     edit(payload)
     torch.save(sealed(payload) if reseal else payload, path)
-
-
-def _set(*keys_and_value):
-    *keys, value = keys_and_value
-
-    def edit(payload):
-        target = payload
-        for key in keys[:-1]:
-            target = target[key]
-        target[keys[-1]] = value
-
-    return edit
 
 
 def _weights_as(dtype: torch.dtype, state: str):
@@ -151,21 +139,21 @@ CASES = [
     ("eval-noise-in-tensor-data", _model_file("eval", write_noise_into_tensor_data), ["model.pt", INTEGRITY]),
     ("export-noise-in-tensor-data", _model_file("export", write_noise_into_tensor_data), ["model.pt", INTEGRITY]),
     ("bench-noise-in-tensor-data", _model_file("bench", write_noise_into_tensor_data), ["model.pt", INTEGRITY]),
-    ("info-edited-num-classes", _model_file("info", _edited(_set("spec", "num_classes", 11), reseal=False)),
+    ("info-edited-num-classes", _model_file("info", _edited(set_key("spec", "num_classes", 11), reseal=False)),
      ["model.pt", INTEGRITY]),
     ("info-float64-weights", _model_file("info", _edited(_weights_as(torch.float64, "state_dict"))),
      ["model.pt", "is float64 where the architecture holds float32"]),
     ("info-int32-weights", _model_file("info", _edited(_weights_as(torch.int32, "state_dict"))),
      ["model.pt", "is int32 where the architecture holds float32"]),
     ("resume-noise-in-tensor-data", _resume(write_noise_into_tensor_data), ["checkpoint.pt", INTEGRITY]),
-    ("resume-epoch-999-edited", _resume(_edited(_set("epoch", 998), reseal=False)), ["checkpoint.pt", INTEGRITY]),
-    ("resume-epoch-999-resealed", _resume(_edited(_set("epoch", 998))),
+    ("resume-epoch-999-edited", _resume(_edited(set_key("epoch", 998), reseal=False)), ["checkpoint.pt", INTEGRITY]),
+    ("resume-epoch-999-resealed", _resume(_edited(set_key("epoch", 998))),
      ["checkpoint.pt", "cannot belong to its run", "epoch 999 of a 2-epoch run"]),
-    ("resume-epoch-999-of-999-resealed", _resume(_edited(lambda p: (_set("epoch", 998)(p),
-                                                                     _set("config", "epochs", 999)(p)))),
+    ("resume-epoch-999-of-999-resealed", _resume(_edited(lambda p: (set_key("epoch", 998)(p),
+                                                                     set_key("config", "epochs", 999)(p)))),
      ["checkpoint.pt", "metrics.jsonl has no record of epoch 999"]),
     ("resume-run-without-a-log", _resume(_without_metrics), ["checkpoint.pt", "has no record of epoch 2"]),
-    ("resume-prune-after-the-epoch", _resume(_edited(_set("pruner", "state", "prune_epochs", [5]))),
+    ("resume-prune-after-the-epoch", _resume(_edited(set_key("pruner", "state", "prune_epochs", [5]))),
      ["checkpoint.pt", "cannot belong to its run", "prunes [5]"]),
     ("resume-float64-weights", _resume(_edited(_weights_as(torch.float64, "model"))),
      ["checkpoint.pt", "is float64 where the architecture holds float32"]),

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from compressor.cli import main
 from tests.cli_runs import ENV
-from tests.hostile import TINY, snapshot
+from tests.hostile import TINY, set_key, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -61,18 +61,6 @@ def _tampered(edit):
         return ["prune", "--resume", str(run)]
 
     return make
-
-
-def _set(*keys_and_value):
-    *keys, value = keys_and_value
-
-    def edit(payload):
-        target = payload
-        for key in keys[:-1]:
-            target = target[key]
-        target[keys[-1]] = value
-
-    return edit
 
 
 def _delete(*keys):
@@ -164,17 +152,17 @@ CASES = [
     ("config-lr-string", _config_file("lr: '0.1'\n"), 2, "lr must be a number"),
     ("resume-with-config", _resume_with("--config", "CFG"), 1, "--config"),
     ("resume-with-weights", _resume_with("--weights", "W"), 1, "--weights"),
-    ("ckpt-epoch-x", _tampered(_set("epoch", "x")), 1, "'epoch' is str"),
-    ("ckpt-epoch-negative", _tampered(_set("epoch", -3)), 1, "'epoch' is -3"),
-    ("ckpt-lr-string", _tampered(_set("config", "lr", "0.1")), 1, "lr must be float"),
-    ("ckpt-epochs-float", _tampered(_set("config", "epochs", 1.7)), 1, "epochs must be int"),
-    ("ckpt-device-meta", _tampered(_set("config", "device", "meta")), 1, "--device must be auto"),
-    ("ckpt-other-architecture", _tampered(_set("model_name", "resnet56")), 1, "does not fit the run"),
+    ("ckpt-epoch-x", _tampered(set_key("epoch", "x")), 1, "'epoch' is str"),
+    ("ckpt-epoch-negative", _tampered(set_key("epoch", -3)), 1, "'epoch' is -3"),
+    ("ckpt-lr-string", _tampered(set_key("config", "lr", "0.1")), 1, "lr must be float"),
+    ("ckpt-epochs-float", _tampered(set_key("config", "epochs", 1.7)), 1, "epochs must be int"),
+    ("ckpt-device-meta", _tampered(set_key("config", "device", "meta")), 1, "--device must be auto"),
+    ("ckpt-other-architecture", _tampered(set_key("model_name", "resnet56")), 1, "does not fit the run"),
     ("ckpt-wrong-shape", _tampered(_wrong_shape), 1, "does not fit the run"),
     ("ckpt-missing-weight", _tampered(_missing_weight), 1, "does not fit the run"),
     ("ckpt-missing-optimizer", _tampered(_delete("optimizer")), 1, "'optimizer' is missing"),
     ("ckpt-missing-config", _tampered(_delete("config")), 1, "'config' is missing"),
-    ("ckpt-pruner-garbage", _tampered(_set("pruner", "state", "x")), 1, "no list of applied plans"),
+    ("ckpt-pruner-garbage", _tampered(set_key("pruner", "state", "x")), 1, "no list of applied plans"),
     ("lr-1e6-nan", _args("prune", *TINY, "--lr", "1e6", "--out", "OUT"), 1, "the loss became nan"),
     ("epochs-1-target-not-reached",
      _args("prune", *TINY[:-5], "--no-progress", "--epochs", "1", "--out", "OUT"), 1, "without reaching its target"),

@@ -207,38 +207,36 @@ def test_the_readme_bundle_example_classifies_an_image_like_pytorch(int8_export,
         assert done.stdout.strip() == f"class{expected}"
 
 
+def _int8_section_and_activation_types(export: Path) -> tuple[dict, set[int]]:
+    """The manifest's int8 section and the element types of the file's activation zero points."""
+    section = json.loads((export / "manifest.json").read_text())["int8"]
+    graph = onnx.load(str(export / "model_int8.onnx")).graph
+    return section, {t.data_type for t in graph.initializer if t.name.endswith("zero_point") and not t.dims}
+
+
+def _export_int8(colour_run: Path, out: Path, form: str) -> tuple[dict, set[int]]:
+    result = invoke(str(colour_run), "--int8", "--calib-samples", "64", "--int8-activations", form, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return _int8_section_and_activation_types(out)
+
+
 def test_the_default_activation_form_is_the_one_onnx_runtime_runs_fast(int8_export):
     """--format onnx ships to ONNX Runtime: auto picks uint8 activations (its fast U8S8 CPU kernels)."""
-    section = json.loads((int8_export / "manifest.json").read_text())["int8"]
+    section, activation_types = _int8_section_and_activation_types(int8_export)
     assert section["activations_chosen"] == "auto: asymmetric for --format onnx"
-    assert section["consumers"] == ["onnxruntime"]
-    graph = onnx.load(str(int8_export / "model_int8.onnx")).graph
-    activation_types = {t.data_type for t in graph.initializer if t.name.endswith("zero_point") and not t.dims}
-    assert onnx.TensorProto.UINT8 in activation_types
+    assert section["consumers"] == ["onnxruntime"] and onnx.TensorProto.UINT8 in activation_types
 
 
 def test_symmetric_int8_when_asked(colour_run, tmp_path):
-    out = tmp_path / "s8"
-    result = invoke(str(colour_run), "--int8", "--calib-samples", "64", "--int8-activations", "symmetric",
-                    "--out", str(out))
-    assert result.exit_code == 0, result.output
-    section = json.loads((out / "manifest.json").read_text())["int8"]
+    section, activation_types = _export_int8(colour_run, tmp_path / "s8", "symmetric")
     assert section["consumers"] == ["onnxruntime", "tensorrt"]
     assert section["activations_chosen"] == "--int8-activations symmetric"
-    graph = onnx.load(str(out / "model_int8.onnx")).graph
-    activation_types = {t.data_type for t in graph.initializer if t.name.endswith("zero_point") and not t.dims}
     assert onnx.TensorProto.UINT8 not in activation_types and onnx.TensorProto.INT8 in activation_types
 
 
 def test_asymmetric_int8_for_onnxruntime_cpu(colour_run, tmp_path):
-    out = tmp_path / "u8"
-    result = invoke(str(colour_run), "--int8", "--calib-samples", "64", "--int8-activations", "asymmetric",
-                    "--out", str(out))
-    assert result.exit_code == 0, result.output
-    section = json.loads((out / "manifest.json").read_text())["int8"]
+    section, activation_types = _export_int8(colour_run, tmp_path / "u8", "asymmetric")
     assert section["consumers"] == ["onnxruntime"] and section["check"]["passed"]
-    graph = onnx.load(str(out / "model_int8.onnx")).graph
-    activation_types = {t.data_type for t in graph.initializer if t.name.endswith("zero_point") and not t.dims}
     assert onnx.TensorProto.UINT8 in activation_types
 
 

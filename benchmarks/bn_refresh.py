@@ -33,10 +33,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from compressor.epochs import epoch_index, epoch_number
 from compressor.training import batchnorm, loop
 from compressor.training.run import RunSpec, configs_from_dict, run_prune
 
-RECIPE = {"epochs": 60, "batch_size": 64, "reg_start": 10, "max_prune_epoch": 35, "monitor_start": 1,
+# Epoch numbers from 1 (compressor.epochs); the hooks below get the loop's index, from 0.
+RECIPE = {"epochs": 60, "batch_size": 64, "reg_start": 11, "max_prune_epoch": 36, "monitor_start": 2,
           "max_prune_fraction": 0.9, "refresh_bn": 0, "progress": False}
 ALL = "all"
 
@@ -53,7 +55,7 @@ def _top1(model, data) -> float:
 
 def _measure(trainer: loop.Trainer, epoch: int, choices: list) -> dict:
     """Val top-1 and seconds of the re-estimation for every K, on copies of the model."""
-    row = {"epoch": epoch + 1, "shrinking": trainer.pruner._shrinker is not None, "top1": {}, "seconds": {}}
+    row = {"epoch": epoch_number(epoch), "shrinking": trainer.pruner._shrinker is not None, "top1": {}, "seconds": {}}
     steps = trainer.data.batches_per_epoch()
     for choice in choices:
         model = copy.deepcopy(trainer.pruner.model)
@@ -89,12 +91,12 @@ def main() -> None:
         return result
 
     def measuring_refresh(self, epoch):
-        if epoch > RECIPE["max_prune_epoch"] + 1:  # past the prune the question is answered: stop the run
+        if epoch > epoch_index(RECIPE["max_prune_epoch"]) + 1:  # past the prune the question is answered: stop the run
             raise _Done
-        if RECIPE["monitor_start"] + 2 < epoch < RECIPE["reg_start"] - 1:  # between the start and the shrink
+        if epoch_index(RECIPE["monitor_start"]) + 2 < epoch < epoch_index(RECIPE["reg_start"]) - 1:  # between the start and the shrink
             return original_refresh(self, epoch)
         rows.append({**_measure(self, epoch, choices), "train_s": train_seconds[-1]})
-        print(f"epoch {epoch + 1}: " + "  ".join(f"{k}: {v:.1f}%" for k, v in rows[-1]["top1"].items()), flush=True)
+        print(f"epoch {epoch_number(epoch)}: " + "  ".join(f"{k}: {v:.1f}%" for k, v in rows[-1]["top1"].items()), flush=True)
         _write(rows, args)
         original_refresh(self, epoch)
 

@@ -12,7 +12,7 @@ the same-seed ``dense`` run while it shrank after the first LR drop.
 On the shipped digits (real images; the default) with the 60-epoch recipe::
 
     python -m benchmarks.prune_shock --models resnet20 --reductions 0.5 0.8 --seeds 0 1 2 --epochs 60 \\
-        --batch-size 64 --recipe "--reg-start 10 --max-prune-epoch 35 --monitor-start 1 --max-prune-fraction 0.9" \\
+        --batch-size 64 --recipe "--reg-start 11 --max-prune-epoch 36 --monitor-start 2 --max-prune-fraction 0.9" \\
         --jobs 2 --out benchmarks/results/schedules_digits_60ep
 
 ``--dataset synthetic --train N --val N`` gives the generated set of any size (which a model
@@ -72,11 +72,22 @@ def run(model: str, variant: str, reduction: float, seed: int, args, workdir: Pa
         "val_curve": [line["val_top1"] for line in metrics],
         "lr_curve": [line["lr"] for line in metrics],
         "shrinking": [line.get("selected_norm") is not None and not line["pruned"] for line in metrics],
+        "epochs_from": 1,
     }
     shock = "-" if row["shock_pp"] is None else f"{row['shock_pp']:+.1f} pp"
     print(f"{model:<9} {variant:<11} {reduction:.0%} seed {seed}: top-1 {row['top1']:.2f}%  shock {shock}  "
           f"-{row['macs_reduction']:.1%} MACs  {row['wall_time_s']:.0f} s", flush=True)
     return row
+
+
+def numbered_from_one(row: dict) -> dict:
+    """A saved row in today's epoch numbering (from 1): rows written before it (no
+    ``epochs_from``) counted the prune epoch and the shocks' epochs from 0."""
+    if row.get("epochs_from") == 1:
+        return row
+    shift = lambda epoch: None if epoch is None else epoch + 1  # noqa: E731
+    shocks = [{**shock, "epoch": shift(shock["epoch"])} for shock in row.get("shocks", [])]
+    return {**row, "prune_epoch": shift(row.get("prune_epoch")), "shocks": shocks, "epochs_from": 1}
 
 
 def _data_flags(args) -> list[str]:
@@ -125,7 +136,7 @@ def table(rows: list[dict]) -> str:
         gaps = [g for g in (shrink_gap(r, _dense_of(r, rows)) for r in runs) if g is not None]
         lowest = [min(v for v, on in zip(r["val_curve"], r["shrinking"]) if on)
                   for r in runs if any(r.get("shrinking") or [])]
-        epochs = sorted({s["epoch"] + 1 for r in runs for s in r["shocks"]})
+        epochs = sorted({s["epoch"] for r in runs for s in r["shocks"]})
         lines.append(
             f"| {model} | {reduction:.0%} | {variant} | {len(runs)} | {_mean_std(shocks, ' pp')} | "
             f"{_mean_std([r['top1'] for r in runs])} | {_mean_std([r['best_top1'] for r in runs])} | "
@@ -153,7 +164,7 @@ def main() -> None:
     parser.add_argument("--append", action="store_true", help="add these rows to the saved ones (same settings)")
     args = parser.parse_args()
     saved = Path(f"{args.out}.json")
-    rows: list[dict] = json.loads(saved.read_text()) if args.append and saved.exists() else []
+    rows = [numbered_from_one(row) for row in json.loads(saved.read_text())] if args.append and saved.exists() else []
     args.commands = _commands(args)
     todo = [(model, variant, reduction, seed) for seed in args.seeds for model in args.models
             for reduction in args.reductions for variant in args.variants

@@ -84,7 +84,7 @@ class RunSummary(_RunSummaryLaasp):
     pruned_macs: int
     pruned_params: int
     macs_reduction: float
-    prune_epoch: int | None
+    prune_epoch: int | None  # epochs numbered from 1, as printed (compressor.epochs)
     prune_epochs: list[int]
     prune_shocks: list[PruneShock]
     top1: float

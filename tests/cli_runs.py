@@ -75,8 +75,8 @@ def colour_run(root: Path) -> Path:
     make_image_folder(root / "images")
     run = root / "run"
     compress("prune", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", str(root / "images"),
-             "--image-size", "16", "--batch-size", "16", "--epochs", "3", "--max-prune-epoch", "0",
-             "--monitor-start", "0", "--no-progress", "--out", str(run))
+             "--image-size", "16", "--batch-size", "16", "--epochs", "3", "--max-prune-epoch", "1",
+             "--monitor-start", "1", "--no-progress", "--out", str(run))
     return run
 
 
@@ -101,12 +101,12 @@ def checkpoint_epoch(out: Path) -> int:
 
 def kill_at_checkpoint(args: list[str], out: Path, epoch: int, when: str) -> None:
     """Run ``compress prune ARGS --out OUT`` and have it SIGKILL itself at epoch
-    ``epoch``'s checkpoint (``when``: AFTER_CHECKPOINT or BEFORE_CHECKPOINT); then
+    ``epoch``'s checkpoint (numbered from 1, as the checkpoint's ``epoch``) (``when``: AFTER_CHECKPOINT or BEFORE_CHECKPOINT); then
     check that the directory holds exactly what that kill point leaves."""
     command = [sys.executable, "-c", _KILL_DRIVER, str(epoch), when, "prune", *args, "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
     assert done.returncode == -signal.SIGKILL, f"not killed at epoch {epoch}:\n{done.stdout}{done.stderr[-3000:]}"
-    assert len(metrics(out)) == epoch + 1
+    assert len(metrics(out)) == epoch
     assert checkpoint_epoch(out) == (epoch if when == AFTER_CHECKPOINT else epoch - 1)
 
 

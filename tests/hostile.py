@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 from compressor.cli import main
 
 TINY = ["--model", "resnet20", "--dataset", "synthetic", "--synthetic-train", "64", "--synthetic-val", "32", "--batch-size", "32",
-        "--epochs", "2", "--monitor-start", "0", "--max-prune-epoch", "0", "--no-progress"]
+        "--epochs", "2", "--monitor-start", "1", "--max-prune-epoch", "1", "--no-progress"]
 
 
 def invoke(*args) -> Result:

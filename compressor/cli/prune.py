@@ -85,7 +85,7 @@ def _check_file_types(ctx: click.Context, path: Path, settings: dict) -> None:
 def _reg_start(ctx, param, value):
     if value is None or str(value).lower() == "auto":
         return None
-    return bounded_number(value, "an epoch number", 0, MAX_COUNT)
+    return bounded_number(value, "an epoch number", 1, MAX_COUNT)
 
 
 def _fractions(ctx, param, value):
@@ -148,8 +148,8 @@ OPTIONS = [
     click.option("--criterion", type=click.Choice(list(CRITERIA)), default="ocs", show_default=True, help="Channel importance."),
     click.option("--cost-weighting", is_flag=True, help="Weight importance down for channels that cost more MACs."),
     click.option("--indicator", type=click.Choice(["jaccard", "epi"]), default="jaccard", show_default=True, help="Stability indicator of the ocs schedule."),
-    click.option("--monitor-start", type=bounded_int(min=0), default=1, show_default=True, help="First epoch whose end runs the structure search."),
-    click.option("--reg-start", callback=_reg_start, default="auto", show_default=True, help="Epoch to start shrinking the selected channels, or 'auto': when stability plateaus, at the latest halfway from --monitor-start to the prune cap."),
+    click.option("--monitor-start", type=bounded_int(min=1), default=2, show_default=True, help="First epoch (numbered from 1) whose end runs the structure search."),
+    click.option("--reg-start", callback=_reg_start, default="auto", show_default=True, help="Epoch (numbered from 1) at whose end the shrink of the selected channels starts (it acts on the steps after it), or 'auto': when stability plateaus, at the latest halfway from --monitor-start to the prune cap."),
     click.option("--reg-schedule", type=click.Choice(REG_SCHEDULES), default="target", show_default=True, help="How ocs sets the shrink's strength λ. target: each epoch, a per-step shrink w <- w·exp(-λ) set from how far the selected channels still are from --reg-target and the steps left until the prune cap; the prune waits until they are there (or the cap). fixed: the authors' --reg-lambda growing by --reg-delta, pruning on stability alone (for reproductions)."),
     click.option("--reg-target", type=finite_float(0, 1, min_open=True, max_open=True), default=1e-2, show_default=True, help="target: the fraction of their norm at the regularisation start that the selected channels must reach before the prune (ε)."),
     click.option("--reg-lambda", type=finite_float(min=0), default=1e-4, show_default=True, help="fixed: initial shrink strength λ."),
@@ -158,8 +158,8 @@ OPTIONS = [
     click.option("--stability-threshold", type=finite_float(0, 1), default=0.999, show_default=True, help="Prune once the 3-epoch mean Jaccard reaches this."),
     click.option("--epi-threshold", type=finite_float(0, 1), default=0.983, show_default=True, help="Prune threshold of the EPI indicator."),
     click.option("--epi-window", type=bounded_int(min=1), default=5, show_default=True, help="Plans EPI compares with."),
-    click.option("--max-prune-epoch", type=bounded_int(min=0), help="Prune at this epoch at the latest [default: 40% of --epochs; laasp: the last but one epoch]."),
-    click.option("--prune-epoch", type=bounded_int(min=0), help="three-stage, laasp: the epoch after which to (start to) prune [default: a third of --epochs]."),
+    click.option("--max-prune-epoch", type=bounded_int(min=1), help="Prune at the end of this epoch (numbered from 1) at the latest [default: the epoch after the first 40% of --epochs; laasp: the last but one epoch]."),
+    click.option("--prune-epoch", type=bounded_int(min=1), help="three-stage, laasp: (start to) prune at the end of this epoch (numbered from 1) [default: the epoch after the first third of --epochs]."),
     click.option("--criteria-pool", callback=_names, default=",".join(POOL_CRITERIA), show_default=True, help=f"laasp: criteria each step chooses from ({', '.join(POOL_CRITERIA)})."),
     click.option("--selection-samples", type=bounded_int(min=1), default=256, show_default=True, help="laasp: training images (a fixed subset) each candidate's loss is measured on."),
     click.option("--laasp-step", type=finite_float(0, 1, min_open=True, max_open=True), default=0.01, show_default=True, help="laasp: fraction of the MACs one step removes."),
@@ -318,11 +318,8 @@ def _print_summary(summary: dict, out: Path) -> None:
         f"done: {summary['model']} {summary['dense_macs'] / 1e6:.1f}M -> {summary['pruned_macs'] / 1e6:.1f}M MACs "
         f"(-{summary['macs_reduction']:.1%}), {summary['dense_params'] / 1e6:.3f}M -> "
         f"{summary['pruned_params'] / 1e6:.3f}M params, top-1 {summary['top1']:.2f}% "
-        f"(best {summary['best_top1']:.2f}%), pruned after epoch {_one_based(summary['prune_epoch'])}, "
+        f"(best {summary['best_top1']:.2f}%), pruned after epoch {summary['prune_epoch'] or '-'}, "
         f"{summary['wall_time_s']:.0f} s"
     )
     click.echo(f"artifacts in {out}: summary.json metrics.jsonl plan.json run.png model.pt checkpoint.pt")
 
-
-def _one_based(epoch: int | None) -> str:
-    return "-" if epoch is None else str(epoch + 1)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.epochs import epoch_number
 from compressor.errors import CompressorError
 from compressor.schedules.onecycle import EpochEvent, OneCyclePruner, PruneConfig, _release_ddp
 
@@ -151,7 +152,7 @@ class PruningCallback(pl.Callback):
             strategy.configure_ddp()  # the strategy's own wrapping (device ids, kwargs, comm hooks)
         if trainer.is_global_zero:
             log.log(logging.INFO if self.verbose else logging.DEBUG,
-                    "pruned after epoch %d: %.1fM -> %.1fM MACs (%.1f s); why then: %s", epoch + 1,
+                    "pruned after epoch %d: %.1fM -> %.1fM MACs (%.1f s); why then: %s", epoch_number(epoch),
                     self.pruner.dense_macs / 1e6, self.pruner.macs / 1e6, time.perf_counter() - started, reason)
 
     # -- checkpoints ------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from compressor.engine.analysis.graph import ChannelGraph, analyse, check_model_
 from compressor.engine.apply import apply_plan, check_plan
 from compressor.choices import POOL_CRITERIA, REG_SCHEDULES, SCHEDULES, registry  # named there so that the CLI lists them without torch
 from compressor.engine.cost import CostModel
+from compressor.epochs import epoch_index, epoch_number
 from compressor.errors import CompressorError, deprecated
 from compressor.engine.flops import count_params
 from compressor.engine.importance import check_criterion, score_channels
@@ -55,7 +56,9 @@ class PruneConfig:
     criterion: str = "ocs"
     cost_weighting: bool = False
     indicator: str = "jaccard"  # jaccard | epi (for the ocs schedule)
-    monitor_start: int = 1
+    # Epoch fields are epoch numbers as printed, from 1 (compressor.epochs); the hooks take
+    # the loop's index, from 0, and the *_index properties below translate.
+    monitor_start: int = 2
     reg_start: int | None = None  # None: when stability plateaus, at the latest halfway to the prune cap
     # target: λ set each epoch so the selected channels reach reg_target of their norm at the
     # regularisation start by the prune cap, and ocs prunes only once they have (or at the cap);
@@ -68,8 +71,8 @@ class PruneConfig:
     stability_threshold: float = 0.999
     epi_threshold: float = 0.983
     epi_window: int = 5
-    max_prune_epoch: int | None = None  # None: 40 % of the epochs (the authors' caps: 110-130 of 300, 50 of 130)
-    prune_epoch: int | None = None  # three-stage: None means a third of the epochs
+    max_prune_epoch: int | None = None  # None: the epoch after 40 % of the run (the authors' caps: 110-130 of 300, 50 of 130)
+    prune_epoch: int | None = None  # three-stage, laasp: None means the epoch after a third of the run
     max_prune_fraction: float = 0.75
     round_to: int | None = None
     min_width: int = 1
@@ -99,11 +102,13 @@ class PruneConfig:
             raise CompressorError(f"unknown indicator '{self.indicator}'; choose jaccard or epi")
         if self.epochs < 1:
             raise CompressorError("--epochs must be at least 1")
+        if self.monitor_start < 1:  # past the run is allowed: the default 2 in a 1-epoch run never searches
+            raise CompressorError(f"--monitor-start {self.monitor_start} is before the first epoch, 1 (epochs count from 1)")
         for name in ("max_prune_epoch", "prune_epoch", "reg_start"):
             value = getattr(self, name)
-            if value is not None and not 0 <= value < self.epochs:
+            if value is not None and not 1 <= value <= self.epochs:
                 flag = "--" + name.replace("_", "-")
-                raise CompressorError(f"{flag} {value} is outside the run's epochs 0..{self.epochs - 1}")
+                raise CompressorError(f"{flag} {value} is outside the run's epochs 1..{self.epochs} (epochs count from 1)")
         SelectionConfig(self.flops_reduction, self.round_to, self.max_prune_fraction, self.min_width)
         self._check_laasp()
 
@@ -136,21 +141,27 @@ class PruneConfig:
 
     @property
     def laasp_first_epoch(self) -> int:
-        """laasp trains dense to here (default: a third of the run, as three-stage)."""
-        return self.prune_epoch if self.prune_epoch is not None else self.epochs // 3
+        """laasp trains dense up to the end of this epoch (default: the epoch after a third of the run)."""
+        return self.prune_epoch if self.prune_epoch is not None else epoch_number(self.epochs // 3)
 
     @property
     def laasp_last_epoch(self) -> int:
-        """laasp's last chunk comes at the latest here (default: one epoch before the end)."""
+        """laasp's last chunk comes at the latest at the end of this epoch (default: the last but one)."""
         if self.max_prune_epoch is not None:
             return self.max_prune_epoch
-        return max(self.laasp_first_epoch, self.epochs - 2)
+        return max(self.laasp_first_epoch, self.epochs - 1)
 
     @property
     def last_prune_epoch(self) -> int:
+        """The stability schedules prune at the end of this epoch at the latest (the cap)."""
         if self.max_prune_epoch is not None:
             return self.max_prune_epoch
-        return max(0, min(self.epochs - 1, int(0.4 * self.epochs)))
+        return epoch_number(max(0, min(self.epochs - 1, int(0.4 * self.epochs))))
+
+    @property
+    def three_stage_epoch(self) -> int:
+        """three-stage prunes at the end of this epoch (default: the epoch after a third of the run)."""
+        return self.prune_epoch if self.prune_epoch is not None else epoch_number(self.epochs // 3)
 
     def selection(self, reduction: float) -> SelectionConfig:
         return SelectionConfig(reduction, self.round_to, self.max_prune_fraction, self.min_width)
@@ -239,7 +250,7 @@ class OneCyclePruner:
         if self.schedule.prune_at_start(epoch, self):
             self._search(event, self.config.flops_reduction)
             event.prune_due = True
-            event.prune_reason = f"{self.config.schedule} schedule, before epoch {epoch + 1}"
+            event.prune_reason = f"{self.config.schedule} schedule, before epoch {epoch_number(epoch)}"
         return self._prune_if(prune, event)
 
     def after_step(self, lr: float | None = None) -> None:
@@ -461,8 +472,8 @@ class OneCyclePruner:
         they have shrunk (``event.selected_norm``) and set λ for the next epoch."""
         config = self.config
         if self.state.reg_on_epoch is None:
-            start = config.reg_start
-            latest = (config.monitor_start + config.last_prune_epoch) // 2
+            start = None if config.reg_start is None else epoch_index(config.reg_start)
+            latest = (epoch_index(config.monitor_start) + epoch_index(config.last_prune_epoch)) // 2
             automatic = start is None and (self.indicator.plateaued() or epoch >= latest)
             if (start is not None and epoch >= start) or automatic:
                 self.state.reg_on_epoch = epoch
@@ -476,7 +487,7 @@ class OneCyclePruner:
         if self._removed is not None:
             event.selected_norm = self._selected_norm()
         if config.reg_schedule == "target":
-            self.state.epochs_left = config.last_prune_epoch - epoch
+            self.state.epochs_left = epoch_index(config.last_prune_epoch) - epoch
             ratio = 1.0 if event.selected_norm is None else event.selected_norm
             steps_left = TargetShrink.steps_left(self.state.epochs_left, self.state.last_steps, 0)
             self.state.reg_lambda = TargetShrink(config.reg_target).reg_lambda(ratio, steps_left)
@@ -568,8 +579,7 @@ class ThreeStageSchedule(_Schedule):
     """Train dense, prune once, fine-tune: the classic pipeline in one budget."""
 
     def epoch_end(self, epoch, pruner, event):
-        prune_epoch = self.config.prune_epoch if self.config.prune_epoch is not None else self.config.epochs // 3
-        if epoch == prune_epoch and not pruner.pruned:
+        if epoch == epoch_index(self.config.three_stage_epoch) and not pruner.pruned:
             pruner._search(event, self.config.flops_reduction)
             event.prune_due = True
 
@@ -586,19 +596,19 @@ class StabilitySchedule(_Schedule):
         self.regularise = regularise
 
     def epoch_end(self, epoch, pruner, event):
-        if pruner.pruned or epoch < self.config.monitor_start:
+        if pruner.pruned or epoch < epoch_index(self.config.monitor_start):
             return
         plan = pruner._search(event, self.config.flops_reduction)
         pruner._track(event, plan)
         if self.regularise:
             pruner._regularise(epoch, plan, event)
         missing = self._not_ready(pruner, event)
-        cap = epoch >= self.config.last_prune_epoch
+        cap = epoch >= epoch_index(self.config.last_prune_epoch)
         event.prune_due = not missing or cap
         if event.prune_due:
             event.prune_reason = (
                 "ready: " + self._ready_words() if not missing
-                else f"cap (epoch {self.config.last_prune_epoch + 1}) before " + " and ".join(missing)
+                else f"cap (epoch {self.config.last_prune_epoch}) before " + " and ".join(missing)
             )
 
     def _waits_for_shrink(self) -> bool:
@@ -660,7 +670,7 @@ class LaaspSchedule(_Schedule):
     def __init__(self, config: PruneConfig):
         super().__init__(config)
         self.steps: list[dict] = []
-        self.next_epoch = config.laasp_first_epoch
+        self.next_epoch = epoch_index(config.laasp_first_epoch)  # a loop index, as the hooks'
         self.done = False
         self.original_sizes: dict[str, int] = {}
 
@@ -674,14 +684,14 @@ class LaaspSchedule(_Schedule):
             return
         started = time.perf_counter()
         c = self.config
-        final = c.recover_epochs == 0 or epoch + c.recover_epochs > c.laasp_last_epoch
+        final = c.recover_epochs == 0 or epoch + c.recover_epochs > epoch_index(c.laasp_last_epoch)
         goal = c.flops_reduction if final else min(c.flops_reduction, pruner.state.reached + max(c.recover_macs, 1e-9))
         plan, steps = laasp.prune_chunk(
             pruner.model, pruner.graph, pruner.cost, pruner.dense_macs, self._limits(pruner.graph),
             pruner.selection_data, self._settings(), goal, pruner.loss_fn,
         )
         chunk = len(pruner.state.prune_epochs)
-        self.steps += [{"epoch": epoch, "chunk": chunk, "step": len(self.steps) + i, **s} for i, s in enumerate(steps)]
+        self.steps += [{"epoch": epoch_number(epoch), "chunk": chunk, "step": len(self.steps) + i, **s} for i, s in enumerate(steps)]
         self.next_epoch = epoch + max(1, c.recover_epochs)
         event.search_time_s = time.perf_counter() - started
         if not steps:

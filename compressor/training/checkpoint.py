@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from compressor.atomic import atomic_torch_save
+from compressor.epochs import epoch_index
 from compressor.errors import CompressorError
 from compressor.training.integrity import check_digest, sealed
 
@@ -84,8 +85,8 @@ def check_payload(payload: dict, path: Path) -> None:
         if key not in payload or isinstance(value, bool) or not isinstance(value, kind):
             found = "missing" if key not in payload else f"{type(value).__name__} {_short(value)}"
             raise CheckpointError(f"{path} is damaged or edited: '{key}' is {found}; resume from an intact checkpoint")
-    if payload["epoch"] < 0:
-        raise CheckpointError(f"{path} is damaged or edited: 'epoch' is {payload['epoch']}")
+    if payload["epoch"] < 1:
+        raise CheckpointError(f"{path} is damaged or edited: 'epoch' is {payload['epoch']} (epochs count from 1)")
     state = payload["pruner"].get("state")
     applied = state.get("applied") if isinstance(state, dict) else None
     if not isinstance(applied, list):
@@ -94,16 +95,18 @@ def check_payload(payload: dict, path: Path) -> None:
 
 
 def _check_epochs(payload: dict, state: dict, path: Path) -> None:
-    """Epochs count from 0 in a checkpoint: the last one of an E-epoch run is E - 1 (a finished
-    run, resumed to write its artifacts again), and no prune comes after the checkpoint's epoch."""
+    """A checkpoint's ``epoch`` is the last epoch it holds, numbered from 1: at most E in an
+    E-epoch run (a finished run, resumed to write its artifacts again).  The pruner state
+    counts its prunes by loop index (from 0), and none comes after that epoch."""
     epoch, epochs = payload["epoch"], payload["config"].get("epochs")
-    if isinstance(epochs, int) and not isinstance(epochs, bool) and epoch >= epochs:
-        raise CheckpointError(f"{path} cannot belong to its run: it says epoch {epoch + 1} of a {epochs}-epoch run; "
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and epoch > epochs:
+        raise CheckpointError(f"{path} cannot belong to its run: it says epoch {epoch} of a {epochs}-epoch run; "
                               "resume from an intact checkpoint")
     prunes = state.get("prune_epochs", [])
-    if not isinstance(prunes, list) or any(not isinstance(e, int) or isinstance(e, bool) or e > epoch for e in prunes):
+    last_index = epoch_index(epoch)
+    if not isinstance(prunes, list) or any(not isinstance(e, int) or isinstance(e, bool) or e > last_index for e in prunes):
         raise CheckpointError(f"{path} cannot belong to its run: its pruner state lists prunes {_short(prunes)} "
-                              f"(counted from 0) after its own epoch {epoch + 1}; resume from an intact checkpoint")
+                              f"(loop indices, from 0) after its own epoch {epoch}; resume from an intact checkpoint")
 
 
 def check_continues(payload: dict, run_dir: Path) -> None:
@@ -116,7 +119,7 @@ def check_continues(payload: dict, run_dir: Path) -> None:
     epochs = {record.epoch for record in MetricsLog.read(log)} if log.is_file() else set()
     if payload["epoch"] not in epochs:
         raise CheckpointError(f"{path} cannot belong to the run in {run_dir}: its metrics.jsonl has no record of "
-                              f"epoch {payload['epoch'] + 1}, the checkpoint's; refused to resume and write over "
+                              f"epoch {payload['epoch']}, the checkpoint's; refused to resume and write over "
                               "the run's artifacts")
 
 

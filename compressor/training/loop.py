@@ -40,6 +40,7 @@ from compressor.data.datasets import DataBundle
 from compressor.errors import CompressorError
 from compressor.schedules.onecycle import EpochEvent, OneCyclePruner
 from compressor.artifacts import PruneShock
+from compressor.epochs import epoch_number
 from compressor.training.report import EpochRecord, MetricsLog, format_epoch_line
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ class Trainer:
             self.wall_time_s += elapsed
             self.best_top1 = max(self.best_top1, val_top1)
             record = EpochRecord(
-                epoch=epoch,
+                epoch=epoch_number(epoch),
                 train_loss=train_loss,
                 train_top1=train_top1,
                 val_loss=val_loss,
@@ -267,7 +268,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             loss_after, top1_after = self.evaluate()
             shock: PruneShock = {
-                "epoch": epoch,
+                "epoch": epoch_number(epoch),
                 "at": "start" if before_training else "end",
                 "top1_before": top1_before,
                 "top1_after": top1_after,
@@ -285,7 +286,7 @@ class Trainer:
                 shock["recalibration_batches"] = self._recalibrate_bn(epoch)
                 if shock["recalibration_batches"]:
                     shock["loss_after_recalibration"], shock["top1_after_recalibration"] = self.evaluate()
-        when = "before training" if before_training else f"after epoch {epoch + 1}"
+        when = "before training" if before_training else f"after epoch {epoch_number(epoch)}"
         line = (f"pruned {when}: {self.pruner.dense_macs / 1e6:.1f}M -> {self.pruner.macs / 1e6:.1f}M MACs; "
                 f"shock: val top-1 {top1_before:.1f}% -> {top1_after:.1f}%, loss {loss_before:.3f} -> {loss_after:.3f}")
         if shock["top1_after_recalibration"] is not None:
@@ -333,7 +334,7 @@ class Trainer:
         network.train()
         steps = self.data.batches_per_epoch(self.context.world_size)
         total_loss, correct, seen = 0.0, 0, 0
-        bar = self._progress(steps, f"epoch {epoch + 1}/{self.config.epochs}")
+        bar = self._progress(steps, f"epoch {epoch_number(epoch)}/{self.config.epochs}")
         batches = self.data.train_batches(epoch, rank=self.context.rank, world_size=self.context.world_size)
         for step, (images, labels) in enumerate(batches):
             lr = lr_at(self.config, epoch + step / steps)
@@ -392,7 +393,7 @@ class Trainer:
         if not self.context.writer:
             return
         payload = {
-            "epoch": epoch,
+            "epoch": epoch_number(epoch),  # the last epoch it holds; a resume starts at the next
             "model": portable_state(self.pruner.model),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -406,7 +407,7 @@ class Trainer:
             **self.checkpoint_extra(),
         }
         save_checkpoint(self.context.out / name, payload)
-        log.debug("epoch %d: wrote %s", epoch + 1, self.context.out / name)
+        log.debug("epoch %d: wrote %s", epoch_number(epoch), self.context.out / name)
 
     def restore(self, payload: dict) -> None:
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -422,7 +423,8 @@ class Trainer:
         """``step`` None: the validation loss after the epoch's training."""
         latest = self.context.out / LATEST
         kept = f"the last good checkpoint {latest} is kept" if latest.exists() else "no epoch had finished, so there is no checkpoint yet"
-        where = f"epoch {epoch + 1}, step {step + 1}" if step is not None else f"validation after epoch {epoch + 1}"
+        where = (f"epoch {epoch_number(epoch)}, step {step + 1}" if step is not None
+                 else f"validation after epoch {epoch_number(epoch)}")
         return f"the loss became {loss} at {where}; stopped, {kept} (try a lower --lr)"
 
     def fingerprint(self) -> dict:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # matplotlib is only needed for plotting, so import it lazily
 class EpochRecord:
     """What one epoch of a run measured; one line of ``metrics.jsonl``."""
 
-    epoch: int  # 0-based
+    epoch: int  # numbered from 1, as printed (compressor.epochs)
     train_loss: float
     train_top1: float  # percent, 0..100
     val_loss: float
@@ -90,7 +90,7 @@ class MetricsLog:
             raise
 
     def truncate_after(self, epoch: int) -> None:
-        """On resume, forget the epochs after the checkpoint: they will be rerun."""
+        """On resume, forget the epochs after ``epoch`` (the checkpoint's): they will be rerun."""
         if not self.path.exists():
             return
         kept = [record for record in self.read(self.path) if record.epoch <= epoch]
@@ -130,7 +130,7 @@ def plot_run(records: list[EpochRecord], path: Path, title: str, threshold: floa
     draws, on a log axis, how far the selected channels have shrunk, with the run's
     ``reg_target`` (ε) as a dashed line when given.
 
-    Epochs are drawn 1-based, as ``format_epoch_line`` prints them.  Uses a
+    Epochs are numbered from 1, as everywhere a user reads them.  Uses a
     ``Figure`` on the Agg canvas, never pyplot, so it needs no display and
     leaves no global figure state behind.
     """
@@ -141,7 +141,7 @@ def plot_run(records: list[EpochRecord], path: Path, title: str, threshold: floa
     except ImportError as error:
         raise CompressorError("plotting needs matplotlib: pip install matplotlib") from error
 
-    epochs = [r.epoch + 1 for r in records]
+    epochs = [r.epoch for r in records]
     figure = Figure(figsize=(8, 10), dpi=100)
     FigureCanvasAgg(figure)
     accuracy, stability, reg, macs = figure.subplots(4, 1, sharex=True)
@@ -153,7 +153,7 @@ def plot_run(records: list[EpochRecord], path: Path, title: str, threshold: floa
 
     monitored = [r for r in records if r.stability is not None]
     name = "EPI" if indicator == "epi" else "J_avg"
-    stability.plot([r.epoch + 1 for r in monitored], [r.stability for r in monitored], marker=".", label=name)
+    stability.plot([r.epoch for r in monitored], [r.stability for r in monitored], marker=".", label=name)
     if threshold is not None and monitored:
         stability.axhline(threshold, linestyle="--", color="gray", label=f"prune at {threshold:g}")
     stability.set_ylabel(f"stability {name}")
@@ -182,7 +182,7 @@ def plot_run(records: list[EpochRecord], path: Path, title: str, threshold: floa
 def _plot_selected_norm(axes: Axes, records: list[EpochRecord], reg_target: float | None) -> None:
     """The selected channels' relative norm on a log axis sharing the λ panel: whether
     the shrink reached ε before the prune is the whole question of a lossless slice."""
-    shrunk = [(r.epoch + 1, r.selected_norm) for r in records if r.selected_norm is not None and r.selected_norm > 0]
+    shrunk = [(r.epoch, r.selected_norm) for r in records if r.selected_norm is not None and r.selected_norm > 0]
     if not shrunk:
         return
     norm_axes = axes.twinx()
@@ -197,13 +197,13 @@ def _plot_selected_norm(axes: Axes, records: list[EpochRecord], reg_target: floa
 def _mark_prune(axes: Axes, records: list[EpochRecord]) -> None:
     """One labelled line per pruned epoch (normally exactly one, or none)."""
     for index, record in enumerate(r for r in records if r.pruned):
-        axes.axvline(record.epoch + 1, color="red", linestyle=":", label="prune" if index == 0 else None)
+        axes.axvline(record.epoch, color="red", linestyle=":", label="prune" if index == 0 else None)
 
 
 def _mark_shocks(axes: Axes, records: list[EpochRecord]) -> None:
     """Each prune's shock on the accuracy panel, at its prune line: validation top-1 right
     before and right after the slice (and after BatchNorm recalibration, when run)."""
-    shocks = [(r.epoch + 1, r.prune_shock) for r in records if r.prune_shock is not None]
+    shocks = [(r.epoch, r.prune_shock) for r in records if r.prune_shock is not None]
     if not shocks:
         return
     x = [epoch for epoch, _ in shocks]
@@ -221,7 +221,7 @@ def format_epoch_line(record: EpochRecord, total_epochs: int) -> str:
     reg = f"{record.reg_lambda:.0e}" if record.reg_lambda else "0"
     selected = "" if record.selected_norm is None else f"  sel {record.selected_norm:.3g}"
     line = (
-        f"epoch {record.epoch + 1}/{total_epochs}  loss {record.train_loss:.3f}"
+        f"epoch {record.epoch}/{total_epochs}  loss {record.train_loss:.3f}"
         f"  top1 {record.train_top1:.1f}%  val {record.val_top1:.1f}%  lr {record.lr:.4f}"
         f"  J {stability}  λ {reg}{selected}  MACs {record.macs / 1e6:.1f}M  {record.epoch_time_s:.1f} s"
     )

@@ -21,6 +21,7 @@ import torch
 from compressor.arguments import typed_config
 from compressor.artifacts import SUMMARY_FILE, RunSummary
 from compressor.atomic import atomic_write_text
+from compressor.epochs import epoch_index, epoch_number
 from compressor.training.checkpoint import LATEST, check_continues, load_checkpoint
 from compressor.data.datasets import DataConfig, for_device, load_data
 from compressor.errors import CompressorError, one_line
@@ -111,9 +112,10 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     if resume_payload is not None:
         with _checkpoint_must_fit(spec.out / LATEST):
             trainer.restore(resume_payload)
-        start = int(resume_payload["epoch"]) + 1
+        done = int(resume_payload["epoch"])  # the last epoch it holds, numbered from 1
+        start = epoch_index(done) + 1  # the loop index of the epoch after it
         if context.writer:
-            MetricsLog(spec.out / "metrics.jsonl").truncate_after(start - 1)
+            MetricsLog(spec.out / "metrics.jsonl").truncate_after(done)
     trainer.run(start)
     if world_size > 1:
         atomic_write_text(spec.out / f"rank{rank}-final.json", json.dumps(trainer.fingerprint()))
@@ -200,8 +202,8 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
         "pruned_macs": pruner.macs,
         "pruned_params": pruner.params,
         "macs_reduction": 1 - pruner.macs / pruner.dense_macs,
-        "prune_epoch": pruner.prune_epoch,
-        "prune_epochs": pruner.state.prune_epochs,
+        "prune_epoch": None if pruner.prune_epoch is None else epoch_number(pruner.prune_epoch),
+        "prune_epochs": [epoch_number(index) for index in pruner.state.prune_epochs],
         "prune_shocks": [r.prune_shock for r in records if r.prune_shock is not None],
         "top1": last.val_top1,
         "best_top1": trainer.best_top1,

@@ -261,7 +261,7 @@ def test_readme_main_job_chain_runs(tmp_path):
     run = "runs/resnet20-ocs"
     assert chain[1].strip() == f"compress export {run}" and chain[2].strip() == f"compress bench {run}"
     tiny = ["--dataset", "synthetic", "--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--epochs", "2",
-            "--max-prune-epoch", "0", "--monitor-start", "0", "--no-progress"]
+            "--max-prune-epoch", "1", "--monitor-start", "1", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     this_tree = [sys.executable, "-m", "compressor"]
     for command in (["prune", *tiny], ["export", run], ["bench", run, "--batch-size", "1,4", *FAST]):

@@ -16,8 +16,8 @@ from tests.cli_runs import compress
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-DIGITS_PRUNE = ["--model", "resnet20", "--batch-size", "100", "--epochs", "2", "--monitor-start", "0",
-                "--max-prune-epoch", "0", "--no-progress"]
+DIGITS_PRUNE = ["--model", "resnet20", "--batch-size", "100", "--epochs", "2", "--monitor-start", "1",
+                "--max-prune-epoch", "1", "--no-progress"]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from tests.hostile import assert_one_line_error
 SYNTHETIC_TRAIN, SYNTHETIC_VAL = 256, 128
 TINY_PRUNE = [
     "--model", "resnet20", "--dataset", "synthetic", "--synthetic-train", str(SYNTHETIC_TRAIN), "--synthetic-val", str(SYNTHETIC_VAL),
-    "--batch-size", "64", "--epochs", "2", "--max-prune-epoch", "0", "--monitor-start", "0", "--no-progress",
+    "--batch-size", "64", "--epochs", "2", "--max-prune-epoch", "1", "--monitor-start", "1", "--no-progress",
 ]
 EVAL_OPTIONS = ["--data", "--data-dir", "--split", "--limit", "--batch-size", "--json", "--trust-code"]
 

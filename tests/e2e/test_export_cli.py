@@ -26,7 +26,7 @@ PARITY_KEYS = ["max_abs_err", "max_rel_err", "top1_agreement", "batch_sizes", "b
 VERSION_KEYS = ["torch", "onnx", "onnxruntime", "onnxsim", "tensorrt"]
 TINY_PRUNE = [
     "--model", "resnet20", "--dataset", "synthetic", "--synthetic-train", "256", "--synthetic-val", "128", "--batch-size", "64",
-    "--epochs", "2", "--max-prune-epoch", "0", "--monitor-start", "0", "--no-progress",
+    "--epochs", "2", "--max-prune-epoch", "1", "--monitor-start", "1", "--no-progress",
 ]
 
 

@@ -231,8 +231,8 @@ def test_nan_only_in_validation_stops_the_run(tmp_path, monkeypatch):
     assert_one_line(result.output, 1, result.exit_code, "the loss became nan at validation after epoch 2")
     assert f"the last good checkpoint {out / 'checkpoint.pt'} is kept" in result.output
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [e["epoch"] for e in epochs] == [0] and all(map(math.isfinite, (epochs[0]["train_loss"], epochs[0]["val_loss"])))
-    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 0
+    assert [e["epoch"] for e in epochs] == [1] and all(map(math.isfinite, (epochs[0]["train_loss"], epochs[0]["val_loss"])))
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert not (out / "model.pt").exists() and not (out / "summary.json").exists()
 
 

@@ -18,7 +18,7 @@ from tests.cli_runs import AFTER_CHECKPOINT, BEFORE_CHECKPOINT, compress, kill_a
 # chunk (3 + 2 would pass the last-but-one epoch), then epoch 4 fine-tunes.
 LAASP = [
     "--model", "resnet20", "--dataset", "synthetic", "--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64",
-    "--epochs", "5", "--schedule", "laasp", "--prune-epoch", "1", "--recover-epochs", "2",
+    "--epochs", "5", "--schedule", "laasp", "--prune-epoch", "2", "--recover-epochs", "2",
     "--recover-macs", "0.2", "--laasp-step", "0.1", "--selection-samples", "16", "--flops-reduction", "0.4",
     "--no-progress",
 ]
@@ -45,10 +45,10 @@ def test_laasp_prunes_in_chunks_with_recovery_epochs_and_writes_its_step_log(fin
     for name in ("summary.json", "metrics.jsonl", "plan.json", "run.png", "model.pt", "laasp_steps.jsonl"):
         assert (finished / name).stat().st_size > 0, name
     summary = json.loads((finished / "summary.json").read_text())
-    assert summary["schedule"] == "laasp" and summary["prune_epochs"] == [1, 3]
+    assert summary["schedule"] == "laasp" and summary["prune_epochs"] == [2, 4]
     assert 0.4 <= summary["macs_reduction"] <= 0.405
     records = metrics(finished)
-    assert [r["epoch"] for r in records if r["pruned"]] == [1, 3]
+    assert [r["epoch"] for r in records if r["pruned"]] == [2, 4]
     macs = [r["macs"] for r in records]  # after the epoch's prune, if any
     assert summary["dense_macs"] == macs[0] > macs[1] == macs[2] > macs[3] == macs[4] == summary["pruned_macs"]
     log = steps(finished)
@@ -59,17 +59,17 @@ def test_laasp_prunes_in_chunks_with_recovery_epochs_and_writes_its_step_log(fin
         assert step["loss"] == min(losses)  # the winner is the argmin of what was evaluated
         assert step["criterion"] in step["criteria"] and step["criterion"] in ("l1", "l2", "euclidean", "cosine")
     chunk0 = [s for s in log if s["chunk"] == 0]
-    assert chunk0[-1]["macs_reduction"] >= 0.2 and all(s["epoch"] == 1 for s in chunk0)
+    assert chunk0[-1]["macs_reduction"] >= 0.2 and all(s["epoch"] == 2 for s in chunk0)
     assert log[-1]["macs_reduction"] == pytest.approx(summary["macs_reduction"])
 
 
 @pytest.mark.parametrize(
     "epoch,when",
     [
-        (2, AFTER_CHECKPOINT),  # in the recovery after the first chunk; the resume runs the second
-        (1, BEFORE_CHECKPOINT),  # the first chunk pruned and logged, not checkpointed: redo the chunk
+        (3, AFTER_CHECKPOINT),  # in the recovery after the first chunk; the resume runs the second
+        (2, BEFORE_CHECKPOINT),  # the first chunk pruned and logged, not checkpointed: redo the chunk
     ],
-    ids=["after-epoch-2-checkpoint", "between-chunk-epoch-metrics-and-checkpoint"],
+    ids=["after-epoch-3-checkpoint", "between-chunk-epoch-metrics-and-checkpoint"],
 )
 def test_killed_laasp_run_resumes_across_a_pruning_step(finished, tmp_path, epoch, when):
     out = tmp_path / "killed"
@@ -80,7 +80,7 @@ def test_killed_laasp_run_resumes_across_a_pruning_step(finished, tmp_path, epoc
         (s["group"], s["criterion"], s["removed"]) for s in steps(finished)
     ]
     summary, uninterrupted = (json.loads((d / "summary.json").read_text()) for d in (out, finished))
-    assert summary["dense_macs"] == uninterrupted["dense_macs"] and summary["prune_epochs"] == [1, 3]
+    assert summary["dense_macs"] == uninterrupted["dense_macs"] and summary["prune_epochs"] == [2, 4]
     resumed, _, _ = load_pruned(out / "model.pt")
     reference, _, _ = load_pruned(finished / "model.pt")
     for (name, a), b in zip(resumed.state_dict().items(), reference.state_dict().values()):
@@ -93,7 +93,7 @@ def test_killed_laasp_run_resumes_across_a_pruning_step(finished, tmp_path, epoc
         (["--criteria-pool", ""], "--criteria-pool is empty"),
         (["--criteria-pool", "l1,fpgm"], "unknown criterion 'fpgm'"),
         (["--selection-samples", "500"], "larger than the training set (128 images)"),
-        (["--prune-epoch", "7"], "--prune-epoch 7 is outside the run's epochs 0..4"),
+        (["--prune-epoch", "6"], "--prune-epoch 6 is outside the run's epochs 1..5"),
     ],
 )
 def test_bad_laasp_input_is_one_clear_line(tmp_path, args, message):

@@ -88,7 +88,7 @@ def test_factory_model_through_info_prune_and_export(user_module, tmp_path):
     assert manifest["status"] == "ok" and manifest["model"] == model and manifest["macs"] == report["macs"]
     # ... and a pruned run of it saves a model file that rebuilds from the same string.
     run = tmp_path / "run"
-    pruned = invoke("prune", "--model", model, "--epochs", "2", "--monitor-start", "0", "--max-prune-epoch", "0",
+    pruned = invoke("prune", "--model", model, "--epochs", "2", "--monitor-start", "1", "--max-prune-epoch", "1",
                     "--dataset", "synthetic", "--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--no-progress",
                     "--out", str(run))
     assert pruned.exit_code == 0, pruned.output

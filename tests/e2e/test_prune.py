@@ -23,7 +23,7 @@ from tests.cli_runs import (
 )
 
 SYNTHETIC = ["--dataset", "synthetic", "--synthetic-train", "256", "--synthetic-val", "128"]
-TRAINING = ["--model", "resnet20", "--batch-size", "64", "--epochs", "4", "--max-prune-epoch", "2", "--monitor-start", "0",
+TRAINING = ["--model", "resnet20", "--batch-size", "64", "--epochs", "4", "--max-prune-epoch", "3", "--monitor-start", "1",
             "--no-progress"]
 TINY = [*SYNTHETIC, *TRAINING]
 
@@ -49,11 +49,11 @@ def test_ocs_run_prunes_keeps_training_and_writes_every_artifact(finished):
     for key in ("model", "dataset", "schedule", "epochs", "flops_reduction_target", "dense_macs", "dense_params",
                 "pruned_macs", "pruned_params", "prune_epoch", "top1", "best_top1", "wall_time_s", "model_path"):
         assert key in summary, key
-    assert summary["prune_epoch"] == 2 and 0.5 <= summary["macs_reduction"] <= 0.51
+    assert summary["prune_epoch"] == 3 and 0.5 <= summary["macs_reduction"] <= 0.51
     records = metrics(finished)
     assert [r["prune_shock"] is not None for r in records] == [False, False, True, False]
     assert summary["prune_shocks"] == [records[2]["prune_shock"]]
-    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]  # numbered from 1, as printed
     assert records[1]["macs"] == summary["dense_macs"] and records[3]["macs"] == summary["pruned_macs"]
     assert records[3]["train_loss"] > 0  # the pruned network kept training
     assert (finished / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -70,10 +70,10 @@ def test_pruned_model_file_reloads_and_matches_the_checkpoint(finished):
 @pytest.mark.parametrize(
     "epoch,when",
     [
-        (1, AFTER_CHECKPOINT),  # the resume starts with epoch 2, the one that prunes at its end
-        (2, BEFORE_CHECKPOINT),  # epoch 2 pruned and logged, its checkpoint not written: redo the prune
+        (2, AFTER_CHECKPOINT),  # the resume starts with epoch 3, the one that prunes at its end
+        (3, BEFORE_CHECKPOINT),  # epoch 3 pruned and logged, its checkpoint not written: redo the prune
     ],
-    ids=["after-epoch-1-checkpoint", "between-prune-epoch-metrics-and-checkpoint"],
+    ids=["after-epoch-2-checkpoint", "between-prune-epoch-metrics-and-checkpoint"],
 )
 def test_killed_run_resumes_to_the_same_result(finished, tmp_path, epoch, when):
     out = tmp_path / "killed"
@@ -100,14 +100,14 @@ def test_two_process_ddp_keeps_ranks_identical(tmp_path):
     out = tmp_path / "ddp"
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
-         "-m", "compressor", "prune", *TINY, "--epochs", "3", "--max-prune-epoch", "1", "--out", str(out)],
+         "-m", "compressor", "prune", *TINY, "--epochs", "3", "--max-prune-epoch", "2", "--out", str(out)],
         capture_output=True, text=True, env=ENV, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}-final.json").read_text()) for r in (0, 1)]
     assert ranks[0]["plans"] and ranks[0]["plans"] == ranks[1]["plans"]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
-    assert json.loads((out / "summary.json").read_text())["prune_epoch"] == 1
+    assert json.loads((out / "summary.json").read_text())["prune_epoch"] == 2
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_two_process_ddp_keeps_ranks_identical(tmp_path):
     [
         (["--flops-reduction", "0.95", "--max-prune-fraction", "0.5"], "maximum reachable"),
         (["--dataset", "imagefolder", "--data-dir", "/nonexistent/data"], "/nonexistent/data"),
-        (["--max-prune-epoch", "40"], "outside the run"),
+        (["--max-prune-epoch", "41"], "outside the run"),
         (["--model", "resnt20"], "did you mean"),
     ],
 )
@@ -142,16 +142,16 @@ def test_nan_loss_before_any_checkpoint_says_there_is_none(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    """Epoch 1 trains normally; shrinking starts after it (--reg-start 0) under the authors'
+    """Epoch 1 trains normally; shrinking starts at its end (--reg-start 1) under the authors'
     fixed schedule with a factor of 1 - 1e30 * lr = -1e29 per step, which overflows float32
     within epoch 2's first steps.  (The target schedule bounds each step's factor, so it
     cannot be made to diverge this way.)"""
     out = tmp_path / "nan"
-    result = compress("prune", *TINY, "--reg-start", "0", "--reg-schedule", "fixed", "--reg-lambda", "1e30",
+    result = compress("prune", *TINY, "--reg-start", "1", "--reg-schedule", "fixed", "--reg-lambda", "1e30",
                       "--out", str(out), check=False)
     line = one_error_line(result, 1, "the loss became", "at epoch 2,", f"the last good checkpoint {out / LATEST} is kept")
     assert "nan" in line or "inf" in line, line
-    assert checkpoint_epoch(out) == 0 and [r["epoch"] for r in metrics(out)] == [0]
+    assert checkpoint_epoch(out) == 1 and [r["epoch"] for r in metrics(out)] == [1]
     assert not (out / "summary.json").exists()
 
 
@@ -182,7 +182,7 @@ def test_config_file_sets_defaults_and_flags_override(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("epochs: 2\nflops-reduction: 0.3\nschedule: oneshot\n")
     out = tmp_path / "configured"
-    compress("prune", "--config", str(config), *TINY, "--epochs", "1", "--max-prune-epoch", "0", "--out", str(out))
+    compress("prune", "--config", str(config), *TINY, "--epochs", "1", "--max-prune-epoch", "1", "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 1 and summary["schedule"] == "oneshot" and summary["flops_reduction_target"] == 0.3
 
@@ -191,7 +191,7 @@ def test_toml_config_and_unknown_keys(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('schedule = "dense"\nepochs = 1\n')
     out = tmp_path / "toml"
-    compress("prune", "--config", str(config), *TINY, "--epochs", "1", "--max-prune-epoch", "0", "--out", str(out))
+    compress("prune", "--config", str(config), *TINY, "--epochs", "1", "--max-prune-epoch", "1", "--out", str(out))
     assert json.loads((out / "summary.json").read_text())["schedule"] == "dense"
     config.write_text("no_such_option = 3\n")
     result = compress("prune", "--config", str(config), "--out", str(tmp_path / "x"), check=False)

@@ -28,11 +28,11 @@ TINY = ["--model", "resnet20", "--dataset", "synthetic", "--synthetic-train", "6
 # 4 epochs x 2 steps.  --indicator epi is stable at the second search (epoch 1), before the
 # cap at epoch 2 (--reg-schedule fixed: stability alone decides); --reset-optimizer then leaves AdamW with only the 4 steps after the prune.
 FLAGS = {
-    "--epochs": "4", "--monitor-start": "0", "--max-prune-epoch": "2", "--flops-reduction": "0.4",
+    "--epochs": "4", "--monitor-start": "1", "--max-prune-epoch": "3", "--flops-reduction": "0.4",
     "--optimizer": "adamw", "--lr": "0.01", "--weight-decay": "0.001", "--momentum": "0.8",
     "--lr-schedule": "cosine", "--milestones": "0.5", "--gamma": "0.3", "--label-smoothing": "0.1",
     "--criterion": "l1", "--indicator": "epi", "--epi-threshold": "0.9", "--epi-window": "3",
-    "--reg-start": "0", "--reg-schedule": "fixed", "--reg-target": "0.05", "--reg-lambda": "0.001",
+    "--reg-start": "1", "--reg-schedule": "fixed", "--reg-target": "0.05", "--reg-lambda": "0.001",
     "--reg-delta": "0.002", "--reg-interval": "2", "--min-width": "6", "--round-to": "1", "--max-prune-fraction": "0.8", "--seed": "3",
 }
 SWITCHES = ["--cost-weighting", "--reset-optimizer", "--no-nesterov", "--no-augment",
@@ -60,10 +60,10 @@ def test_every_flag_becomes_the_runs_setting(flagged):
     assert payload["cuda_rng"] == []  # a CPU run: no CUDA generator to keep (a GPU run keeps every device's)
     config = payload["config"]
     expected = {
-        "epochs": 4, "monitor_start": 0, "max_prune_epoch": 2, "flops_reduction": 0.4, "optimizer": "adamw",
+        "epochs": 4, "monitor_start": 1, "max_prune_epoch": 3, "flops_reduction": 0.4, "optimizer": "adamw",
         "lr": 0.01, "weight_decay": 0.001, "momentum": 0.8, "nesterov": False, "lr_schedule": "cosine",
         "milestones": [0.5], "gamma": 0.3, "label_smoothing": 0.1, "criterion": "l1", "cost_weighting": True,
-        "indicator": "epi", "epi_threshold": 0.9, "epi_window": 3, "reg_start": 0, "reg_schedule": "fixed",
+        "indicator": "epi", "epi_threshold": 0.9, "epi_window": 3, "reg_start": 1, "reg_schedule": "fixed",
         "reg_target": 0.05, "reg_lambda": 0.001,
         "reg_delta": 0.002, "reg_interval": 2, "min_width": 6, "round_to": 1, "max_prune_fraction": 0.8,
         "seed": 3, "reset_optimizer": True, "augment": False, "device": "cpu", "progress": False,
@@ -80,8 +80,8 @@ def test_the_flags_effects_show_in_the_artifacts(flagged):
     # --indicator epi compares channel counts from the second search on (Jaccard needs a third
     # plan and reads 0 there); above --epi-threshold 0.9 and rising, it prunes before the cap.
     assert records[0]["stability"] == 0.0 and 0.9 <= records[1]["stability"] <= 1.0
-    assert summary["prune_epoch"] == 1 and [r["pruned"] for r in records] == [False, True, False, False]
-    # --reg-start 0, --reg-lambda, growing by --reg-delta every --reg-interval epochs (epoch 1: not yet).
+    assert summary["prune_epoch"] == 2 and [r["pruned"] for r in records] == [False, True, False, False]
+    # --reg-start 1 (on at its end), --reg-lambda, growing by --reg-delta every --reg-interval epochs (epoch 1: not yet).
     assert [r["reg_lambda"] for r in records[:2]] == pytest.approx([0.001, 0.001])
     assert summary["criterion"] == "l1" and summary["macs_reduction"] >= 0.4
     # --optimizer adamw with --reset-optimizer: Adam state counts only the 4 steps after the prune.

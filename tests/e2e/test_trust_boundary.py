@@ -208,8 +208,8 @@ def factory_run(work) -> Path:
     saved_path, saved_cwd = list(sys.path), os.getcwd()
     os.chdir(work)
     try:
-        result = invoke("prune", "--model", f"{good}:make", "--epochs", "2", "--monitor-start", "0",
-                        "--max-prune-epoch", "0", "--dataset", "synthetic", "--synthetic-train", "64", "--synthetic-val", "32",
+        result = invoke("prune", "--model", f"{good}:make", "--epochs", "2", "--monitor-start", "1",
+                        "--max-prune-epoch", "1", "--dataset", "synthetic", "--synthetic-train", "64", "--synthetic-val", "32",
                         "--batch-size", "32", "--no-progress", "--out", "run")
     finally:
         os.chdir(saved_cwd)

@@ -53,7 +53,7 @@ def test_plain_loop_prunes_mid_training_and_keeps_the_optimizer_and_scheduler():
     model = small_cnn()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(data))
-    config = PruneConfig(flops_reduction=0.5, epochs=epochs, monitor_start=0, max_prune_epoch=2)
+    config = PruneConfig(flops_reduction=0.5, epochs=epochs, monitor_start=1, max_prune_epoch=3)
     pruner = OneCyclePruner(model, torch.zeros(1, 3, 16, 16), config, optimizer, lr_scheduler=scheduler)
     events, lrs, checked = [], [], False
     for epoch in range(epochs):
@@ -127,7 +127,7 @@ def test_onecycle_lr_keeps_stepping_after_a_prune_before_training():
 def test_after_step_reads_the_learning_rate_from_the_optimizer():
     model = small_cnn()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    config = PruneConfig(epochs=4, monitor_start=0, reg_start=0, reg_lambda=0.1, max_prune_epoch=3, reg_schedule="fixed")
+    config = PruneConfig(epochs=4, monitor_start=1, reg_start=1, reg_lambda=0.1, max_prune_epoch=4, reg_schedule="fixed")
     pruner = OneCyclePruner(model, torch.zeros(1, 3, 16, 16), config, optimizer)
     pruner.epoch_end(0)
     assert pruner.state.reg_lambda == pytest.approx(0.1)
@@ -172,7 +172,7 @@ def test_deprecated_hook_and_quantity_names_warn_and_still_work():
     def pruner() -> OneCyclePruner:
         torch.manual_seed(0)
         return OneCyclePruner(small_cnn(), torch.zeros(1, 3, 16, 16), PruneConfig(flops_reduction=0.5, epochs=3,
-                              schedule="oneshot", max_prune_epoch=1), None)
+                              schedule="oneshot", max_prune_epoch=2), None)
 
     old, new = pruner(), pruner()
     with pytest.warns(DeprecationWarning, match=r"begin_epoch.*epoch_start\(epoch, prune=False\)") as caught:
@@ -221,7 +221,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
     model = small_cnn()
     network = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    config = PruneConfig(flops_reduction=0.5, epochs=3, monitor_start=0, max_prune_epoch=1)
+    config = PruneConfig(flops_reduction=0.5, epochs=3, monitor_start=1, max_prune_epoch=2)
     pruner = OneCyclePruner(model, torch.zeros(1, 3, 16, 16), config, optimizer)
     for epoch in range(3):
         for images, labels in batches(n=2, seed=rank):  # each rank its own data

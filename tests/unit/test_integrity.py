@@ -179,8 +179,8 @@ def test_a_checkpoint_from_before_digests_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("epoch, epochs, prunes, hint", [
-    (2, 2, (0,), "epoch 3 of a 2-epoch run"),
-    (998, 2, (0,), "epoch 999 of a 2-epoch run"),
+    (3, 2, (0,), "epoch 3 of a 2-epoch run"),
+    (999, 2, (0,), "epoch 999 of a 2-epoch run"),
     (1, 2, (5,), "lists prunes [5]"),
     (1, 2, ("0",), "lists prunes ['0']"),
 ])
@@ -191,17 +191,26 @@ def test_a_checkpoint_that_cannot_belong_to_its_run_is_refused(tmp_path, epoch, 
     assert hint in _one_line(caught, path)
 
 
+def test_a_checkpoint_of_epoch_0_is_refused(tmp_path):
+    """Epochs count from 1: no run writes a checkpoint numbered 0."""
+    path = save_checkpoint(tmp_path / "checkpoint.pt", _checkpoint(epoch=0, prune_epochs=()))
+    with pytest.raises(CheckpointError, match="'epoch' is 0 \\(epochs count from 1\\)") as caught:
+        load_checkpoint(path)
+    _one_line(caught, path)
+
+
 def test_the_last_epoch_of_a_finished_run_still_loads(tmp_path):
-    """A finished run's checkpoint (epoch E - 1) is resumed to write its artifacts again."""
-    path = save_checkpoint(tmp_path / "checkpoint.pt", _checkpoint(epoch=1, epochs=2, prune_epochs=(1,)))
-    assert load_checkpoint(path)["epoch"] == 1
+    """A finished run's checkpoint (epoch E, numbered from 1) is resumed to write its artifacts again;
+    its pruner counts the prune in its last epoch by loop index (E - 1)."""
+    path = save_checkpoint(tmp_path / "checkpoint.pt", _checkpoint(epoch=2, epochs=2, prune_epochs=(1,)))
+    assert load_checkpoint(path)["epoch"] == 2
 
 
-@pytest.mark.parametrize("logged, ok", [((0, 1), True), ((0, 1, 2), True), ((0,), False), ((), False), (None, False)])
+@pytest.mark.parametrize("logged, ok", [((1, 2), True), ((1, 2, 3), True), ((1,), False), ((), False), (None, False)])
 def test_a_resume_continues_only_a_run_whose_log_reached_the_checkpoint(tmp_path, logged, ok):
     if logged is not None:
         _log(tmp_path, logged)
-    payload = _checkpoint(epoch=1)
+    payload = _checkpoint(epoch=2)
     if ok:
         check_continues(payload, tmp_path)
         return

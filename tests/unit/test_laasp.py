@@ -215,7 +215,7 @@ def test_schedule_prunes_in_chunks_with_recovery_epochs_between_and_resumes():
         torch.manual_seed(0)
         model = model or build_model("resnet20")
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        config = PruneConfig(flops_reduction=0.4, epochs=6, schedule="laasp", prune_epoch=1, laasp_step=0.1,
+        config = PruneConfig(flops_reduction=0.4, epochs=6, schedule="laasp", prune_epoch=2, laasp_step=0.1,
                              recover_macs=0.15, recover_epochs=2)
         return OneCyclePruner(model, torch.zeros(1, 3, 32, 32), config, optimizer, selection_data=data), optimizer
 
@@ -224,7 +224,7 @@ def test_schedule_prunes_in_chunks_with_recovery_epochs_between_and_resumes():
     run(range(6), pruner, optimizer, data)
     assert pruner.state.prune_epochs == [1, 3]  # chunk, 2 recovery epochs, last chunk (5 would be too late)
     assert 0.4 <= 1 - pruner.macs / pruner.dense_macs <= 0.4 + TOLERANCE
-    assert [s["epoch"] for s in pruner.schedule.steps][0] == 1 and pruner.schedule.done
+    assert [s["epoch"] for s in pruner.schedule.steps][0] == 2 and pruner.schedule.done  # numbered from 1, as written
     first_chunk = [s for s in pruner.schedule.steps if s["chunk"] == 0]
     assert 0.15 <= first_chunk[-1]["macs_reduction"] < 0.4
 
@@ -254,8 +254,8 @@ def test_laasp_needs_selection_data():
     [
         ({"criteria_pool": ()}, "empty"),
         ({"criteria_pool": ("l1", "taylor")}, "unknown criterion 'taylor'"),
-        ({"prune_epoch": 5}, "outside the run"),
-        ({"prune_epoch": 3, "max_prune_epoch": 2}, "before the laasp --prune-epoch"),
+        ({"prune_epoch": 6}, "outside the run"),
+        ({"prune_epoch": 4, "max_prune_epoch": 3}, "before the laasp --prune-epoch"),
         ({"recover_macs": 1.0}, "--recover-macs"),
     ],
 )

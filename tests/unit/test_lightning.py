@@ -59,7 +59,7 @@ def test_callback_prunes_inside_trainer_fit_and_training_continues():
     torch.manual_seed(0)
     module = TinyNet()
     params = {n: p for n, p in module.named_parameters()}
-    callback = PruningCallback(PruneConfig(flops_reduction=0.5, epochs=3, monitor_start=0, max_prune_epoch=1),
+    callback = PruningCallback(PruneConfig(flops_reduction=0.5, epochs=3, monitor_start=1, max_prune_epoch=2),
                                verbose=False)
     recorder = Recorder()
     trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
@@ -99,8 +99,8 @@ def test_the_callback_drives_the_same_target_shrink_to_epsilon_before_its_prune(
     steps, so it plans the same way as in our own loop."""
     torch.manual_seed(0)
     module = TinyNet()
-    callback = PruningCallback(PruneConfig(flops_reduction=0.5, epochs=4, monitor_start=0, reg_start=0,
-                                           max_prune_epoch=2, reg_target=0.02), verbose=False)
+    callback = PruningCallback(PruneConfig(flops_reduction=0.5, epochs=4, monitor_start=1, reg_start=1,
+                                           max_prune_epoch=3, reg_target=0.02), verbose=False)
     generator = torch.Generator().manual_seed(0)
     images, labels = torch.randn(128, 3, 16, 16, generator=generator), torch.randint(0, 10, (128,), generator=generator)
     trainer = pl.Trainer(max_epochs=4, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,

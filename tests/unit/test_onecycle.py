@@ -14,7 +14,7 @@ def train(schedule: str, epochs: int = 4, **overrides):
     torch.manual_seed(0)
     model = build_model("resnet20")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    config = PruneConfig(flops_reduction=0.5, epochs=epochs, schedule=schedule, monitor_start=0, **overrides)
+    config = PruneConfig(flops_reduction=0.5, epochs=epochs, schedule=schedule, monitor_start=1, **overrides)
     pruner = OneCyclePruner(model, torch.zeros(1, 3, 32, 32), config, optimizer)
     events = []
     data = [(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))) for _ in range(2)]
@@ -38,13 +38,13 @@ def train(schedule: str, epochs: int = 4, **overrides):
     [("oneshot", 0), ("three-stage", 1), ("ocs", 2)],
 )
 def test_schedules_prune_once_at_the_expected_epoch(schedule, expected_epoch):
-    pruner, events = train(schedule, epochs=4, max_prune_epoch=2, prune_epoch=1)
+    pruner, events = train(schedule, epochs=4, max_prune_epoch=3, prune_epoch=2)
     assert pruner.state.prune_epochs == [expected_epoch]
     assert abs(1 - pruner.macs / pruner.dense_macs - 0.5) <= 0.01
 
 
 def test_epi_prunes_once_its_count_indicator_is_reached():
-    pruner, events = train("epi", epochs=4, max_prune_epoch=3)
+    pruner, events = train("epi", epochs=4, max_prune_epoch=4)
     epoch = pruner.state.prune_epochs[0]
     assert len(pruner.state.prune_epochs) == 1
     assert epoch == 3 or events[epoch].stability >= 0.983
@@ -63,7 +63,7 @@ def test_gradual_prunes_in_steps_up_to_the_target():
 
 def test_ocs_searches_every_epoch_and_regularises_from_reg_start():
     # The authors' fixed schedule: λ starts at reg_lambda and grows by reg_delta per epoch.
-    pruner, events = train("ocs", epochs=4, max_prune_epoch=3, reg_start=1, stability_threshold=1.0,
+    pruner, events = train("ocs", epochs=4, max_prune_epoch=4, reg_start=2, stability_threshold=1.0,
                            reg_schedule="fixed")
     assert all(e.searched for e in events[:3])
     assert [e.reg_lambda for e in events[:3]] == pytest.approx([0.0, 1e-4, 2e-4])
@@ -76,7 +76,7 @@ def test_stable_structure_triggers_the_prune_before_the_cap():
     # A threshold of 0.5 is reached once plans repeat: well before the cap at epoch 7.  Under
     # the fixed shrink stability alone decides (the target shrink also waits for ε:
     # tests/unit/test_shrink_control.py).
-    pruner, events = train("ocs", epochs=8, max_prune_epoch=7, stability_threshold=0.5, reg_schedule="fixed")
+    pruner, events = train("ocs", epochs=8, max_prune_epoch=8, stability_threshold=0.5, reg_schedule="fixed")
     assert pruner.state.prune_epochs and pruner.state.prune_epochs[0] < 7
     assert events[pruner.state.prune_epochs[0]].stability >= 0.5
 
@@ -88,7 +88,7 @@ def test_unreachable_target_fails_before_training():
 
 def test_prune_epoch_beyond_the_run_is_refused():
     with pytest.raises(CompressorError, match="outside the run"):
-        PruneConfig(epochs=5, max_prune_epoch=9)
+        PruneConfig(epochs=5, max_prune_epoch=10)
 
 
 def test_a_pruner_resumed_on_a_pruned_model_keeps_the_original_sizes():
@@ -98,7 +98,7 @@ def test_a_pruner_resumed_on_a_pruned_model_keeps_the_original_sizes():
 
     pruner, _ = train("oneshot", epochs=2)
     saved = pruner.state_dict()
-    config = PruneConfig(flops_reduction=0.5, epochs=2, schedule="oneshot", monitor_start=0)
+    config = PruneConfig(flops_reduction=0.5, epochs=2, schedule="oneshot", monitor_start=1)
     resumed = OneCyclePruner(copy.deepcopy(pruner.model), torch.zeros(1, 3, 32, 32), config, state=saved)
     assert (resumed.dense_macs, resumed.dense_params) == (pruner.dense_macs, pruner.dense_params)
     assert resumed.macs == pruner.macs and resumed.flops_reduction == pytest.approx(pruner.flops_reduction)

@@ -319,7 +319,7 @@ def test_random_criterion_ignores_the_weights_and_follows_the_seed():
 def test_taylor_and_random_run_inside_a_training_run(tmp_path):
     """taylor needs the gradients of the last step; the loop must leave them in place."""
     for criterion in ("taylor", "random"):
-        prune = PruneConfig(epochs=2, schedule="three-stage", prune_epoch=0, criterion=criterion, flops_reduction=0.3)
+        prune = PruneConfig(epochs=2, schedule="three-stage", prune_epoch=1, criterion=criterion, flops_reduction=0.3)
         run = trainer(tmp_path / criterion, small_cnn(), bundle(), train_config(epochs=2), prune)
         run.run()
         assert run.pruner.state.prune_epochs == [0] and run.pruner.flops_reduction >= 0.3
@@ -381,7 +381,7 @@ def _end_epochs(config: PruneConfig, model: nn.Module, epochs: int) -> tuple[One
 
 def test_indicator_epi_compares_channel_counts_and_prunes_once_stable():
     # The fixed shrink: stability alone decides when ocs prunes.
-    common = dict(epochs=6, monitor_start=0, max_prune_epoch=5, flops_reduction=0.3, reg_schedule="fixed")
+    common = dict(epochs=6, monitor_start=1, max_prune_epoch=6, flops_reduction=0.3, reg_schedule="fixed")
     jaccard, j_events = _end_epochs(PruneConfig(**common), small_cnn(), 6)
     epi, e_events = _end_epochs(PruneConfig(indicator="epi", **common), small_cnn(), 6)
     assert isinstance(jaccard.indicator, JaccardIndicator) and isinstance(epi.indicator, EpiIndicator)
@@ -413,7 +413,7 @@ def test_epi_window_and_threshold_decide_what_counts_as_stable():
 
 # -- --monitor-start, --reg-start, --reg-lambda, --reg-delta, --reg-interval ------------------------------
 def test_monitor_start_is_the_first_searched_epoch():
-    _, events = _end_epochs(PruneConfig(epochs=6, monitor_start=3, max_prune_epoch=5, criterion="random"), small_cnn(), 5)
+    _, events = _end_epochs(PruneConfig(epochs=6, monitor_start=4, max_prune_epoch=6, criterion="random"), small_cnn(), 5)
     assert [e.searched for e in events] == [False, False, False, True, True]
 
 
@@ -424,8 +424,8 @@ def test_monitor_start_is_the_first_searched_epoch():
 ])
 def test_lambda_grows_by_reg_delta_every_reg_interval_epochs(interval, delta, expected):
     # random scores change the plan every epoch, so stability never triggers the prune early.
-    config = PruneConfig(epochs=9, monitor_start=0, reg_start=0, reg_lambda=1e-4, reg_delta=delta, reg_schedule="fixed",
-                         reg_interval=interval, max_prune_epoch=8, criterion="random")
+    config = PruneConfig(epochs=9, monitor_start=1, reg_start=1, reg_lambda=1e-4, reg_delta=delta, reg_schedule="fixed",
+                         reg_interval=interval, max_prune_epoch=9, criterion="random")
     pruner, events = _end_epochs(config, small_cnn(), 7)
     assert not pruner.pruned
     assert [e.reg_lambda for e in events] == pytest.approx([1e-4 * k for k in expected])
@@ -433,18 +433,18 @@ def test_lambda_grows_by_reg_delta_every_reg_interval_epochs(interval, delta, ex
 
 def test_reg_start_auto_switches_on_halfway_from_monitor_start_to_the_cap_at_the_latest():
     # No training: the plans repeat, the Jaccard curve is still rising at epoch 3, so only
-    # the "halfway to --max-prune-epoch" bound, (0 + 8) // 2 = 4, starts the shrinking.
-    config = PruneConfig(epochs=10, monitor_start=0, max_prune_epoch=8, reg_lambda=1e-3, reg_schedule="fixed")
+    # the "halfway to --max-prune-epoch" bound, by loop index (0 + 8) // 2 = 4, starts the shrinking.
+    config = PruneConfig(epochs=10, monitor_start=1, max_prune_epoch=9, reg_lambda=1e-3, reg_schedule="fixed")
     pruner = OneCyclePruner(small_cnn(), torch.zeros(1, 3, SIZE, SIZE), config)
     lambdas = [pruner.epoch_end(epoch, prune=False).reg_lambda for epoch in range(5)]
     assert lambdas == [0.0, 0.0, 0.0, 0.0, 1e-3] and pruner.state.reg_on_epoch == 4
-    fixed = OneCyclePruner(small_cnn(), torch.zeros(1, 3, SIZE, SIZE), replace(config, reg_start=2))
+    fixed = OneCyclePruner(small_cnn(), torch.zeros(1, 3, SIZE, SIZE), replace(config, reg_start=3))
     assert [fixed.epoch_end(epoch, prune=False).reg_lambda for epoch in range(3)] == [0.0, 0.0, 1e-3]
 
 
 def test_shrink_starts_at_reg_start_and_scales_by_one_minus_lambda_lr():
     model = small_cnn()
-    config = PruneConfig(epochs=6, monitor_start=0, reg_start=1, reg_lambda=0.1, max_prune_epoch=5, criterion="random",
+    config = PruneConfig(epochs=6, monitor_start=1, reg_start=2, reg_lambda=0.1, max_prune_epoch=6, criterion="random",
                          reg_schedule="fixed")
     pruner = OneCyclePruner(model, torch.zeros(1, 3, SIZE, SIZE), config)
     pruner.epoch_end(0, prune=False)
@@ -462,7 +462,7 @@ def test_shrink_starts_at_reg_start_and_scales_by_one_minus_lambda_lr():
 def _laasp_steps(**overrides) -> list[dict]:
     torch.manual_seed(0)
     model = small_cnn()
-    config = PruneConfig(epochs=2, schedule="laasp", prune_epoch=0, recover_epochs=0, flops_reduction=0.3,
+    config = PruneConfig(epochs=2, schedule="laasp", prune_epoch=1, recover_epochs=0, flops_reduction=0.3,
                          round_to=1, **overrides)
     selection = [(torch.randn(8, 3, SIZE, SIZE), torch.randint(0, 10, (8,)))]
     pruner = OneCyclePruner(model, torch.zeros(1, 3, SIZE, SIZE), config, selection_data=selection)

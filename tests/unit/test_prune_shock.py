@@ -87,7 +87,7 @@ def test_the_shock_is_validation_of_the_model_right_before_and_right_after_the_s
     out, _ = plain
     summary, records = read(out)
     shock = records[0]["prune_shock"]
-    assert shock["epoch"] == 0 and shock["at"] == "end" and records[1]["prune_shock"] is None
+    assert shock["epoch"] == 1 and shock["at"] == "end" and records[1]["prune_shock"] is None
     assert problems(PruneShock, shock) == []
     data = run_data(summary)
     model, spec = before_prune_model(out)
@@ -185,15 +185,15 @@ def test_trainconfig_refuses_a_negative_recalibration():
 
 
 def test_an_old_metrics_line_without_a_shock_still_loads_and_plots(tmp_path):
-    line = {"epoch": 0, "train_loss": 2.0, "train_top1": 10.0, "val_loss": 2.1, "val_top1": 9.0, "lr": 0.1,
+    line = {"epoch": 1, "train_loss": 2.0, "train_top1": 10.0, "val_loss": 2.1, "val_top1": 9.0, "lr": 0.1,
             "stability": None, "reg_lambda": 0.0, "macs": 40, "params": 10, "pruned": True, "epoch_time_s": 1.0,
             "search_time_s": 0.0, "images_per_s": 1.0}
     old = EpochRecord.from_dict(line)
     assert old.prune_shock is None
-    shock = {"epoch": 0, "at": "end", "top1_before": 9.0, "top1_after": 4.0, "loss_before": 2.1, "loss_after": 3.0,
+    shock = {"epoch": 2, "at": "end", "top1_before": 9.0, "top1_after": 4.0, "loss_before": 2.1, "loss_after": 3.0,
              "macs_before": 40, "macs_after": 20, "recalibration_batches": 2, "top1_after_recalibration": 7.0,
              "loss_after_recalibration": 2.5}
     new = EpochRecord.from_dict({**line, "prune_shock": shock})
     assert new.prune_shock == shock and EpochRecord.from_dict(new.to_dict()) == new
-    path = plot_run([old, new.__class__(**{**new.to_dict(), "epoch": 1})], tmp_path / "run.png", "t")
+    path = plot_run([old, new.__class__(**{**new.to_dict(), "epoch": 2})], tmp_path / "run.png", "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

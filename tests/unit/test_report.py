@@ -152,7 +152,7 @@ def test_run_png_shows_the_runs_own_threshold(tmp_path: Path, monkeypatch, overr
     drawn = _stability_lines(monkeypatch)
     data = DataConfig(dataset="synthetic", synthetic_train=16, synthetic_val=8, batch_size=16, augment=False)
     train = TrainConfig(epochs=2, lr=1e-3, device="cpu", progress=False)
-    prune = PruneConfig(epochs=2, monitor_start=0, max_prune_epoch=1, flops_reduction=0.3, **overrides)
+    prune = PruneConfig(epochs=2, monitor_start=1, max_prune_epoch=2, flops_reduction=0.3, **overrides)
     run_module.run_prune(run_module.RunSpec("resnet20", tmp_path / "out", data, train, prune))
     assert (seen["threshold"], seen["indicator"]) == (threshold, indicator)
     assert drawn == [threshold] + ([epsilon] if epsilon else [])

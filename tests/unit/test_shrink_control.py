@@ -43,7 +43,7 @@ def run(epochs: int, steps: int, net=small_net, *, lr_drop: bool = True, stop_af
     torch.manual_seed(0)
     model = net()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    settings = dict(flops_reduction=0.5, epochs=epochs, monitor_start=0, reg_target=EPSILON, round_to=None)
+    settings = dict(flops_reduction=0.5, epochs=epochs, monitor_start=1, reg_target=EPSILON, round_to=None)
     config = PruneConfig(**{**settings, **overrides})
     pruner = OneCyclePruner(model, torch.zeros(1, 3, 8, 8), config, optimizer)
     images, labels = torch.randn(64, 3, 8, 8), torch.randint(0, 4, (64,))
@@ -70,7 +70,7 @@ def run(epochs: int, steps: int, net=small_net, *, lr_drop: bool = True, stop_af
 def test_the_selected_channels_reach_epsilon_by_the_cap(epochs, steps):
     pruner, events = run(epochs, steps)
     last = events[-1]
-    assert last.prune_due and len(events) - 1 <= pruner.config.last_prune_epoch
+    assert last.prune_due and len(events) <= pruner.config.last_prune_epoch
     assert last.selected_norm is not None and last.selected_norm <= EPSILON, (last.selected_norm, last.prune_reason)
     assert "shrink" not in last.prune_reason  # the cap, if it came, was not waiting for the shrink
     lambdas = [e.reg_lambda for e in events]
@@ -78,7 +78,7 @@ def test_the_selected_channels_reach_epsilon_by_the_cap(epochs, steps):
 
 
 def test_kept_channels_are_never_touched_by_the_shrink():
-    pruner, events = run(5, 10, reg_start=0, stop_after=0)
+    pruner, events = run(5, 10, reg_start=1, stop_after=0)
     assert pruner.state.reg_lambda > 0 and not events[-1].prune_due
     plan = pruner.plan
     kept = kept_class_mask(pruner.graph, plan)
@@ -132,10 +132,10 @@ def _head_slot(pruner):
 
 
 def test_ocs_prunes_at_the_first_epoch_that_is_stable_and_at_epsilon():
-    pruner, events = run(20, 100, lr_drop=False, reg_start=0, stability_threshold=0.5)
+    pruner, events = run(20, 100, lr_drop=False, reg_start=1, stability_threshold=0.5)
     last = events[-1]
     assert last.prune_reason.startswith("ready") and last.selected_norm <= EPSILON and last.stability >= 0.5
-    assert len(events) - 1 <= pruner.config.last_prune_epoch
+    assert len(events) <= pruner.config.last_prune_epoch
     for earlier in events[:-1]:  # not ready before
         assert earlier.stability < 0.5 or earlier.selected_norm is None or earlier.selected_norm > EPSILON
 
@@ -196,7 +196,7 @@ def test_a_tampered_shrink_reference_in_a_checkpoint_is_refused_on_load(tamper):
     """A resumed run must not fail (or steer on garbage) epochs later: the reference is checked when loaded."""
     from compressor.errors import CompressorError
 
-    pruner, _ = run(5, 10, reg_start=0, stop_after=0)
+    pruner, _ = run(5, 10, reg_start=1, stop_after=0)
     saved = pruner.state_dict()
     saved["state"]["reg_reference"] = tamper(saved["state"]["reg_reference"])
     with pytest.raises(CompressorError, match="shrink reference"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -196,3 +197,19 @@ def test_toml_config_and_unknown_keys(tmp_path):
     config.write_text("no_such_option = 3\n")
     result = compress("prune", "--config", str(config), "--out", str(tmp_path / "x"), check=False)
     one_error_line(result, 2, "--config", f"{config} sets unknown options: no_such_option")
+
+
+def test_every_place_names_the_prune_epoch_alike(tmp_path):
+    """Epochs are numbered from 1 in the console, its reason, metrics.jsonl, summary.json and the
+    checkpoint: a 2-epoch run capped at epoch 1 says epoch 1 everywhere."""
+    out = tmp_path / "numbered"
+    result = compress("prune", *SYNTHETIC, "--model", "resnet20", "--batch-size", "64", "--epochs", "2",
+                      "--monitor-start", "1", "--max-prune-epoch", "1", "--no-progress", "--out", str(out))
+    console = result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    pruned = [r["epoch"] for r in metrics(out) if r["pruned"]]
+    said = {int(n) for n in re.findall(r"pruned after epoch (\d+)", console)}
+    capped = {int(n) for n in re.findall(r"cap \(epoch (\d+)\)", console + summary["prune_shocks"][0]["reason"])}
+    assert said == capped == {1} and pruned == [1] and summary["prune_epoch"] == 1
+    assert summary["prune_epochs"] == [1] and summary["prune_shocks"][0]["epoch"] == 1
+    assert re.search(r"^epoch 1/2 .* pruned$", console, re.M) and checkpoint_epoch(out) == 2

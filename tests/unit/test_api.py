@@ -260,3 +260,28 @@ def test_ddp_wrapper_is_rewrapped_and_ranks_stay_identical(tmp_path):
 def _ddp_entry(rank: int, world_size: int, port: int, directory: str) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     _ddp_worker(rank, world_size, port, os.path.join(directory, f"rank{rank}.pt"))
+
+
+# -- a plan past the asked reduction says so ----------------------------------------------------------
+def _the_readme_network() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
+@pytest.mark.parametrize("round_to", [None, 1])
+def test_a_plan_past_the_asked_reduction_says_by_how_much_and_why(caplog, round_to):
+    """Two layers, one 64 wide: a block of 8 of its channels is 12 % of the MACs, so the
+    nearest plan to 50 % at the default widths removes 60 %; one channel at a time, 51 %."""
+    torch.manual_seed(0)
+    config = PruneConfig(flops_reduction=0.5, epochs=1, schedule="oneshot", round_to=round_to)
+    pruner = OneCyclePruner(_the_readme_network(), torch.zeros(1, 3, 32, 32), config)
+    with caplog.at_level("WARNING", logger="compressor"):
+        pruner.epoch_start(0)
+    warned = [r.getMessage() for r in caplog.records if "nearest plan removes" in r.getMessage()]
+    past = pruner.flops_reduction - 0.5
+    assert (len(warned) == 1) == (past > 0.01), (past, warned)
+    if round_to is None:
+        assert past > 0.05 and "round_to" in warned[0] and f"{100 * pruner.flops_reduction:.1f}%" in warned[0]
+    else:
+        assert past < 0.02

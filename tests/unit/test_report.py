@@ -160,7 +160,7 @@ def test_run_png_shows_the_runs_own_threshold(tmp_path: Path, monkeypatch, overr
 
 def test_format_epoch_line():
     line = format_epoch_line(record(2, stability=0.987), total_epochs=10)
-    assert line.startswith("epoch 3/10  ")
+    assert line.startswith("epoch 2/10  ")  # a record holds the epoch as printed, numbered from 1
     assert "top1 20.0%" in line and "val 19.0%" in line
     assert "J 0.987" in line and "λ 2e-04" in line and "MACs 40.0M" in line and line.endswith("12.3 s")
     assert "J -" in format_epoch_line(record(0, stability=None), 10)

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from compressor.errors import one_line
 
-from .weights import read_weights_file
+from .weights import read_weights_file, with_metadata
 
 WEIGHTS_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar", ".pkl", ".pth.tar")
 DEFAULT = "DEFAULT"
@@ -62,7 +62,7 @@ def read_weights(model: str, family: str, weights: str | os.PathLike, input_size
 def _fix_legacy_keys(model: str, family: str, state: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
     if family != "torchvision" or not model.startswith("densenet"):
         return state
-    return {_DENSENET_LEGACY.sub(r"\1\2", key): value for key, value in state.items()}
+    return with_metadata(state, {_DENSENET_LEGACY.sub(r"\1\2", key): value for key, value in state.items()})
 
 
 # -- torchvision -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ re-initialised; every other mismatch is refused.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 WRAPPER_KEYS = ("state_dict", "model")
 SAFETENSORS_SUFFIX = ".safetensors"
+STEP_COUNTER = "num_batches_tracked"
 
 
 def load_weights(model: nn.Module, path: str | Path, num_classes: int | None = None) -> None:
@@ -46,19 +48,28 @@ def read_weights_file(path: Path) -> Mapping[str, Tensor]:
 def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str, num_classes: int | None = None) -> None:
     """Load `state` (read from `source`, named in messages) into `model`; see the module doc."""
     expected = model.state_dict()
+    # BatchNorm's step counter came with PyTorch 0.4.1: older files (torchvision's DenseNets)
+    # lack it, and torchvision's own loader lets BatchNorm start it at 0, as this does.
+    state = with_metadata(state, {**{k: v for k, v in expected.items() if k.endswith(STEP_COUNTER)}, **state})
     head = _head_keys(expected, state, num_classes) if num_classes is not None else []
     problem = _describe_mismatch({k: v for k, v in expected.items() if k not in head},
                                  {k: v for k, v in state.items() if k not in head})
     if problem:
         raise ValueError(f"weights in {source} do not fit the model: {problem}")
+    model.load_state_dict(with_metadata(state, {**state, **{k: expected[k] for k in head}}))
     if head:
-        kept = {k: v for k, v in expected.items() if k in head}
-        model.load_state_dict({**state, **kept})
         layers = sorted({k.rpartition(".")[0] for k in head})
         log.info("weights from %s: classifier %s re-initialised for the new class count, %d -> %d classes",
                  source, ", ".join(layers), state[head[0]].shape[0], num_classes)
-    else:
-        model.load_state_dict(state)
+
+
+def with_metadata(original: Mapping[str, Tensor], items: Mapping[str, Tensor]) -> OrderedDict:
+    """``items`` carrying ``original``'s per-module versions (``_metadata``), which some modules
+    need to load (torchvision's MNASNet refuses a state_dict without them)."""
+    state = OrderedDict(items)
+    if hasattr(original, "_metadata"):
+        state._metadata = original._metadata
+    return state
 
 
 def _head_keys(expected: Mapping[str, Tensor], given: Mapping[str, Tensor], num_classes: int) -> list[str]:

@@ -35,6 +35,7 @@ class RunData(TypedDict):
     synthetic_val: int
     augment: bool
     seed: int
+    num_classes: int | None  # the model's outputs (--num-classes); None: the dataset's class count
 
 
 class PruneShock(TypedDict):

@@ -4,7 +4,7 @@ Entries only hold builders; nothing is constructed until `build_model`, so
 importing the registry stays cheap even though it lists ~90 networks. The
 torchvision names are read from the installed torchvision at import, so a
 newer release is picked up without editing this file. All models start from
-random init: weights only ever come from a local file, never a download.
+random init: weights come from a local file or a library's cache (``pretrained``), never a download.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from .mobilenetv2_cifar import mobilenetv2_cifar
 from .timm_models import TimmError, architecture, build_timm, is_timm_name, native_input_size
 from .vgg_cifar import vgg16_cifar, vgg19_cifar
 from .vit_cifar import vit_tiny_cifar
-from .weights import load_weights
+from .pretrained import read_weights
+from .weights import load_state
 
 CIFAR_INPUT_SIZE = (3, 32, 32)
 CIFAR_NUM_CLASSES = 10
@@ -154,12 +155,15 @@ def get_entry(name: str) -> ModelEntry:
         raise UnknownModelError(name, list(_REGISTRY)) from None
 
 
-def build_model(name: str, num_classes: int | None = None,
-                weights: str | Path | None = None, input_size=None) -> nn.Module:
-    """Construct `name` (random init), optionally loading a local state_dict file.
+def build_model(name: str, num_classes: int | None = None, weights: str | Path | None = None,
+                input_size=None, new_head: bool = False) -> nn.Module:
+    """Construct `name` (random init), optionally loading trained weights.
 
-    `num_classes` overrides the entry's default head size; a weights file must
-    then match that head, so pass the num_classes it was trained with.
+    `weights`: a local state_dict file, or for torchvision and timm models a weights
+    name read from their cache (``IMAGENET1K_V1``, ``DEFAULT``; compressor.models.pretrained).
+    `num_classes` overrides the entry's default head size; the weights must then match
+    that head, unless `new_head`: then a classifier head trained for another class count
+    is re-initialised for `num_classes` (compressor.models.weights).
     `input_size` (C, H, W) only matters to timm models with a fixed input size
     (ViT, Swin ...), which are then built for it; the others take any size.
     """
@@ -167,7 +171,7 @@ def build_model(name: str, num_classes: int | None = None,
     if num_classes is not None:
         check_type(num_classes, int, "num_classes", "build_model", "an int or None")
     if weights is not None:
-        check_type(weights, (str, os.PathLike), "weights", "build_model", "a file path or None")
+        check_type(weights, (str, os.PathLike), "weights", "build_model", "a file path, a weights name or None")
     entry = get_entry(name)
     classes = entry.num_classes if num_classes is None else num_classes
     if entry.family in ("timm", DETECTION, SEGMENTATION):
@@ -175,5 +179,6 @@ def build_model(name: str, num_classes: int | None = None,
     else:
         model = entry.builder(num_classes=classes)
     if weights is not None:
-        load_weights(model, weights)
+        state, source = read_weights(name, entry.family, weights, input_size)
+        load_state(model, state, source, classes if new_head else None)
     return model

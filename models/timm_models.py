@@ -66,11 +66,13 @@ def native_input_size(arch: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in size) if size else DEFAULT_INPUT_SIZE
 
 
-def build_timm(arch: str, num_classes: int = DEFAULT_NUM_CLASSES, input_size=None) -> nn.Module:
+def build_timm(arch: str, num_classes: int = DEFAULT_NUM_CLASSES, input_size=None, **pretrained) -> nn.Module:
     """Random-init timm model; ``input_size`` (C, H, W) other than the native one is passed
-    as ``img_size`` to architectures that take it (the others accept any size anyway)."""
+    as ``img_size`` to architectures that take it (the others accept any size anyway).
+    ``pretrained``: timm's own arguments for loading weights (``compressor.models.pretrained``
+    passes a local file), else random init."""
     timm = _timm()
-    kwargs = {"pretrained": False, "num_classes": num_classes}
+    kwargs = {"pretrained": False, "num_classes": num_classes, **pretrained}
     if input_size is not None and tuple(input_size)[1:] != native_input_size(arch)[1:]:
         try:
             return timm.create_model(arch, img_size=tuple(input_size)[1:], **kwargs)

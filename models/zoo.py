@@ -45,9 +45,10 @@ def entry(name: str) -> ModelEntry:
 
 
 def build(
-    name: str, num_classes: int | None = None, weights: str | None = None, input_size=None
+    name: str, num_classes: int | None = None, weights: str | None = None, input_size=None, new_head: bool = False
 ) -> nn.Module:
-    """``input_size`` (C, H, W) only matters to timm models with a fixed input size."""
+    """``input_size`` (C, H, W) only matters to timm models with a fixed input size; ``weights``
+    and ``new_head`` as in ``build_model`` (a factory's weights are a file)."""
     info = entry(name)
     try:
         if info.family == "factory":
@@ -55,9 +56,9 @@ def build(
             if weights is not None:
                 from compressor.models.weights import load_weights
 
-                load_weights(model, weights)
+                load_weights(model, weights, num_classes if new_head else None)
             return model
-        return build_model(name, num_classes=num_classes, weights=weights, input_size=input_size)
+        return build_model(name, num_classes=num_classes, weights=weights, input_size=input_size, new_head=new_head)
     except (FileNotFoundError, ValueError) as error:
         raise CompressorError(str(error).splitlines()[0]) from error
 

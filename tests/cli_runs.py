@@ -46,20 +46,23 @@ die_at_checkpoint(int(sys.argv[1]), sys.argv[2], sys.argv[3:])
 """
 
 
-def compress(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+def compress(*args: str, check: bool = True, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """``env``: variables set for this run on top of ENV (a cache directory, say)."""
     result = subprocess.run(
-        [sys.executable, "-m", "compressor", *args], capture_output=True, text=True, env=ENV, timeout=600, **kwargs
+        [sys.executable, "-m", "compressor", *args], capture_output=True, text=True, env={**ENV, **(env or {})},
+        timeout=600, **kwargs
     )
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
-def make_image_folder(root: Path, train: int = 60, val: int = 12, size: int = 20, flat: bool = False) -> Path:
-    """``root/{train,val}/class<i>/<n>.png``: COLOURS[i] plus noise (none with ``flat``)."""
+def make_image_folder(root: Path, train: int = 60, val: int = 12, size: int = 20, flat: bool = False,
+                      classes: int = len(COLOURS)) -> Path:
+    """``root/{train,val}/class<i>/<n>.png``: COLOURS[i] plus noise (none with ``flat``), the first ``classes``."""
     rng = np.random.default_rng(0)
     for split, count in (("train", train), ("val", val)):
-        for label, colour in enumerate(COLOURS):
+        for label, colour in enumerate(COLOURS[:classes]):
             folder = root / split / f"class{label}"
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):

@@ -127,7 +127,8 @@ MAX_SYNTHETIC_IMAGES = 1_000_000
 OPTIONS = [
     click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_load_config_file, help="YAML or TOML file of option values (flags override it)."),
     click.option("--model", default="resnet20", show_default=True, help="Zoo or torchvision model name (see `compress models`)."),
-    click.option("--weights", type=click.Path(dir_okay=False), help="Start from a local state_dict file instead of random init."),
+    click.option("--weights", metavar="FILE|NAME", help="Start from trained weights instead of random init: a local file (a state_dict, bare or under 'state_dict'/'model'; .pt/.pth/.bin or .safetensors), or a name: torchvision's for its models (IMAGENET1K_V1, DEFAULT, ResNet18_Weights.IMAGENET1K_V1), a pretrained tag (or DEFAULT) for timm:NAME. A name is read from the library's cache ($TORCH_HOME/hub/checkpoints; timm: the Hugging Face cache), never downloaded: a missing file is an error naming where it should be. A head trained for another class count is re-initialised for the data's (or --num-classes); any other mismatch is refused."),
+    click.option("--num-classes", type=bounded_int(min=1), help="The model's outputs [default: the dataset's class count]; at least that many."),
     click.option("--out", type=click.Path(file_okay=False), help="Output directory [default: runs/MODEL-SCHEDULE]."),
     click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory from its last checkpoint."),
     click.option("--overwrite", is_flag=True, help="Allow a fresh run into a non-empty --out that holds no run (its files of the same names are replaced, the rest left alone). A directory holding a run is refused even so: --resume it or choose another --out."),

@@ -79,6 +79,7 @@ class DataConfig:
     synthetic_val: int = 1000
     augment: bool = True  # CIFAR: random crop 32 pad 4 + flip; digits: the crop, no flip; imagefolder: RandomResizedCrop + flip
     seed: int = 0
+    num_classes: int | None = None  # the model's outputs; None: the dataset's classes (--num-classes)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -92,6 +93,8 @@ class DataConfig:
             raise CompressorError(f"--seed must be >= 0, got {self.seed}")
         if self.image_size is not None and self.dataset != "imagefolder" and self.image_size != CIFAR_SIZE:
             raise CompressorError(f"{self.dataset} images are {CIFAR_SIZE}x{CIFAR_SIZE}; drop --image-size")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise CompressorError(f"--num-classes must be >= 1, got {self.num_classes}")
         if self.image_size is not None and self.image_size < 1:
             raise CompressorError(f"--image-size must be >= 1, got {self.image_size}")
 

@@ -92,9 +92,11 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     data = load_data(for_device(spec.data, device))
     # Built before the model so a too-large subset fails before anything heavy.
     selection = data.selection_batches(spec.prune.selection_samples) if spec.prune.schedule == "laasp" else None
-    model_spec = ModelSpec(spec.model, data.num_classes, data.input_size, spec.prune.ignore)
+    model_spec = ModelSpec(spec.model, _model_classes(spec.data, data.num_classes), data.input_size, spec.prune.ignore)
     if resume_payload is None:
-        model = build(spec.model, data.num_classes, spec.weights, input_size=data.input_size)
+        # Trained weights of another class count get a new head (logged); the checkpoints hold
+        # the weights from then on, so a resume never reads spec.weights again.
+        model = build(spec.model, model_spec.num_classes, spec.weights, input_size=data.input_size, new_head=True)
         model.to(device)
         optimizer = make_optimizer(spec.train, model)
         example = torch.zeros(1, *data.input_size, device=device)
@@ -124,6 +126,17 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     summary = _write_artifacts(spec, model_spec, pruner, trainer)
     _check_target_reached(spec, summary)
     return summary
+
+
+def _model_classes(config: DataConfig, found: int) -> int:
+    """The model's outputs: the data's class count, or --num-classes (no fewer: a label would
+    have no output)."""
+    if config.num_classes is None:
+        return found
+    if config.num_classes < found:
+        raise CompressorError(f"--num-classes {config.num_classes} is fewer than the {found} classes of the data "
+                              f"(labels 0-{found - 1}); give at least {found} or drop it")
+    return config.num_classes
 
 
 TARGET_SLACK = 0.01  # the plan lands on or just past the target; this much short is rounding, more is a miss

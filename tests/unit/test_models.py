@@ -113,3 +113,62 @@ def test_unreadable_weights_file_is_value_error(tmp_path) -> None:
     path.write_text("not a checkpoint")
     with pytest.raises(ValueError, match="cannot read weights"):
         build_model("resnet20", weights=path)
+
+
+def test_new_head_reinitialises_only_the_classifier(tmp_path, caplog) -> None:
+    """With new_head, a 100-class file starts a 10-class model: all but fc is the file's, fc is the fresh
+    init (one log line says so); without it the same file is refused, as a shape mismatch."""
+    torch.manual_seed(1)
+    state = build_model("resnet20", num_classes=100).state_dict()
+    torch.save(state, tmp_path / "w.pt")
+    torch.manual_seed(2)
+    fresh = build_model("resnet20").fc.weight.detach().clone()
+    torch.manual_seed(2)
+    with caplog.at_level("INFO", logger="compressor"):
+        model = build_model("resnet20", weights=tmp_path / "w.pt", new_head=True)
+    assert [r.getMessage() for r in caplog.records if "re-initialised" in r.getMessage()] == [
+        f"weights from {tmp_path / 'w.pt'}: classifier fc re-initialised for the new class count, 100 -> 10 classes"]
+    assert torch.equal(model.fc.weight, fresh)
+    for name, tensor in model.state_dict().items():
+        if not name.startswith("fc."):
+            assert torch.equal(tensor, state[name]), name
+    with pytest.raises(ValueError, match="shape mismatches: 2"):
+        build_model("resnet20", weights=tmp_path / "w.pt")
+
+
+def test_new_head_refuses_any_other_mismatch(tmp_path) -> None:
+    state = build_model("resnet20", num_classes=100).state_dict()
+    state["conv1.weight"] = torch.zeros(16, 1, 3, 3)
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(ValueError, match=r"shape mismatches: 1 \(e\.g\. conv1\.weight"):
+        build_model("resnet20", weights=tmp_path / "w.pt", new_head=True)
+
+
+def test_safetensors_file_and_densenet_legacy_keys(tmp_path) -> None:
+    """A .safetensors file (timm's format) loads; torchvision's DenseNet files name their keys
+    'norm.1' and lack BatchNorm's step counter (torchvision's loader copes, and so does the zoo's);
+    an MNASNet's module versions survive the re-initialised head."""
+    from safetensors.torch import save_file
+
+    source = build_model("resnet20")
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    assert torch.equal(build_model("resnet20", weights=tmp_path / "w.safetensors").conv1.weight, source.conv1.weight)
+    dense = build_model("densenet121")
+    legacy = {k.replace(".norm1.", ".norm.1.").replace(".conv2.", ".conv.2."): v  # and, older than BatchNorm's
+              for k, v in dense.state_dict().items() if not k.endswith("num_batches_tracked")}  # step counter
+    assert any(".norm.1." in k for k in legacy)
+    torch.save(legacy, tmp_path / "densenet121-a639ec97.pth")
+    loaded = build_model("densenet121", weights=tmp_path / "densenet121-a639ec97.pth")
+    assert torch.equal(loaded.features.denseblock1.denselayer1.norm1.weight, dense.features.denseblock1.denselayer1.norm1.weight)
+    torch.save(build_model("mnasnet0_5").state_dict(), tmp_path / "mnasnet.pt")
+    assert build_model("mnasnet0_5", num_classes=3, weights=tmp_path / "mnasnet.pt", new_head=True).classifier[1].out_features == 3
+
+
+@pytest.mark.parametrize("text, is_name", [
+    ("IMAGENET1K_V1", True), ("DEFAULT", True), ("ResNet18_Weights.IMAGENET1K_V1", True), ("a1_in1k", True),
+    ("w.pt", False), ("model.safetensors", False), ("run/checkpoint", False), ("imagenet.pth.tar", False),
+])
+def test_weights_name_or_file(text: str, is_name: bool) -> None:
+    from compressor.models.pretrained import is_weights_name
+
+    assert is_weights_name(text) is is_name

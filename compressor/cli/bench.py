@@ -13,6 +13,8 @@ import click
 from compressor.choices import BENCH_BACKENDS as BACKEND_NAMES
 from compressor.choices import BENCH_PRECISIONS
 from compressor.cli.common import MAX_COUNT, bounded_int, finite_float, trust_code_flag, user_errors
+from compressor.cli.logs import verbosity_options
+from compressor.cli.sections import SectionedCommand
 from compressor.errors import CompressorError
 
 
@@ -45,7 +47,7 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
 
 
 
-@click.command("bench", context_settings={"max_content_width": 110})
+@click.command("bench", cls=SectionedCommand, context_settings={"max_content_width": 110})
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--backend", "backends", default="torch,onnxruntime", show_default=True, callback=_names(BACKEND_NAMES),
               help="Comma-separated: torch (eager), torch-compile (inductor), onnxruntime (CPU or CUDA provider by "
@@ -81,6 +83,7 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
               help="Replace existing report files (bench.json, bench.md, bench.png or the files --json, --markdown, "
               "--plot name); nothing else is touched.")
 @trust_code_flag()
+@verbosity_options
 def bench_command(sources, **options) -> None:
     """Time SOURCE's dense original against the pruned model on this machine.
 

@@ -1,9 +1,11 @@
-"""What every ``compress`` command shares: one-line user errors, the C,H,W option parser, the
-bounded number types every option uses, and the --trust-code flag.  Light on purpose (click
+"""What every ``compress`` command shares: one-line user errors, the --input-size parser, an
+option's old spelling kept as a deprecated alias, the bounded number types every option uses,
+and the --trust-code flag.  Light on purpose (click
 only): ``compress --help`` imports it."""
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 
@@ -73,13 +75,67 @@ def bounded_number(text, what: str, low: int, high: int) -> int:
     return number
 
 
+# The help's words for --input-size, one spelling for every command that takes it.
+INPUT_SIZE_FORMS = "C,H,W, or N for 3,N,N"
+
+
 def parse_input_size(ctx, param, value: str | None) -> tuple[int, int, int] | None:
+    """--input-size: C,H,W (also CxHxW), or one N for a square RGB input 3,N,N."""
     if value is None:
         return None
-    parts = [p for p in re.split(r"[,x×\s]+", value.strip()) if p]
+    parts = [p for p in re.split(r"[,x×\s]+", str(value).strip()) if p]
+    if len(parts) == 1 and parts[0].isdigit() and int(parts[0]) > 0:
+        parts = ["3", parts[0], parts[0]]
     if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise click.BadParameter(f"expected three positive integers C,H,W (e.g. 3,224,224), got '{value}'")
+        raise click.BadParameter(f"expected three positive integers C,H,W (e.g. 3,224,224) or one N for 3,N,N, "
+                                 f"got '{value}'")
     return tuple(int(p) for p in parts)
+
+
+def parse_square_input_size(ctx, param, value) -> int | None:
+    """prune's --input-size: the side N of the square RGB crop the model sees (N or 3,N,N)."""
+    size = parse_input_size(ctx, param, value)
+    if size is None:
+        return None
+    channels, height, width = size
+    if channels != 3 or height != width:
+        raise click.BadParameter(f"the images are square RGB crops: give N or 3,N,N, got '{value}'")
+    if not MIN_CROP <= height <= MAX_COUNT:
+        raise click.BadParameter(f"{height} is not in the range {MIN_CROP}<=x<={MAX_COUNT}")
+    return height
+
+
+# The smallest crop prune takes (what --image-size took before it was renamed).
+MIN_CROP = 8
+
+
+class RenamedOption(click.Option):
+    """An option that had another name: the old spelling (``old=``) still works, with a
+    one-line deprecation warning, but is not listed in --help (the new option's help text
+    names it).  Given together with the new spelling it is a usage error."""
+
+    def __init__(self, *args, old: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.old = old
+
+    @property
+    def _old_dest(self) -> str:
+        return f"{self.name}__as_{self.old.lstrip('-').replace('-', '_')}"
+
+    def add_to_parser(self, parser, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        parser.add_option(obj=self, opts=[self.old], dest=self._old_dest, action="store", nargs=self.nargs)
+
+    def consume_value(self, ctx: click.Context, opts):
+        if self._old_dest not in opts:
+            return super().consume_value(ctx, opts)
+        new = self.opts[0]
+        if self.name in opts:
+            raise click.UsageError(f"{self.old} is the old name of {new}; give {new} alone", ctx)
+        if not ctx.resilient_parsing:  # shell completion parses the line too: no warning there
+            logging.getLogger(__name__).warning("%s is deprecated and will be removed; use %s (same values)",
+                                                self.old, new)
+        return opts[self._old_dest], click.core.ParameterSource.COMMANDLINE
 
 
 def trust_code_flag(extra_help: str = ""):

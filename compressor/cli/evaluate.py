@@ -13,12 +13,14 @@ import click
 
 from compressor.choices import DATASETS
 from compressor.cli.common import bounded_int, trust_code_flag
+from compressor.cli.logs import verbosity_options
+from compressor.cli.sections import SectionedCommand
 from compressor.errors import CompressorError
 
 SPLITS = ("val", "train")  # compressor.evaluation.data.SPLITS, named here without torch
 
 
-@click.command("eval", context_settings={"max_content_width": 110})
+@click.command("eval", cls=SectionedCommand, context_settings={"max_content_width": 110})
 @click.argument("source", nargs=-1, required=True)
 @click.option(
     "--data", type=click.Choice(DATASETS),
@@ -50,6 +52,7 @@ SPLITS = ("val", "train")  # compressor.evaluation.data.SPLITS, named here witho
 @click.option("--overwrite", is_flag=True,
               help="Let --json replace an existing file that is not an earlier eval report.")
 @trust_code_flag()
+@verbosity_options
 def eval_command(source: tuple[str, ...], data, data_dir, split, limit, batch_size, json_path, overwrite,
                  trust_code) -> None:
     """Measure top-1, top-5 and loss of SOURCE's models on the same images.

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import click
 
-from compressor.cli.common import bounded_int, finite_float, parse_input_size, trust_code_flag
+from compressor.cli.common import INPUT_SIZE_FORMS, bounded_int, finite_float, parse_input_size, trust_code_flag
+from compressor.cli.logs import verbosity_options
+from compressor.cli.sections import SectionedCommand
 from compressor.errors import CompressorError
 from compressor.choices import DATASETS
 from compressor.export.config import (
@@ -34,7 +36,7 @@ OPTIONS = [
     ),
     click.option(
         "--input-size", callback=parse_input_size, metavar="C,H,W",
-        help="Input size for a model-name SOURCE [default: its native size; a user's factory: its input_size "
+        help=f"Input size for a model-name SOURCE ({INPUT_SIZE_FORMS}) [default: its native size; a user's factory: its input_size "
         "attribute or 3,224,224]. Refused for runs and model files: they are exported at the size they were "
         "pruned at.",
     ),
@@ -143,9 +145,10 @@ def export_options(command):
     return command
 
 
-@click.command("export", context_settings={"max_content_width": 110})
+@click.command("export", cls=SectionedCommand, context_settings={"max_content_width": 110})
 @click.argument("source")
 @export_options
+@verbosity_options
 def export_command(
     source: str, format_: str, out, input_size, opset, max_batch, fp16, int8, calib_data, calib_data_dir,
     calib_samples, calib_method, int8_min_agreement, int8_exclude, int8_activations, int8_fallback, simplify, atol, rtol, allow_trace,

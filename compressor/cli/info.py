@@ -9,20 +9,22 @@ from typing import TYPE_CHECKING
 
 import click
 
-from compressor.cli.common import bounded_int, finite_float, parse_input_size, trust_code_flag, user_errors
+from compressor.cli.common import INPUT_SIZE_FORMS, bounded_int, finite_float, parse_input_size, trust_code_flag, user_errors
+from compressor.cli.logs import verbosity_options
+from compressor.cli.sections import SectionedCommand
 from compressor.errors import CompressorError, one_line
 
 if TYPE_CHECKING:
     from compressor.engine.analysis.graph import ChannelGraph
 
 
-@click.command("info")
+@click.command("info", cls=SectionedCommand)
 @click.argument("model")
 @click.option(
     "--input-size",
     callback=parse_input_size,
     metavar="C,H,W",
-    help="Input size to analyse and count at (default: the model's native size).",
+    help=f"Input size to analyse and count at ({INPUT_SIZE_FORMS}) [default: the model's native size].",
 )
 @click.option("--num-classes", type=bounded_int(min=1), help="Classifier outputs (default: the model's).")
 @click.option(
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 @click.option("--groups", "show_groups", is_flag=True, help="List every channel group (and the plan, with --flops-reduction).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (params, macs, groups, pruned_params, pruned_macs ...).")
 @trust_code_flag()
+@verbosity_options
 @user_errors
 def info_command(
     model: str,

@@ -15,8 +15,6 @@ console at the level ``-v`` / ``-q`` choose (default INFO).
 """
 from __future__ import annotations
 
-import logging
-
 import click
 
 from compressor import __version__
@@ -24,24 +22,21 @@ from compressor.cli.bench import bench_command
 from compressor.cli.evaluate import eval_command
 from compressor.cli.export import export_command
 from compressor.cli.info import info_command
-from compressor.cli.logs import show_logs
+from compressor.cli.logs import chosen_level, show_logs, verbosity_options
 from compressor.cli.models import models_command
 from compressor.cli.prune import prune_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="compress")
-@click.option("-v", "--verbose", is_flag=True,
-              help="Also show debug lines (which checkpoint each epoch wrote, fallbacks taken).")
-@click.option("-q", "--quiet", is_flag=True,
-              help="Show no progress lines (per epoch, prune), only warnings; results and errors still show.")
+@verbosity_options
 @click.pass_context
-def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
+def main(ctx: click.Context) -> None:
     """One-cycle structured pruning: find the channels that do not pay for themselves,
-    remove them, and hand back a smaller dense network."""
-    if verbose and quiet:
-        raise click.UsageError("-v/--verbose and -q/--quiet contradict each other; pass one of them")
-    show_logs(ctx, logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    remove them, and hand back a smaller dense network.
+
+    -v/-q may also follow the command: `compress prune -q ...`."""
+    show_logs(ctx, chosen_level(ctx))
 
 
 for _command in (models_command, info_command, prune_command, export_command, eval_command, bench_command):

@@ -6,6 +6,7 @@ import json
 import click
 
 from compressor.cli.common import user_errors
+from compressor.cli.logs import verbosity_options
 from compressor.errors import CompressorError
 
 
@@ -20,6 +21,7 @@ from compressor.errors import CompressorError
     "names out).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@verbosity_options
 @user_errors
 def models_command(family: str, as_json: bool) -> None:
     """List the model names that --model / MODEL accept.  Besides these: timm:NAME for any

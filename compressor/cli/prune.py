@@ -15,7 +15,10 @@ import click
 
 from compressor.choices import (AMP_MODES, BENCH_BACKENDS, CRITERIA, DATASETS, DEFAULT_DEPLOY_BACKEND, LR_SCHEDULES, MAX_SEED,
                                 OPTIMIZERS, POOL_CRITERIA, REG_SCHEDULES, SCHEDULES)
-from compressor.cli.common import MAX_COUNT, bounded_int, bounded_number, finite_float, trust_code_flag
+from compressor.cli.common import (MAX_COUNT, RenamedOption, bounded_int, bounded_number, finite_float,
+                                   parse_square_input_size, trust_code_flag)
+from compressor.cli.logs import verbosity_options
+from compressor.cli.sections import SectionedCommand
 from compressor.errors import CompressorError
 
 DEFAULT_EPOCHS = 10
@@ -52,6 +55,7 @@ def _load_config_file(ctx: click.Context, param, value: str | None):
         raise click.BadParameter(f"{path} must hold a mapping of option names to values")
     known = {p.name for p in ctx.command.params}
     settings = {str(k).replace("-", "_"): v for k, v in data.items()}
+    settings = {("image_size" if k == "input_size" else k): v for k, v in settings.items()}  # --input-size's name
     unknown = sorted(set(settings) - known)
     if unknown:
         raise click.BadParameter(f"{path} sets unknown options: {', '.join(unknown)}")
@@ -126,7 +130,7 @@ MAX_SYNTHETIC_IMAGES = 1_000_000
 
 OPTIONS = [
     click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_load_config_file, help="YAML or TOML file of option values (flags override it)."),
-    click.option("--model", default="resnet20", show_default=True, help="Zoo or torchvision model name (see `compress models`)."),
+    click.option("--model", default="resnet20", show_default=True, help="A zoo or torchvision name (see `compress models`), timm:NAME (the timm extra), or module.path:factory: your function that returns an nn.Module."),
     click.option("--weights", metavar="FILE|NAME", help="Start from trained weights instead of random init: a local file (a state_dict, bare or under 'state_dict'/'model'; .pt/.pth/.bin or .safetensors), or a name: torchvision's for its models (IMAGENET1K_V1, DEFAULT, ResNet18_Weights.IMAGENET1K_V1), a pretrained tag (or DEFAULT) for timm:NAME. A name is read from the library's cache ($TORCH_HOME/hub/checkpoints; timm: the Hugging Face cache), never downloaded: a missing file is an error naming where it should be. A head trained for another class count is re-initialised for the data's (or --num-classes); any other mismatch is refused."),
     click.option("--num-classes", type=bounded_int(min=1), help="The model's outputs [default: the dataset's class count]; at least that many."),
     click.option("--out", type=click.Path(file_okay=False), help="Output directory [default: runs/MODEL-SCHEDULE]."),
@@ -139,7 +143,7 @@ OPTIONS = [
     click.option("--download", is_flag=True, help="Allow torchvision to download CIFAR into --data-dir."),
     click.option("--batch-size", type=bounded_int(min=1), default=128, show_default=True, help="Batch size per process."),
     click.option("--workers", type=bounded_int(min=0), default=None, help="Data loader processes for cifar*/imagefolder [default: 0 on a CPU run, where they would take cores from training; on a GPU min(8, cores - 1)]. Batches are pinned in memory when training on CUDA."),
-    click.option("--image-size", type=bounded_int(min=8), help="imagefolder crop size [default: 224]."),
+    click.option("--input-size", "image_size", cls=RenamedOption, old="--image-size", callback=parse_square_input_size, metavar="N|3,N,N", help="imagefolder: the square crop the model sees [default: 224]; digits, cifar and synthetic are 32 (their only size). Formerly --image-size, still accepted (deprecated)."),
     click.option("--synthetic-train", type=bounded_int(1, MAX_SYNTHETIC_IMAGES), default=5000, show_default=True, help="synthetic: images in the training set."),
     click.option("--synthetic-val", type=bounded_int(1, MAX_SYNTHETIC_IMAGES), default=1000, show_default=True, help="synthetic: images in the validation set."),
     click.option("--augment/--no-augment", default=True, show_default=True, help="CIFAR-style random crop + flip (digits: the crop only; imagefolder: random resized crop + flip)."),
@@ -202,8 +206,9 @@ def prune_options(command):
     return command
 
 
-@click.command("prune", context_settings={"max_content_width": 110})
+@click.command("prune", cls=SectionedCommand, context_settings={"max_content_width": 110})
 @prune_options
+@verbosity_options
 @click.pass_context
 def prune_command(ctx: click.Context, **options) -> None:
     """Train MODEL once and prune it during training to a MACs budget.

@@ -9,6 +9,7 @@ so the user can see why.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from compressor.export.outputs import flatten_outputs, run_model
 from compressor.export.parity import ParityReport, check_onnx, check_onnx_top1
 from compressor.export.simplify import Simplified, simplify_onnx
 from compressor.export.sources import ExportSource, resolve_source
+
+log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 FP16_FILE = "model_fp16.onnx"
@@ -170,6 +173,7 @@ class _Job:
             self._load_calibration()
         if self.config.verify:
             self._load_gate_images()
+        log.info(self._start_line())
         onnx_path = self._export()
         self._simplify_and_verify(onnx_path)
         if self.config.fp16:
@@ -179,6 +183,17 @@ class _Job:
         if self.config.format == "tensorrt":
             self._tensorrt(onnx_path)
         return self._finish("ok" if self.config.verify else "unverified")
+
+    def _start_line(self) -> str:
+        """Once the source, the output directory and the data are checked: what is exported where,
+        'compress export: resnet20 (pruned run runs/r), 3x32x32, onnx opset 20 + fp16, parity gate on -> runs/r/export'."""
+        s, c = self.source, self.config
+        origin = f"{'pruned' if s.pruned else 'dense'} {s.kind}" + (f" {s.path}" if s.path is not None else "")
+        outputs = " + ".join([f"onnx opset {self.opset}", *(["fp16"] if c.fp16 else []), *(["int8"] if c.int8 else []),
+                              *(["tensorrt"] if c.format == "tensorrt" else [])])
+        gate = "parity gate on" if c.verify else "unverified (--no-verify)"
+        size = "x".join(str(v) for v in self.input_size)
+        return f"compress export: {s.name} ({origin}), {size}, {outputs}, {gate} -> {c.out}"
 
     # -- steps ---------------------------------------------------------------------------
 

@@ -78,7 +78,7 @@ def colour_run(root: Path) -> Path:
     make_image_folder(root / "images")
     run = root / "run"
     compress("prune", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", str(root / "images"),
-             "--image-size", "16", "--batch-size", "16", "--epochs", "3", "--max-prune-epoch", "1",
+             "--input-size", "16", "--batch-size", "16", "--epochs", "3", "--max-prune-epoch", "1",
              "--monitor-start", "1", "--no-progress", "--out", str(run))
     return run
 

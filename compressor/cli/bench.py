@@ -5,7 +5,7 @@ rest of the CLI stays fast.
 """
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 import click
@@ -17,6 +17,7 @@ from compressor.cli.logs import verbosity_options
 from compressor.cli.sections import SectionedCommand
 from compressor.errors import CompressorError
 
+log = logging.getLogger(__name__)
 
 # Seconds of warm-up or timing per variant, at most: a bench times many variants, and an hour
 # each is already a day's run; more is a slip of the keyboard (or inf, which never ends).
@@ -120,6 +121,10 @@ def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s
     # Read-only first: a refusal leaves even the folders' times as they were.
     check_free_names(named, overwrite, "a bench keeps earlier results: choose another --out, or pass --overwrite")
     _check_outputs(targets, None if out else out_dir, _caches(groups, config))
+    models = ", ".join(dict.fromkeys(s.name.rsplit(" ", 1)[0] for g in groups for s in g.subjects))
+    log.info("compress bench: %s on %s (%s threads); %s; %s; batch %s -> %s", models, config.resolved_device,
+             config.resolved_threads, ", ".join(backends), ", ".join(precisions), ",".join(map(str, batch_sizes)),
+             ", ".join(dict.fromkeys(str(path.parent) for path in targets)))
     progress = _progress(sum(1 for _ in cells(groups, config)))
     try:
         result = run_bench(groups, config, on_cell=progress)
@@ -127,7 +132,6 @@ def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s
         progress.close()
     click.echo(environment_line(result.environment))
     click.echo(format_table(result))
-    models = ", ".join(dict.fromkeys(s.name.rsplit(" ", 1)[0] for g in groups for s in g.subjects))
     title = f"compress bench: {models} on {result.config['device']}"
     written = [
         write_json(result, targets[0]),
@@ -174,9 +178,9 @@ class _progress:
     """A bar over the (model, backend, precision, batch) cells, on stderr."""
 
     def __init__(self, total: int):
-        from tqdm.auto import tqdm
+        from compressor.progress import progress_bar
 
-        self.bar = tqdm(total=total, file=sys.stderr, leave=False, dynamic_ncols=True, desc="bench")
+        self.bar = progress_bar(total, "bench")
         self.started = False
 
     def __call__(self, label: str) -> None:

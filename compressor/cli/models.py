@@ -46,6 +46,8 @@ def models_command(family: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    for row in rows:
-        size = "x".join(str(v) for v in row["input_size"])
-        click.echo(f"{row['name']:<24} {row['family']:<12} {size}")
+    table = [("model", "family", "input")] + [
+        (row["name"], row["family"], "x".join(str(v) for v in row["input_size"])) for row in rows]
+    widths = [max(len(cells[i]) for cells in table) for i in range(2)]  # the last column needs no padding
+    for name, kind, size in table:
+        click.echo(f"{name:<{widths[0]}}  {kind:<{widths[1]}}  {size}")

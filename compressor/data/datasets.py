@@ -92,11 +92,11 @@ class DataConfig:
         if self.seed < 0:
             raise CompressorError(f"--seed must be >= 0, got {self.seed}")
         if self.image_size is not None and self.dataset != "imagefolder" and self.image_size != CIFAR_SIZE:
-            raise CompressorError(f"{self.dataset} images are {CIFAR_SIZE}x{CIFAR_SIZE}; drop --image-size")
+            raise CompressorError(f"{self.dataset} images are {CIFAR_SIZE}x{CIFAR_SIZE}; drop --input-size")
         if self.num_classes is not None and self.num_classes < 1:
             raise CompressorError(f"--num-classes must be >= 1, got {self.num_classes}")
         if self.image_size is not None and self.image_size < 1:
-            raise CompressorError(f"--image-size must be >= 1, got {self.image_size}")
+            raise CompressorError(f"--input-size must be >= 1, got {self.image_size}")
 
 
 class _Split(Protocol):

@@ -10,7 +10,6 @@ manifest.json ``compress export`` wrote, an ``evaluation`` section in that manif
 from __future__ import annotations
 
 import logging
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -66,8 +65,9 @@ def evaluate(
             notes.append(f"{runner.name} predicts {runner.num_classes} classes, the data has {images.num_classes}")
             log.debug(notes[-1])
     _check_memory(runners, images)
-    log.info("evaluating %d model(s) on %d %s images of %s (batch %d)", len(runners), images.images, images.split,
-             where(images.config), images.batch_size)
+    # the start line, once every file is open and the data checked against each
+    log.info("compress eval: %d model(s) of %s on %d %s images of %s, batch %d", len(runners), found.source,
+             images.images, images.split, where(images.config), images.batch_size)
     tallies = _run(runners, images, progress)
     report = EvalReport(
         source=found.source, source_kind=found.kind, data=images.describe(),
@@ -142,11 +142,9 @@ def _run(runners: dict[int, Runner], images, progress: bool) -> dict[int, Tally]
 def _progress_bar(total: int, progress: bool):
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from compressor.progress import progress_bar
 
-    # disable=None: only on a terminal, so logs and pipes stay clean
-    return tqdm(total=total, desc="eval", unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True,
-                disable=None)
+    return progress_bar(total, "eval", unit="batch")
 
 
 def _row(subject: Subject, runner: Runner | None, tally: Tally | None) -> EvalRow:

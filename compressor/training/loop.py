@@ -21,7 +21,6 @@ import itertools
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -438,10 +437,9 @@ class Trainer:
     def _progress(self, total: int, description: str):
         if not (self.config.progress and self.context.writer):
             return None
-        from tqdm.auto import tqdm
+        from compressor.progress import progress_bar
 
-        # disable=None: only on a terminal, so a log file or a pipe gets the epoch lines, not bar redraws
-        return tqdm(total=total, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True, disable=None)
+        return progress_bar(total, description)
 
     def _say(self, message: str) -> None:
         """A progress line for whoever watches the run: rank 0 only, at INFO."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from compressor.training.loop import RunContext, Trainer, TrainConfig, config_di
 from compressor.models.zoo import build
 
 CONFIG_TYPES = (DataConfig, TrainConfig, PruneConfig)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     settings = config_dict(spec.data, spec.train, spec.prune)
     extra = lambda: {"config": settings, "model_name": spec.model, "spec": model_spec.to_dict()}  # noqa: E731
     trainer = Trainer(pruner, optimizer, data, spec.train, context, extra)
+    data.batches_per_epoch(world_size)  # a --batch-size larger than the shard: refused before the start line
     start = 0
     if resume_payload is not None:
         with _checkpoint_must_fit(spec.out / LATEST):
@@ -118,6 +121,8 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
         start = epoch_index(done) + 1  # the loop index of the epoch after it
         if context.writer:
             MetricsLog(spec.out / "metrics.jsonl").truncate_after(done)
+    if context.writer:
+        log.info(start_line(spec, data, device, world_size, resume_payload))
     trainer.run(start)
     if world_size > 1:
         atomic_write_text(spec.out / f"rank{rank}-final.json", json.dumps(trainer.fingerprint()))
@@ -126,6 +131,18 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
     summary = _write_artifacts(spec, model_spec, pruner, trainer)
     _check_target_reached(spec, summary)
     return summary
+
+
+def start_line(spec: RunSpec, data, device, world_size: int, resume_payload: dict | None) -> str:
+    """What the run is about to do, in one line, once every setting has been checked:
+    'compress prune: resnet20 on digits (1,500 train / 297 val), cpu, 10 epochs, -50% MACs -> runs/resnet20-ocs'."""
+    where = f"{device}" + (f" x{world_size} processes" if world_size > 1 else "")
+    target = "no pruning" if spec.prune.schedule == "dense" else f"-{spec.prune.flops_reduction:.0%} MACs"
+    what = (f"{spec.model} on {spec.data.dataset} ({data.train_size:,} train / {data.val_size:,} val), {where}, "
+            f"{spec.train.epochs} epochs of {spec.prune.schedule}, {target}")
+    if resume_payload is None:
+        return f"compress prune: {what} -> {spec.out}"
+    return f"compress prune: resuming {spec.out} after epoch {int(resume_payload['epoch'])}: {what}"
 
 
 def _model_classes(config: DataConfig, found: int) -> int:

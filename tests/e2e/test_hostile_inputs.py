@@ -119,7 +119,7 @@ def _image_folder(classes: int, corrupt: bool):
                     Image.new("RGB", (12, 12), (40 * c, 8 * i, 90)).save(folder / f"{i}.jpg")
         if corrupt:
             (root / "train" / "class1" / "2.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
-        return ["prune", "--dataset", "imagefolder", "--data-dir", str(root), "--image-size", "8", "--batch-size", "4",
+        return ["prune", "--dataset", "imagefolder", "--data-dir", str(root), "--input-size", "8", "--batch-size", "4",
                 "--epochs", "1", "--no-progress", "--out", str(tmp_path / "out")]
 
     return make

@@ -57,7 +57,7 @@ def imagenet_resnet18(path: Path) -> dict:
 
 def prune(images: Path, out: Path, *args: str) -> Result:
     return CliRunner().invoke(main, ["prune", "--dataset", "imagefolder", "--data-dir", str(images),
-                                     "--image-size", "32", *STILL, "--out", str(out), *args])
+                                     "--input-size", "32", *STILL, "--out", str(out), *args])
 
 
 def assert_started_from(run: Path, state: dict, head: str, classes: int) -> None:
@@ -142,7 +142,7 @@ def test_a_timm_tag_loads_from_the_hugging_face_cache(images, tmp_path):
     state = timm.create_model("resnet18", num_classes=1000).state_dict()
     save_file(state, str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
     args = ["prune", "--model", "timm:resnet18", "--dataset", "imagefolder", "--data-dir", str(images),
-            "--image-size", "32", *STILL]
+            "--input-size", "32", *STILL]
     env = {"HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     done = compress(*args, "--weights", "a1_in1k", "--out", str(tmp_path / "run"), env=env)
     assert "timm resnet18.a1_in1k" in done.stdout and f"classifier fc re-initialised for the new class count, " \

@@ -268,6 +268,7 @@ def test_readme_main_job_chain_runs(tmp_path):
         done = subprocess.run([*this_tree, *command], cwd=tmp_path, capture_output=True, text=True, timeout=600,
                               env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
         assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.count(f"compress {command[0]}: ") == 1, done.stdout  # its start line, once
     assert "efficiency" in done.stdout and "resnet20 pruned" in done.stdout
     report = json.loads((tmp_path / run / "bench" / "bench.json").read_text())
     assert {r["backend"] for r in report["records"]} == {"torch", "onnxruntime"}

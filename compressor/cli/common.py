@@ -1,7 +1,6 @@
 """What every ``compress`` command shares: one-line user errors, the --input-size parser, an
 option's old spelling kept as a deprecated alias, the bounded number types every option uses,
-and the --trust-code flag.  Light on purpose (click
-only): ``compress --help`` imports it."""
+and the --trust-code flag.  Light on purpose (click only): ``compress --help`` imports it."""
 from __future__ import annotations
 
 import functools
@@ -77,6 +76,8 @@ def bounded_number(text, what: str, low: int, high: int) -> int:
 
 # The help's words for --input-size, one spelling for every command that takes it.
 INPUT_SIZE_FORMS = "C,H,W, or N for 3,N,N"
+# The smallest crop prune takes (what --image-size took before it was renamed).
+MIN_CROP = 8
 
 
 def parse_input_size(ctx, param, value: str | None) -> tuple[int, int, int] | None:
@@ -103,10 +104,6 @@ def parse_square_input_size(ctx, param, value) -> int | None:
     if not MIN_CROP <= height <= MAX_COUNT:
         raise click.BadParameter(f"{height} is not in the range {MIN_CROP}<=x<={MAX_COUNT}")
     return height
-
-
-# The smallest crop prune takes (what --image-size took before it was renamed).
-MIN_CROP = 8
 
 
 class RenamedOption(click.Option):

@@ -48,9 +48,9 @@ _EXPORTS = {
     "SelectionConfig": "compressor.engine.selection",
     "UnreachableTargetError": "compressor.engine.selection",
     "select_plan": "compressor.engine.selection",
-    "ModelSpec": "compressor.training.serialization",
-    "load_pruned": "compressor.training.serialization",
-    "save_pruned": "compressor.training.serialization",
+    "ModelSpec": "compressor.runfiles.modelfile",
+    "load_pruned": "compressor.runfiles.modelfile",
+    "save_pruned": "compressor.runfiles.modelfile",
     "PruningCallback": "compressor.integrations.lightning",  # imports Lightning
 }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from compressor.errors import CompressorError
-from compressor.training.serialization import load_pruned
+from compressor.runfiles.modelfile import load_pruned
 from compressor.models.deployable import deployable
 from compressor.models.zoo import build, entry
 

@@ -217,7 +217,7 @@ def resolve(sources: list[str], trust_code: bool = False) -> list[Group]:
 
 def _model_pair(path: Path, cache_root: Path, trust_code: bool) -> Group:
     from compressor.models.deployable import deployable
-    from compressor.training.serialization import load_pruned, rebuild
+    from compressor.runfiles.modelfile import load_pruned, rebuild
 
     pruned, spec, _ = load_pruned(path, trust_code)
     dense = rebuild(spec, [], trust_code).eval()

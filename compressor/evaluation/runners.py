@@ -72,7 +72,7 @@ def pytorch_runner(path: Path, trust_code: bool = False) -> Runner:
     """The pruned model as ``exporters/sources.py`` loads it, fp32 on the CPU."""
     from compressor.export.outputs import flatten_outputs, run_model
     from compressor.models.deployable import is_detector
-    from compressor.training.serialization import load_pruned
+    from compressor.runfiles.modelfile import load_pruned
 
     model, spec, _ = load_pruned(path, trust_code)
     if is_detector(model):

@@ -19,7 +19,7 @@ The example input for the analysis is, in this order: ``example_input=``, the mo
 ``example_input_array``, or the first sample of the first training batch.
 Limitation: a Lightning checkpoint written after the prune holds the smaller weights;
 resuming ``Trainer.fit`` from it needs the pruned architecture rebuilt first
-(``compressor.training.serialization.rebuild`` with ``pruner.applied_plans``).
+(``compressor.runfiles.modelfile.rebuild`` with ``pruner.applied_plans``).
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from torch import nn
 from compressor.training import batchnorm
 from compressor.training.checkpoint import BEFORE_PRUNE, LATEST, save_checkpoint
 from compressor.choices import AMP_MODES, LR_SCHEDULES, MAX_SEED, OPTIMIZERS  # named there for a torch-free CLI
-from compressor.training.serialization import portable_state
+from compressor.runfiles.modelfile import portable_state
 from compressor.data.datasets import DataBundle
 from compressor.errors import CompressorError
 from compressor.schedules.onecycle import EpochEvent, OneCyclePruner

@@ -29,7 +29,7 @@ from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
 from compressor.outdir import check_fresh_output, remove_stale_temps  # noqa: F401 - check_fresh_output: API
 from compressor.engine.plan import PruningPlan
 from compressor.training.report import MetricsLog, plot_run, write_summary
-from compressor.training.serialization import ModelSpec, check_dtypes, rebuild, restored_state, save_pruned
+from compressor.runfiles.modelfile import ModelSpec, check_dtypes, rebuild, restored_state, save_pruned
 from compressor.training.loop import RunContext, Trainer, TrainConfig, config_dict, distributed_context, make_optimizer, resolve_device
 from compressor.models.zoo import build
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from compressor.epochs import epoch_number
 from compressor.errors import CompressorError
-from compressor.schedules.onecycle import EpochEvent, OneCyclePruner, PruneConfig, _release_ddp
+from compressor.schedules.onecycle import EpochEvent, OneCyclePruner, PruneConfig, release_ddp
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class PruningCallback(pl.Callback):
         strategy = trainer.strategy
         wrapped = isinstance(strategy.model, nn.parallel.DistributedDataParallel)
         if wrapped:
-            _release_ddp(strategy.model)
+            release_ddp(strategy.model)
             strategy.model = pl_module
         self.pruner.prune(epoch)
         if wrapped:

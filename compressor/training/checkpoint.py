@@ -20,13 +20,14 @@ from pathlib import Path
 
 import torch
 
+from compressor.artifacts import CHECKPOINT_FILE
 from compressor.atomic import atomic_torch_save
 from compressor.epochs import epoch_index
 from compressor.errors import CompressorError
 from compressor.runfiles.integrity import check_digest, sealed
 
 FORMAT = "compressor.training.checkpoint/1"
-LATEST = "checkpoint.pt"
+LATEST = CHECKPOINT_FILE  # the checkpoint a resume continues from
 BEFORE_PRUNE = "checkpoint-before-prune.pt"
 
 

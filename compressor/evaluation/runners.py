@@ -21,11 +21,9 @@ import torch
 
 from compressor.errors import CompressorError, one_line
 from compressor.evaluation.subjects import NOT_A_CLASSIFIER, ONNX, PYTORCH, TENSORRT, Subject
+from compressor.export.providers import ORT_CPU, ORT_CUDA
 
 log = logging.getLogger(__name__)
-
-ORT_CPU = "CPUExecutionProvider"
-ORT_CUDA = "CUDAExecutionProvider"
 
 
 @dataclass

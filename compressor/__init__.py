@@ -52,9 +52,9 @@ _EXPORTS = {
     "prune_once": "compressor.engine.oneshot",  # analyse -> plan -> apply in one call
     "plan_once": "compressor.engine.oneshot",
     "PrunedOnce": "compressor.engine.oneshot",
-    "ModelSpec": "compressor.training.serialization",
-    "load_pruned": "compressor.training.serialization",
-    "save_pruned": "compressor.training.serialization",
+    "ModelSpec": "compressor.runfiles.modelfile",
+    "load_pruned": "compressor.runfiles.modelfile",
+    "save_pruned": "compressor.runfiles.modelfile",
     "PruningCallback": "compressor.integrations.lightning",  # imports Lightning
 }
 

@@ -17,8 +17,11 @@ import types
 import typing
 from typing import Any, Literal, TypedDict, Union
 
-# The file names of a `compress prune` run directory that later commands read.
+# The file names of a `compress prune` run directory that later commands read (here, in the base
+# floor, because the output-directory checks of ``compressor.outdir`` need them too).
 SUMMARY_FILE = "summary.json"
+MODEL_FILE = "model.pt"  # the pruned model file (``compressor.runfiles.modelfile``)
+CHECKPOINT_FILE = "checkpoint.pt"  # the latest checkpoint, what --resume continues from
 
 
 class RunData(TypedDict):

@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from compressor.artifacts import SUMMARY_FILE, ExportManifest
+from compressor.artifacts import MODEL_FILE, SUMMARY_FILE, ExportManifest
 from compressor.errors import CompressorError
 from compressor.engine.flops import count_macs, count_params
 from compressor.export.artifacts import Artifacts, prepare_out_dir
@@ -187,7 +187,7 @@ class _Job:
         path = self.source.path
         if self.source.kind == "run":
             return path
-        if self.source.kind == "file" and path.name == "model.pt" and (path.parent / SUMMARY_FILE).is_file():
+        if self.source.kind == "file" and path.name == MODEL_FILE and (path.parent / SUMMARY_FILE).is_file():
             return path.parent  # RUN/model.pt given as a file: still the run's data
         return None
 

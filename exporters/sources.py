@@ -14,12 +14,12 @@ from pathlib import Path
 
 from torch import nn
 
+from compressor.artifacts import MODEL_FILE
 from compressor.errors import CompressorError
-from compressor.training.serialization import load_pruned
+from compressor.runfiles.modelfile import load_pruned
 from compressor.models.deployable import deployable
 from compressor.models.zoo import build, entry
 
-RUN_MODEL_FILE = "model.pt"
 MODEL_FILE_SUFFIXES = (".pt", ".pth")
 
 
@@ -64,11 +64,11 @@ def resolve_source(text: str, input_size=None, trust_code: bool = False) -> Expo
             f"--input-size applies to a model-name SOURCE; {path} is exported at the input size it was pruned at"
         )
     if path.is_dir():
-        if (path / RUN_MODEL_FILE).is_file():
+        if (path / MODEL_FILE).is_file():
             return _from_run(path, trust_code)
         if not _is_model_name(text):
             raise CompressorError(
-                f"{path} is not a `compress prune` run directory (it has no {RUN_MODEL_FILE})"
+                f"{path} is not a `compress prune` run directory (it has no {MODEL_FILE})"
             )
     elif path.exists():
         return _from_file(path, "file", path.parent / f"{path.stem}-export", trust_code)
@@ -86,7 +86,7 @@ def _is_model_name(text: str) -> bool:
 
 
 def _from_run(directory: Path, trust_code: bool) -> ExportSource:
-    source = _from_file(directory / RUN_MODEL_FILE, "run", directory / "export", trust_code)
+    source = _from_file(directory / MODEL_FILE, "run", directory / "export", trust_code)
     source.path = directory
     return source
 

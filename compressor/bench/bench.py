@@ -19,6 +19,7 @@ from compressor.bench.stats import LatencyStats, compare, summarise
 from compressor.bench.subjects import Group, Subject, check_batch_sizes
 from compressor.bench.timing import TimingConfig, measure
 from compressor.artifacts import BenchReport
+from compressor.devices import auto_device
 from compressor.choices import BENCH_PRECISIONS
 from compressor.errors import CompressorError
 from compressor.export.runlimit import RunLimitError
@@ -55,9 +56,7 @@ class BenchConfig:
 
     @property
     def resolved_device(self) -> str:
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+        return auto_device(self.device)
 
     @property
     def resolved_threads(self) -> int:

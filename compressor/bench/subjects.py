@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
+from compressor.artifacts import MODEL_FILE
 from compressor.bench.backends.base import BackendError, Workload
 from compressor.bench.provenance import cached, checked_macs, file_sha256, model_identity, onnx_macs
 from compressor.errors import CompressorError, one_line
 from compressor.engine.flops import count_macs, count_params
 
-RUN_MODEL_FILE = "model.pt"
 MODEL_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
@@ -196,9 +196,9 @@ def resolve(sources: list[str], trust_code: bool = False) -> list[Group]:
     for text in sources:
         path = Path(text)
         if path.is_dir():
-            if not (path / RUN_MODEL_FILE).is_file():
-                raise CompressorError(f"{path} is not a `compress prune` run directory (it has no {RUN_MODEL_FILE})")
-            groups.append(_model_pair(path / RUN_MODEL_FILE, path / "bench" / "cache", trust_code))
+            if not (path / MODEL_FILE).is_file():
+                raise CompressorError(f"{path} is not a `compress prune` run directory (it has no {MODEL_FILE})")
+            groups.append(_model_pair(path / MODEL_FILE, path / "bench" / "cache", trust_code))
         elif not path.exists():
             raise CompressorError(f"no such run directory, model file, ONNX or engine file: {path}")
         elif path.suffix in MODEL_SUFFIXES:
@@ -217,7 +217,7 @@ def resolve(sources: list[str], trust_code: bool = False) -> list[Group]:
 
 def _model_pair(path: Path, cache_root: Path, trust_code: bool) -> Group:
     from compressor.models.deployable import deployable
-    from compressor.training.serialization import load_pruned, rebuild
+    from compressor.runfiles.modelfile import load_pruned, rebuild
 
     pruned, spec, _ = load_pruned(path, trust_code)
     dense = rebuild(spec, [], trust_code).eval()

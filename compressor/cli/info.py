@@ -117,7 +117,7 @@ def info_command(
 
 def _load_for_info(model: str, input_size, num_classes, trust_code: bool):
     from compressor.memory import check_fits
-    from compressor.training.serialization import load_pruned
+    from compressor.runfiles.modelfile import load_pruned
     from compressor.models.zoo import build, entry
 
     path = Path(model)

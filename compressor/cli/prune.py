@@ -298,13 +298,11 @@ def _measure_round_to(backend: str, device: str, out_dir: Path) -> int:
     backend rewards, show the table, keep it with the run."""
     import json
 
-    import torch
-
     from compressor.bench.rounding import SweepConfig, auto_round_to
     from compressor.atomic import atomic_write_text
+    from compressor.devices import auto_device
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = auto_device(device)
     click.echo(f"--round-to auto: measuring how {backend} on {device} steps with channel count ...", err=True)
     choice, cached = auto_round_to(SweepConfig(backend=backend, device=device))
     click.echo(choice.table() + ("\n(measured earlier on this machine; cached)" if cached else ""))

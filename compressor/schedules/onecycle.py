@@ -331,7 +331,7 @@ class OneCyclePruner:
         plan = PruningPlan.from_dict(self.state.candidate)
         check_plan(self.model, self.graph, plan, self.example_input)  # on a copy, before anything changes
         if ddp is not None:
-            _release_ddp(ddp)
+            release_ddp(ddp)
         self.model = apply_plan(self.model, self.graph, plan, None if self.config.reset_optimizer else self.optimizer)
         if self.config.reset_optimizer and self.optimizer is not None:
             self.optimizer.state.clear()  # what the method's authors' code does
@@ -531,10 +531,11 @@ def _broadcast(plan: PruningPlan) -> PruningPlan:
     return PruningPlan.from_dict(payload[0])
 
 
-def _release_ddp(ddp: nn.Module) -> None:
+def release_ddp(ddp: nn.Module) -> None:
     """Drop a DDP wrapper's reducer: it holds every parameter's autograd accumulator,
     which caches the old shape, so it must be gone before slicing (the wrapper is
-    unusable afterwards; ``_rewrap_ddp`` makes its successor)."""
+    unusable afterwards; ``_rewrap_ddp`` makes its successor).  Public: the Lightning
+    callback releases its strategy's wrapper the same way before a prune."""
     import gc
 
     for handle in getattr(ddp, "_accum_grad_hooks", []) or []:

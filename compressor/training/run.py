@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from compressor.arguments import typed_config
-from compressor.artifacts import SUMMARY_FILE, RunSummary
+from compressor.artifacts import MODEL_FILE, SUMMARY_FILE, RunSummary
 from compressor.atomic import atomic_write_text
 from compressor.epochs import epoch_index, epoch_number
 from compressor.training.checkpoint import LATEST, check_continues, load_checkpoint
@@ -29,7 +29,7 @@ from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
 from compressor.outdir import check_fresh_output, remove_stale_temps  # noqa: F401 - check_fresh_output: API
 from compressor.engine.plan import PruningPlan
 from compressor.training.report import MetricsLog, plot_run, write_summary
-from compressor.training.serialization import ModelSpec, check_dtypes, rebuild, restored_state, save_pruned
+from compressor.runfiles.modelfile import ModelSpec, check_dtypes, rebuild, restored_state, save_pruned
 from compressor.training.loop import RunContext, Trainer, TrainConfig, config_dict, distributed_context, make_optimizer, resolve_device
 from compressor.models.zoo import build
 
@@ -233,12 +233,12 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
 
 def _save_model(out: Path, model, model_spec: ModelSpec, plans: list) -> Path:
     try:
-        return save_pruned(out / "model.pt", model, model_spec, plans[-1], plans[:-1])
+        return save_pruned(out / MODEL_FILE, model, model_spec, plans[-1], plans[:-1])
     except OSError as error:  # the training is in checkpoint.pt: say so, and how to finish
         reason = "the disk is full" if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else error.strerror
         kept = (f"the last checkpoint {out / LATEST} is intact; free space and run compress prune --resume {out} "
                 "to write the artifacts") if (out / LATEST).exists() else "no checkpoint was written"
-        raise CompressorError(f"could not write {out / 'model.pt'}: {reason}; {kept}") from error
+        raise CompressorError(f"could not write {out / MODEL_FILE}: {reason}; {kept}") from error
 
 
 def _write_laasp_steps(out: Path, steps: list[dict]) -> dict:

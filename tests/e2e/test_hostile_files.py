@@ -20,7 +20,7 @@ import torch
 from click.testing import Result
 
 from compressor.export.runlimit import LIMIT_ENV
-from compressor.training.integrity import DIGEST_KEY, sealed
+from compressor.runfiles.integrity import DIGEST_KEY, sealed
 from tests.hostile import TINY, invoke, set_key, snapshot
 from tests.unit.test_runlimit import looping_onnx
 
@@ -219,7 +219,7 @@ def test_an_intact_run_still_resumes(tmp_path, base_run):
 
 def test_a_model_file_from_before_digests_loads_with_a_warning(tmp_path, base_run):
     """Such a file is a deliverable whose run may be gone: loaded, and the user told that damage to
-    it cannot be detected (serialization.read_pruned says why it is not refused)."""
+    it cannot be detected (modelfile.read_pruned says why it is not refused)."""
     path = tmp_path / "model.pt"
     shutil.copy(base_run / "model.pt", path)
     _edit(path, _drop_digest, reseal=False)

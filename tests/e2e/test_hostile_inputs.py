@@ -51,7 +51,7 @@ def _tampered(edit):
     it), so every check these rows reach must hold on its own."""
 
     def make(tmp_path: Path, base_run: Path) -> list[str]:
-        from compressor.training.integrity import sealed
+        from compressor.runfiles.integrity import sealed
 
         run = tmp_path / "out"
         shutil.copytree(base_run, run)

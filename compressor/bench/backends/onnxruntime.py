@@ -19,11 +19,7 @@ import numpy as np
 from compressor.bench.backends.base import BackendError, Workload, gpu_missing
 from compressor.bench.timing import timer_for
 from compressor.errors import one_line
-
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
-
+from compressor.export.providers import ORT_CPU as CPU, ORT_CUDA as CUDA, ORT_TENSORRT as TENSORRT
 
 # ORT's session option that makes a session refuse to load when some node would run on
 # the CPU provider instead of the one asked for (onnxruntime_session_options_config_keys.h).

@@ -325,6 +325,7 @@ class _Job:
             "file": INT8_FILE, "format": "QDQ", "weights": "int8, symmetric, per output channel",
             "activations": ("int8, symmetric, per tensor" if c.activation_form == "symmetric"
                             else "uint8, asymmetric (zero point), per tensor"),
+            "form": c.activation_form,  # symmetric | asymmetric: what a reader (bench) matches on
             "activations_chosen": (f"auto: {c.activation_form} for --format {c.format}"
                                    if c.int8_activations == "auto" else f"--int8-activations {c.activation_form}"),
             "consumers": (["onnxruntime", "tensorrt"] if c.activation_form == "symmetric" else ["onnxruntime"]),

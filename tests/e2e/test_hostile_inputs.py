@@ -341,7 +341,7 @@ def planted_bench(base_run, tmp_path_factory):
 def test_bench_rebuilds_a_planted_cache_file(planted_bench):
     run, cache, planted, result = planted_bench
     assert result.exit_code == 0, result.output
-    from compressor.bench.provenance import file_sha256
+    from compressor.hashing import file_sha256
 
     rebuilt = cache / "resnet20-pruned.onnx"
     assert rebuilt.read_bytes() != planted  # (the CLI also logs "... rebuilding it" on stderr)

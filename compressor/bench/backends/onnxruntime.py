@@ -171,4 +171,6 @@ class OnnxRuntime:
         got = session.get_providers()
         if not got or got[0] != provider:
             raise BackendError(f"ONNX Runtime gave providers {got} instead of {provider}; not timing a fallback")
-        return OrtRunnable(session, workload, "cpu" if provider == CPU else "cuda", plan, path.name)
+        runnable = OrtRunnable(session, workload, "cpu" if provider == CPU else "cuda", plan, path.name)
+        runnable.timed_file = path
+        return runnable

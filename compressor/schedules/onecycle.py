@@ -41,16 +41,20 @@ from compressor.epochs import epoch_index, epoch_number
 from compressor.errors import CompressorError, deprecated
 from compressor.engine.flops import count_params
 from compressor.engine.importance import check_criterion, score_channels
+from compressor.engine.latency import LatencyModel, LatencyTable
 from compressor.engine.plan import PruningPlan, kept_class_mask
 from compressor.schedules.regularization import Shrinker
 from compressor.schedules.shrink_control import STEP_FACTORS, TargetShrink, class_norms_squared, selected_norm_ratio
-from compressor.engine.selection import SelectionConfig, select_plan
+from compressor.engine.selection import SelectionConfig, check_speedup, select_plan
 from compressor.schedules.stability import EpiIndicator, JaccardIndicator
 
 
 @dataclass(frozen=True)
 class PruneConfig:
     flops_reduction: float = 0.5
+    # Instead of a MACs budget: prune until the predicted latency on the deploy target is the
+    # dense one / speedup (the pruner then needs that target's latency table).
+    speedup: float | None = None
     epochs: int = 10
     schedule: str = "ocs"
     criterion: str = "ocs"
@@ -110,6 +114,10 @@ class PruneConfig:
                 flag = "--" + name.replace("_", "-")
                 raise CompressorError(f"{flag} {value} is outside the run's epochs 1..{self.epochs} (epochs count from 1)")
         SelectionConfig(self.flops_reduction, self.round_to, self.max_prune_fraction, self.min_width)
+        check_speedup(self.speedup)
+        if self.speedup is not None and self.schedule not in SPEEDUP_SCHEDULES:
+            raise CompressorError(f"--speedup works with the schedules that prune once ({', '.join(SPEEDUP_SCHEDULES)}); "
+                                  f"--schedule {self.schedule} steps through MACs fractions, use --flops-reduction")
         self._check_laasp()
 
     def _check_laasp(self) -> None:
@@ -164,7 +172,11 @@ class PruneConfig:
         return self.prune_epoch if self.prune_epoch is not None else epoch_number(self.epochs // 3)
 
     def selection(self, reduction: float) -> SelectionConfig:
-        return SelectionConfig(reduction, self.round_to, self.max_prune_fraction, self.min_width)
+        return SelectionConfig(reduction, self.round_to, self.max_prune_fraction, self.min_width, speedup=self.speedup)
+
+
+# The schedules that search once on the dense model: a speed-up target prices that one plan.
+SPEEDUP_SCHEDULES = ("ocs", "oneshot", "three-stage", "epi")
 
 
 @dataclass
@@ -194,6 +206,7 @@ class _State:
     steps: int = 0  # optimizer steps in this epoch so far
     last_steps: int = 0  # ... in the last complete epoch: what the target controller plans with
     epochs_left: int = 0  # from the last epoch end to the prune cap (target controller)
+    predicted_speedup: float | None = None  # of the applied plan on the latency table's target (--speedup)
 
 
 class OneCyclePruner:
@@ -208,14 +221,19 @@ class OneCyclePruner:
         selection_data=None,
         loss_fn=None,
         state: dict | None = None,
+        latency: LatencyTable | None = None,
     ):
         """``lr_scheduler`` is the user's scheduler, kept valid across the prune.
         ``selection_data`` (a list of (inputs, targets) batches) and ``loss_fn``
         (default cross-entropy) are what loss-aware schedules evaluate candidates on.
         ``state`` (a ``state_dict()``) resumes a run: ``model`` must then be the
-        architecture rebuilt with the saved plans applied, with its saved weights."""
+        architecture rebuilt with the saved plans applied, with its saved weights.
+        ``latency`` is the deploy target's measured table that ``PruneConfig.speedup``
+        prices plans with (``compressor.bench.latency.latency_table`` builds one)."""
         check_model_and_input(model, example_input, "OneCyclePruner")
         check_type(config, PruneConfig, "config", "OneCyclePruner", "a PruneConfig")
+        if latency is not None:
+            check_type(latency, LatencyTable, "latency", "OneCyclePruner", "a LatencyTable")
         self.config = config
         self.model = model
         self.optimizer = optimizer
@@ -224,6 +242,7 @@ class OneCyclePruner:
         self.loss_fn = loss_fn
         self.example_input = example_input
         self.graph, self.cost = self._analyse()
+        self.latency = _latency_model(config, self.graph, latency)
         self.dense_macs = self.graph.dense_macs
         self.dense_params = self.graph.dense_params
         self.indicator = (
@@ -238,6 +257,8 @@ class OneCyclePruner:
         self._history: list[dict] = []  # one record per epoch_end (see ``history``)
         if state is not None:
             self.load_state_dict(state)
+        if self.pruned:
+            self.latency = None  # a resumed pruned model: the table priced the dense one, the search is over
         if config.schedule != "dense" and not self.pruned:
             self._check_reachable()
 
@@ -329,6 +350,9 @@ class OneCyclePruner:
         self.model = apply_plan(self.model, self.graph, plan, None if self.config.reset_optimizer else self.optimizer)
         if self.config.reset_optimizer and self.optimizer is not None:
             self.optimizer.state.clear()  # what the method's authors' code does
+        if self.latency is not None:
+            self.state.predicted_speedup = self.latency.speedup(kept_class_mask(self.graph, plan))
+            self.latency = None  # priced the dense model's classes; the search is over
         self.state.applied.append(plan.to_dict())
         self.state.prune_epochs.append(epoch)
         self.state.candidate = None
@@ -364,6 +388,14 @@ class OneCyclePruner:
         """Fraction of the dense model's MACs removed so far: the quantity
         ``PruneConfig.flops_reduction`` (``--flops-reduction``) asks for."""
         return 1.0 - self.macs / self.dense_macs
+
+    @property
+    def predicted_speedup(self) -> float | None:
+        """With ``PruneConfig.speedup``: the applied plan's speed-up predicted from the latency
+        table (the candidate's before the prune; None without a speed-up target)."""
+        if self.state.predicted_speedup is not None or self.latency is None or self.state.candidate is None:
+            return self.state.predicted_speedup
+        return self.latency.speedup(kept_class_mask(self.graph, PruningPlan.from_dict(self.state.candidate)))
 
     @property
     def macs_reduction(self) -> float:
@@ -438,7 +470,7 @@ class OneCyclePruner:
         """Fail before training, not after the first epoch: reachability depends only on
         the caps and rounding, so any scores will do."""
         relative = 1.0 - (1.0 - self.config.flops_reduction) * self.dense_macs / self.graph.dense_macs
-        select_plan(self.graph, self.cost, np.zeros(self.graph.labels.size), self.config.selection(relative))
+        select_plan(self.graph, self.cost, np.zeros(self.graph.labels.size), self.config.selection(relative), self.latency)
 
     def _analyse(self) -> tuple[ChannelGraph, CostModel]:
         graph = analyse(self.model, self.example_input, ignore=self.config.ignore)
@@ -456,7 +488,7 @@ class OneCyclePruner:
             cost_weighting=self.config.cost_weighting,
             seed=self.config.seed + event.epoch,
         )
-        plan = select_plan(self.graph, self.cost, scores, self.config.selection(relative))
+        plan = select_plan(self.graph, self.cost, scores, self.config.selection(relative), self.latency)
         plan = _broadcast(plan)
         self.state.candidate = plan.to_dict()
         event.searched = True
@@ -500,6 +532,15 @@ class OneCyclePruner:
     def _selected_norm(self) -> float:
         now = class_norms_squared(self.model, self.graph)
         return selected_norm_ratio(now, np.asarray(self.state.reg_reference), self._removed)
+
+
+def _latency_model(config: PruneConfig, graph: ChannelGraph, table: LatencyTable | None) -> LatencyModel | None:
+    if config.speedup is None:
+        return None
+    if table is None:
+        raise CompressorError("PruneConfig(speedup=...) needs the deploy target's latency table: pass latency=... "
+                              "(compressor.bench.latency.latency_table measures one)")
+    return LatencyModel(graph, table)
 
 
 def _broadcast(plan: PruningPlan) -> PruningPlan:

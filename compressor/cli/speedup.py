@@ -72,7 +72,7 @@ def table_maker(target, round_to, max_prune_fraction: float, min_width: int, ign
         table, cached = latency_table(model, input_size, target, round_to=round_to, max_prune_fraction=max_prune_fraction,
                                       min_width=min_width, ignore=ignore)
         click.echo(f"--speedup: latency table of {len(table.layers)} layers, dense {table.dense_ms:.3f} ms, measured in "
-                   f"{table.measure_s:.1f} s" + (" (earlier on this machine; cached)" if cached else ""))
+                   f"{table.measure_s:.1f} s" + (" (earlier on this machine; cached)" if cached else ""), err=True)
         return table
 
     return make
@@ -85,8 +85,6 @@ def given_table(path: str, input_size):
     if table.target.get("input_size") != list(input_size):
         raise CompressorError(f"the latency table {path} was measured at input {table.target.get('input_size')}, "
                               f"this run's input is {list(input_size)}")
-    click.echo(f"--speedup: latency table {path} ({table.describe()}, {len(table.layers)} layers, measured in "
-               f"{table.measure_s:.1f} s)")
     return table
 
 

@@ -260,7 +260,7 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
                                                                 prune.min_width, prune.ignore, given_table)
         return RunSpec(model, out_dir, data, train, prune, weights, latency_table=tables), None
     out_dir = Path(resume)
-    _refuse_with_resume(ctx, weights)
+    _refuse_with_resume(ctx, weights, given_table)
     payload = load_checkpoint(out_dir / LATEST)
     check_trusted(str(payload.get("model_name")), str(out_dir / LATEST), trust_code)
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
@@ -294,14 +294,17 @@ def _refuse_unused_data_options(ctx: click.Context, options: dict) -> None:
 DISPLAY_ONLY = ("progress",)  # options that change what is shown, never what is computed
 
 
-def _refuse_with_resume(ctx: click.Context, weights: str | None) -> None:
-    """--config and --weights describe a fresh run; with --resume they would be ignored."""
+def _refuse_with_resume(ctx: click.Context, weights: str | None, latency_table: str | None = None) -> None:
+    """--config, --weights and --latency-table describe a fresh run; with --resume they would be ignored."""
     if "config_file" in ctx.meta:
         raise CompressorError(f"--resume continues the run with its own settings; --config {ctx.meta['config_file']} "
                               "would be ignored, so it is refused (drop --config)")
     if weights is not None:
         raise CompressorError(f"--resume continues from the run's checkpoint; --weights {weights} would be ignored, "
                               "so it is refused (drop --weights)")
+    if latency_table is not None:
+        raise CompressorError(f"--resume prices the plan with the run's own latency table; --latency-table "
+                              f"{latency_table} would be ignored, so it is refused (drop --latency-table)")
 
 
 def _measure_round_to(backend: str, device: str, out_dir: Path) -> int:

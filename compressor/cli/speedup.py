@@ -13,6 +13,7 @@ from __future__ import annotations
 import click
 
 from compressor.choices import BENCH_PRECISIONS
+from compressor.cli.common import bounded_int, finite_float
 from compressor.errors import CompressorError
 
 SPEEDUP_HELP = ("Instead of --flops-reduction: prune until the latency on the deploy target (--deploy-backend, "
@@ -21,10 +22,10 @@ SPEEDUP_HELP = ("Instead of --flops-reduction: prune until the latency on the de
                 "after the prune.  Supported now: onnxruntime on cpu in fp32.")
 
 OPTIONS = [
-    click.option("--speedup", type=click.FloatRange(1, min_open=True), metavar="X", help=SPEEDUP_HELP),
+    click.option("--speedup", type=finite_float(1, min_open=True), metavar="X", help=SPEEDUP_HELP),
     click.option("--deploy-precision", type=click.Choice(BENCH_PRECISIONS), default="fp32", show_default=True,
                  help="--speedup: the precision the model will run in."),
-    click.option("--deploy-batch", type=click.IntRange(min=1), default=1, show_default=True,
+    click.option("--deploy-batch", type=bounded_int(min=1), default=1, show_default=True,
                  help="--speedup: the batch size the model will run at."),
     click.option("--latency-table", type=click.Path(dir_okay=False), metavar="FILE",
                  help="--speedup: price plans with this table (a run's latency_table.json, or one measured on the "

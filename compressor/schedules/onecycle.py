@@ -52,9 +52,6 @@ from compressor.schedules.stability import EpiIndicator, JaccardIndicator
 @dataclass(frozen=True)
 class PruneConfig:
     flops_reduction: float = 0.5
-    # Instead of a MACs budget: prune until the predicted latency on the deploy target is the
-    # dense one / speedup (the pruner then needs that target's latency table).
-    speedup: float | None = None
     epochs: int = 10
     schedule: str = "ocs"
     criterion: str = "ocs"
@@ -92,6 +89,10 @@ class PruneConfig:
     recover_macs: float = 0.1  # slice and recover after each this much more MACs reduction
     recover_epochs: int = 1  # epochs of recovery between chunks (0: all steps at the prune epoch)
     seed: int = 0
+    # Instead of a MACs budget: prune until the predicted latency on the deploy target is the
+    # dense one / speedup (the pruner then needs that target's latency table).  Last, so the
+    # fields before it keep their positions.
+    speedup: float | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -9,6 +9,18 @@ narrowest plan are timed in the same interleaved rounds; they fix the two number
 tie the sum of the layers to the model (``compressor.engine.latency``), so the table
 predicts both ends exactly and interpolates between them.
 
+What keeps it cheap (a table is a budget for one search, measured before training):
+
+* each distinct layer shape is timed once, however many layers have it (a ResNet's
+  stages repeat one block: ResNet-20 and ResNet-56 both come to 57 shapes);
+* three widths per channel factor (the narrowest, one between, the dense one); the
+  engine interpolates between them, multilinearly on a grid made non-decreasing, so
+  the prediction stays monotone in every width;
+* short timing loops, each subject's latency read as the lower quartile of its calls:
+  on a shared CPU interference only ever lengthens a call, and a quartile of some
+  hundred calls is steadier than their median there, without being the one luckiest
+  call a minimum would be.  Every subject, the whole models too, is read the same way.
+
 Tables are cached as JSON under ``~/.cache/onecycle-compress/latency/``, keyed by the
 target (backend, device, precision, batch, threads, input size), the machine, the
 package versions and the model's layer shapes.  A damaged or foreign cache file is
@@ -32,7 +44,6 @@ from torch import nn
 from compressor.bench.backends import BACKENDS, Workload
 from compressor.bench.environment import describe, usable_cores
 from compressor.bench.rounding import ConvSubject, LayerShape, cache_dir
-from compressor.bench.stats import summarise
 from compressor.bench.subjects import model_pair
 from compressor.bench.timing import TimingConfig, measure
 from compressor.choices import BENCH_PRECISIONS, DEFAULT_DEPLOY_BACKEND
@@ -51,9 +62,11 @@ SUPPORTED = (("onnxruntime", "cpu", "fp32"),)
 # A 1x1 conv of one channel on one pixel: what one call costs the runtime with no work in it,
 # taken off every layer alone (the whole model pays it once, not once per layer).
 NULL_LAYER = LayerShape(1, 1, (1, 1), (1, 1), (1, 1), (0, 0))
-# Few runs per grid point: the table is a budget for a search, not a paper's figure.
-TABLE_TIMING = TimingConfig(warmup_s=0.02, warmup_runs=3, min_runs=8, min_time_s=0.06, rounds=3)
-GRID_POINTS = 4  # per width: the narrowest allowed, two between, the dense one
+# Short loops per subject (about 40 ms of calls each): the table is a budget for a search,
+# not a paper's figure, and the whole models calibrate what the layers miss.
+TABLE_TIMING = TimingConfig(warmup_s=0.01, warmup_runs=3, min_runs=15, min_time_s=0.03, rounds=3)
+TABLE_QUANTILE = 25  # percent: each subject's latency is this percentile of its calls (see the docstring)
+GRID_POINTS = 3  # per width: the narrowest allowed, one between, the dense one
 
 
 @dataclass(frozen=True)
@@ -224,7 +237,9 @@ def measure_table(model: nn.Module, graph: ChannelGraph, layers: list[_Layer], i
     if reason is not None:
         raise CompressorError(f"cannot measure {target.backend} on {target.device}: {reason}")
     with tempfile.TemporaryDirectory(prefix="latency-table-") as scratch:
-        shapes = sorted({layer.shape(p) for layer in layers for p in layer.points()}, key=lambda s: s.label)
+        shapes = distinct_shapes(layers)
+        log.info("latency table: %d layers, %d grid points, %d distinct shapes to time",
+                 len(layers), sum(len(l.points()) for l in layers), len(shapes))
         subjects = [ConvSubject.of(shape, Path(scratch)) for shape in [*shapes, NULL_LAYER]]
         narrow = apply_plan(copy.deepcopy(model).eval(), graph, floor_plan, None)
         pair = model_pair("table", copy.deepcopy(model).eval(), narrow, input_size, Path(scratch) / "models")
@@ -239,6 +254,11 @@ def measure_table(model: nn.Module, graph: ChannelGraph, layers: list[_Layer], i
     return LatencyTable(key, measured, fixed_ms, scale, dense_ms, time.perf_counter() - started)
 
 
+def distinct_shapes(layers: list[_Layer]) -> list[LayerShape]:
+    """Every shape the grid points of ``layers`` ask for, once (repeated blocks share them)."""
+    return sorted({layer.shape(p) for layer in layers for p in layer.points()}, key=lambda s: s.label)
+
+
 def _time(subjects, backend, target: DeployTarget, timing: TimingConfig) -> list[float]:
     prepared = []
     try:
@@ -250,7 +270,15 @@ def _time(subjects, backend, target: DeployTarget, timing: TimingConfig) -> list
     finally:
         for runnable in prepared:
             runnable.close()
-    return [summarise(samples, target.batch_size).median_ms for samples in measurement.samples_ms]
+    return [robust_ms(samples) for samples in measurement.samples_ms]
+
+
+def robust_ms(samples_ms) -> float:
+    """One subject's latency from its calls: the ``TABLE_QUANTILE`` percentile."""
+    samples = np.asarray(samples_ms, dtype=np.float64)
+    if samples.size == 0 or not np.all(np.isfinite(samples)) or np.any(samples < 0):
+        raise CompressorError("the latency table got no usable timings (empty, negative or non-finite)")
+    return float(np.percentile(samples, TABLE_QUANTILE))
 
 
 def _fit(graph: ChannelGraph, layers, dense_ms: float, narrow_ms: float, narrow: np.ndarray,

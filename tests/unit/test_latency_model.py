@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from compressor.bench.latency import DeployTarget, _Layer, cache_path, grid, target_key
+from compressor.bench.latency import (DeployTarget, _floor_of, _Layer, _layers, cache_path, distinct_shapes, grid,
+                                      robust_ms, target_key)
 from compressor.engine.analysis.graph import analyse
 from compressor.engine.cost import CostModel
 from compressor.engine.latency import LatencyModel, LatencyTable, LayerLatency
@@ -157,6 +158,30 @@ def test_unsupported_targets_are_refused_in_one_line():
 
 
 def test_the_grid_covers_the_plan_widths():
-    assert grid(64, 16, 8) == (16, 32, 48, 64)
+    assert grid(64, 16, 8) == (16, 40, 64)  # the narrowest, a multiple of 8 between, the dense one
+    assert grid(64, 16, 8, points=4) == (16, 32, 48, 64)
     assert grid(16, 8, 8) == (8, 16)
     assert grid(10, 10, 1) == (10,)  # a frozen factor
+
+
+def test_repeated_blocks_share_their_timed_shapes():
+    """ResNet-56 repeats ResNet-20's blocks: the same shapes to time, however many layers."""
+    shapes = {}
+    for name in ("resnet20", "resnet56"):
+        model = build_model(name).eval()
+        graph = analyse(model, torch.zeros(1, 3, 32, 32))
+        layers = _layers(model, graph, (3, 32, 32), _floor_of(graph, None, 0.75, 1), None)
+        assert all(len(w) <= 3 and w[-1] == f.size for l, t in zip(layers, [t for t in graph.terms if t.factors])
+                   for w, f in zip(l.widths, t.factors))
+        shapes[name] = distinct_shapes(layers)
+        assert len(shapes[name]) < sum(len(l.points()) for l in layers) / 2
+    assert shapes["resnet20"] == shapes["resnet56"]
+
+
+def test_a_subjects_latency_is_the_lower_quartile_of_its_calls():
+    """Interference only lengthens calls: a quarter of them preempted moves nothing."""
+    assert robust_ms([1.0] * 75 + [40.0] * 25) == pytest.approx(1.0)
+    assert robust_ms([2.0, 1.0, 3.0, 4.0, 5.0]) == pytest.approx(2.0)
+    for bad in ([], [1.0, float("nan")], [-1.0]):
+        with pytest.raises(CompressorError, match="no usable timings"):
+            robust_ms(bad)

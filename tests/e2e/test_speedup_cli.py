@@ -84,3 +84,18 @@ def test_info_prices_a_plan_with_the_table(table):
     report = json.loads(result.output)
     assert report["speedup_target"] == 3 and 3 <= report["predicted_speedup"] <= 3.3
     assert report["flops_reduction_target"] is None
+
+
+def test_a_speedup_run_prunes_to_the_predicted_speedup_and_measures_it(tmp_path, table):
+    """The whole path: the given table priced the plan, is kept with the run, and the run ends
+    with dense vs pruned timed on the table's target (the number itself is this CPU's, not checked)."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "run"
+    result = invoke(*TINY, "--schedule", "oneshot", "--speedup", "1.6", "--latency-table", table, "--out", out)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["speedup_target"] == 1.6 and 1.6 <= summary["predicted_speedup"] <= 1.8
+    assert summary["measured_speedup"] > 0 and summary["measured"]["backend"] == "onnxruntime"
+    assert json.loads((out / "latency_table.json").read_text()) == json.loads(table.read_text())
+    assert "speed-up asked 1.60x" in result.output
+    one_line_error(invoke("prune", "--resume", out, "--latency-table", table), "--latency-table", "refused")

@@ -61,21 +61,26 @@ def test_a_table_of_another_model_is_refused(tmp_path, table):
                    "measured for another model")
 
 
-@pytest.mark.parametrize("flags, hint", [
-    (["--deploy-backend", "torch"], "cannot measure torch on cpu in fp32 yet"),
-    (["--deploy-precision", "int8"], "cannot measure onnxruntime on cpu in int8 yet"),
-    (["--schedule", "gradual"], "--schedule gradual"),
-    (["--speedup", "1"], "--speedup"),
+@pytest.mark.parametrize("flags, exit_code, hint", [
+    (["--deploy-backend", "torch"], 1, "cannot measure torch on cpu in fp32 yet"),
+    (["--deploy-precision", "int8"], 1, "cannot measure onnxruntime on cpu in int8 yet"),
+    (["--schedule", "gradual"], 1, "--schedule gradual"),
+    # the option types' own checks: usage errors stating the bound
+    (["--speedup", "1"], 2, "--speedup"),
+    (["--speedup", "nan"], 2, "must be finite"),
+    (["--speedup", "inf"], 2, "must be finite"),
+    (["--deploy-batch", str(2**40)], 2, "1<=x<=2147483647"),
 ])
-def test_unsupported_combinations_are_refused_in_one_line(tmp_path, flags, hint):
+def test_unsupported_combinations_are_refused_in_one_line(tmp_path, flags, exit_code, hint):
     args = [*TINY, "--out", tmp_path / "run", *flags]
     if "--speedup" not in flags:
         args += ["--speedup", "2"]
     result = invoke(*args)
-    if flags[0] == "--speedup":  # click's own range check: a usage error
-        assert_one_line_error(result, 2, hint)
+    if exit_code == 1:
+        one_line_error(result, hint)  # and nothing on stdout either
     else:
-        one_line_error(result, hint)
+        assert_one_line_error(result, 2, hint)
+    assert not (tmp_path / "run").exists()
 
 
 def test_info_prices_a_plan_with_the_table(table):

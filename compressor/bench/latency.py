@@ -185,12 +185,18 @@ def _input_spatial(model: nn.Module, input_size) -> dict[str, tuple[int, ...]]:
     return seen
 
 
+def machine_name(device: str, environment: dict | None = None) -> str:
+    """What runs a table's layers on ``device``: the GPU's name on cuda, else the CPU model."""
+    environment = environment or describe(None)
+    return environment["gpu"]["name"] if device == "cuda" and environment["gpu"] else environment["cpu"]
+
+
 def target_key(target: DeployTarget, input_size, layers: list[_Layer], floor_widths: list[int],
                environment: dict | None = None) -> dict:
     """What a table is valid for; any difference means measuring again.  ``environment``
     (``describe()``'s machine and versions) is read here unless given."""
     environment = environment or describe(target.resolved_threads)
-    machine = environment["gpu"]["name"] if target.device == "cuda" and environment["gpu"] else environment["cpu"]
+    machine = machine_name(target.device, environment)
     shapes = json.dumps([[l.op, l.shape(tuple(w[-1] for w in l.widths)).label, l.widths] for l in layers] + [floor_widths])
     return {
         **asdict(target), "threads": target.resolved_threads, "input_size": list(input_size), "machine": machine,

@@ -338,7 +338,7 @@ def _measure(spec) -> dict:
     summary = json.loads((spec.out / "summary.json").read_text())
     saved = LatencyTable.load(spec.out / LATENCY_TABLE_FILE).target  # the target the plan was priced on
     target = DeployTarget(saved["backend"], saved["device"], saved["precision"], saved["batch_size"], saved["threads"])
-    return record_measurement(spec.out, summary, target)
+    return record_measurement(spec.out, summary, target, saved.get("machine"))
 
 
 def _print_summary(summary: dict, out: Path) -> None:
@@ -351,5 +351,6 @@ def _print_summary(summary: dict, out: Path) -> None:
         f"(best {summary['best_top1']:.2f}%), pruned after epoch {summary['prune_epoch'] or '-'}"
         f"{speedup_words(summary)}, {summary['wall_time_s']:.0f} s"
     )
-    click.echo(f"artifacts in {out}: summary.json metrics.jsonl plan.json run.png model.pt checkpoint.pt")
+    table = " latency_table.json" if "speedup_target" in summary else ""
+    click.echo(f"artifacts in {out}: summary.json metrics.jsonl plan.json run.png model.pt checkpoint.pt{table}")
 

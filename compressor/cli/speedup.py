@@ -97,19 +97,22 @@ def measure_run(out, target) -> dict:
 
     config = BenchConfig(backends=(target.backend,), device=target.device, batch_sizes=(target.batch_size,),
                          precisions=(target.precision,), threads=target.threads)
+    from compressor.bench.latency import machine_name
+
     result = run_bench(resolve([str(out)]), config)
     pruned = [r for r in result.records if r["variant"] == "pruned"]
     dense = [r for r in result.records if r["variant"] == "dense"]
     if not pruned or not dense:
         reasons = "; ".join(s["reason"] for s in result.skipped) or "nothing was timed"
         raise CompressorError(f"could not measure the run on {target.backend} {target.device}: {reasons}")
-    return {"backend": target.backend, "device": target.device, "precision": target.precision,
+    return {"backend": target.backend, "device": target.device, "machine": machine_name(target.device), "precision": target.precision,
             "batch_size": target.batch_size, "threads": pruned[0]["threads"], "dense_ms": dense[0]["median_ms"],
             "pruned_ms": pruned[0]["median_ms"], "speedup": dense[0]["median_ms"] / pruned[0]["median_ms"]}
 
 
-def record_measurement(out, summary: dict, target) -> dict:
-    """Measure the run once and add the measured speed-up to its ``summary.json``."""
+def record_measurement(out, summary: dict, target, table_machine: str | None = None) -> dict:
+    """Measure the run once and add the measured speed-up to its ``summary.json``.  A table
+    measured on another machine (``table_machine``) predicted that machine: said, not hidden."""
     from pathlib import Path
 
     from compressor.artifacts import SUMMARY_FILE
@@ -124,6 +127,9 @@ def record_measurement(out, summary: dict, target) -> dict:
         return summary
     click.echo(f"--speedup: measuring dense vs pruned on {target.backend} {target.device} ...", err=True)
     measured = measure_run(out, target)
+    if table_machine is not None and measured["machine"] != table_machine:
+        click.echo(f"--speedup: the latency table was measured on {table_machine}, the run is measured here on "
+                   f"{measured['machine']}: the prediction is for that machine", err=True)
     summary = {**summary, "measured_speedup": measured["speedup"], "measured": measured}
     write_summary(Path(out) / SUMMARY_FILE, summary)
     return summary

@@ -244,7 +244,7 @@ def measure_table(model: nn.Module, graph: ChannelGraph, layers: list[_Layer], i
         raise CompressorError(f"cannot measure {target.backend} on {target.device}: {reason}")
     with tempfile.TemporaryDirectory(prefix="latency-table-") as scratch:
         shapes = distinct_shapes(layers)
-        log.info("latency table: %d layers, %d grid points, %d distinct shapes to time",
+        log.debug("latency table: %d layers, %d grid points, %d distinct shapes to time",  # stdout is --json's
                  len(layers), sum(len(l.points()) for l in layers), len(shapes))
         subjects = [ConvSubject.of(shape, Path(scratch)) for shape in [*shapes, NULL_LAYER]]
         narrow = apply_plan(copy.deepcopy(model).eval(), graph, floor_plan, None)

@@ -47,3 +47,19 @@ def test_a_measured_table_is_cached_and_a_damaged_cache_refused(tmp_path, monkey
     with pytest.raises(CompressorError) as caught:
         latency_table(model, (3, 8, 8), target, timing=FAST)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_info_measures_a_table_and_keeps_its_json_clean(tmp_path, monkeypatch):
+    """compress info --speedup --json measuring a table: stdout is the JSON alone (what the
+    measurement says goes to stderr), the plan priced at least at the asked speed-up (a small one:
+    at 8x8 pixels the runtime's per-call overhead bounds what any plan gains)."""
+    import json
+
+    from tests.hostile import invoke
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    result = invoke("info", "resnet20", "--input-size", "3,8,8", "--speedup", "1.05", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["predicted_speedup"] >= 1.05 and report["timings"]["latency_table_s"] > 0
+    assert "latency table of 22 layers" in result.stderr

@@ -73,8 +73,21 @@ class _RunSummaryLaasp(TypedDict, total=False):
     laasp_criteria: dict[str, int]
 
 
-class RunSummary(_RunSummaryLaasp):
-    """``summary.json`` of ``compress prune`` (LAASP runs add the ``laasp_*`` counts)."""
+class _RunSummarySpeedup(TypedDict, total=False):
+    """A ``--speedup`` run: the asked speed-up on the deploy target, the one the latency
+    table predicted for the plan, and the one measured after the prune (dense vs pruned,
+    timed together on that target as ``compress bench`` does; ``measured`` holds the
+    cell: backend, device, precision, batch_size, threads, both median latencies)."""
+
+    speedup_target: float
+    predicted_speedup: float | None
+    measured_speedup: float | None
+    measured: dict
+
+
+class RunSummary(_RunSummaryLaasp, _RunSummarySpeedup):
+    """``summary.json`` of ``compress prune`` (LAASP runs add the ``laasp_*`` counts,
+    ``--speedup`` runs the ``*speedup*`` keys)."""
 
     model: str
     dataset: str

@@ -15,6 +15,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -27,6 +28,7 @@ from compressor.data.datasets import DataConfig, for_device, load_data
 from compressor.errors import CompressorError, one_line
 from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
 from compressor.outdir import check_fresh_output, remove_stale_temps  # noqa: F401 - check_fresh_output: API
+from compressor.engine.latency import LatencyTable
 from compressor.engine.plan import PruningPlan
 from compressor.training.report import MetricsLog, plot_run, write_summary
 from compressor.runfiles.modelfile import ModelSpec, check_dtypes, rebuild, restored_state, save_pruned
@@ -45,6 +47,12 @@ class RunSpec:
     prune: PruneConfig
     weights: str | None = None
     trust_code: bool = False  # a resumed checkpoint's module.path:factory name may be imported
+    # --speedup: measures (or reads the cached) latency table of the dense model on the deploy
+    # target, given (model, input_size).  Injected by the CLI: measuring is the bench layer's.
+    latency_table: Callable[..., LatencyTable] | None = None
+
+
+LATENCY_TABLE_FILE = "latency_table.json"  # the table a --speedup run priced its plan with
 
 
 def configs_from_dict(values: dict, where: str = "the settings") -> tuple[DataConfig, TrainConfig, PruneConfig]:
@@ -100,7 +108,8 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
         model.to(device)
         optimizer = make_optimizer(spec.train, model)
         example = torch.zeros(1, *data.input_size, device=device)
-        pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection)
+        table = _latency_table(spec, model, data.input_size)
+        pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection, latency=table)
     else:
         with _checkpoint_must_fit(spec.out / LATEST):
             model, optimizer, pruner = _restore_model(spec, model_spec, resume_payload, device, data, selection)
@@ -147,6 +156,11 @@ def _check_target_reached(spec: RunSpec, summary: dict) -> None:
     happen, say) is a failure to report, not a "-0.0 %" success."""
     if spec.prune.schedule == "dense":
         return
+    if spec.prune.speedup is not None:
+        if summary["prune_epoch"] is None:
+            raise CompressorError(f"the run ended without pruning (--speedup {spec.prune.speedup:g}); artifacts are in "
+                                  f"{spec.out}; give more --epochs or an earlier --max-prune-epoch")
+        return
     reached, target = summary["macs_reduction"], spec.prune.flops_reduction
     if reached < target - TARGET_SLACK:
         raise CompressorError(
@@ -154,6 +168,17 @@ def _check_target_reached(spec: RunSpec, summary: dict) -> None:
             f"asked for {target:.1%} (pruned: {'never' if summary['prune_epoch'] is None else 'partly'}); artifacts "
             f"are in {spec.out}; give more --epochs or an earlier --max-prune-epoch"
         )
+
+
+def _latency_table(spec: RunSpec, model, input_size) -> LatencyTable | None:
+    """A fresh --speedup run measures its table (kept with the run, for --resume)."""
+    if spec.prune.speedup is None:
+        return None
+    if spec.latency_table is None:
+        raise CompressorError("a --speedup run needs the deploy target's latency table (RunSpec.latency_table)")
+    table = spec.latency_table(model, input_size)
+    table.save(spec.out / LATENCY_TABLE_FILE)
+    return table
 
 
 def _restore_model(spec: RunSpec, model_spec: ModelSpec, payload: dict, device, data, selection):
@@ -165,7 +190,9 @@ def _restore_model(spec: RunSpec, model_spec: ModelSpec, payload: dict, device, 
     model.to(device)
     optimizer = make_optimizer(spec.train, model)
     example = torch.zeros(1, *data.input_size, device=device)
-    pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection, state=payload["pruner"])
+    table = LatencyTable.load(spec.out / LATENCY_TABLE_FILE) if spec.prune.speedup is not None else None
+    pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection, state=payload["pruner"],
+                            latency=table)
     return model, optimizer, pruner
 
 
@@ -225,6 +252,8 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
         "model_path": str(model_path),
         "seed": spec.train.seed,
     }
+    if spec.prune.speedup is not None:
+        summary.update(speedup_target=spec.prune.speedup, predicted_speedup=pruner.predicted_speedup)
     if spec.prune.schedule == "laasp":
         summary.update(_write_laasp_steps(out, pruner.schedule.steps))
     write_summary(out / SUMMARY_FILE, summary)

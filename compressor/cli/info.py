@@ -191,18 +191,15 @@ def _output_width(network, size) -> int | None:
 
 def _prune_and_count(network, graph: ChannelGraph, config, example, timings, family, size, latency=None) -> tuple:
     from compressor.engine.apply import apply_plan
-    from compressor.engine.cost import CostModel
     from compressor.engine.flops import count_macs, count_params
-    from compressor.engine.importance import group_l2
     from compressor.engine.masking import masked_copy
+    from compressor.engine.oneshot import plan_once
     from compressor.engine.plan import kept_class_mask
-    from compressor.engine.selection import select_plan
     from compressor.engine.verify import compare
 
     started = time.perf_counter()
-    cost = CostModel(graph, network)
-    plan = select_plan(graph, cost, group_l2(graph, network), config, latency)
-    predicted = cost.macs(kept_class_mask(graph, plan))
+    planned = plan_once(network, example, config, graph=graph, latency=latency)  # the engine's one-call plan
+    plan, predicted = planned.plan, planned.predicted_macs
     speedup = {} if latency is None else {
         "speedup_target": config.speedup, "predicted_speedup": latency.speedup(kept_class_mask(graph, plan)),
         "deploy_target": latency.table.describe()}

@@ -45,22 +45,24 @@ class PrunedOnce(PlannedPrune):
 
 
 def plan_once(model: nn.Module, example_input, config: SelectionConfig, criterion: str = DEFAULT_CRITERION, *,
-              ignore: tuple[str, ...] = (), graph: ChannelGraph | None = None) -> PlannedPrune:
+              ignore: tuple[str, ...] = (), graph: ChannelGraph | None = None, latency=None) -> PlannedPrune:
     """Score ``model``'s channels with ``criterion`` and find the plan that meets ``config``
-    (``graph``: a ready analysis of this model, else it is traced on ``example_input``)."""
+    (``graph``: a ready analysis of this model, else it is traced on ``example_input``;
+    ``latency``: the deploy target's latency model, for a ``config.speedup`` budget)."""
     check_model_and_input(model, example_input, "plan_once")
     check_type(config, SelectionConfig, "config", "plan_once", "a SelectionConfig")
     graph = graph if graph is not None else analyse(model, example_input, ignore=ignore)
     cost = CostModel(graph, model)
-    plan = select_plan(graph, cost, score_channels(criterion, graph, model, cost=cost), config)
+    plan = select_plan(graph, cost, score_channels(criterion, graph, model, cost=cost), config, latency)
     return PlannedPrune(graph, cost, plan, cost.macs(kept_class_mask(graph, plan)))
 
 
 def prune_once(model: nn.Module, example_input, config: SelectionConfig, criterion: str = DEFAULT_CRITERION, *,
-               ignore: tuple[str, ...] = (), optimizer=None, graph: ChannelGraph | None = None) -> PrunedOnce:
+               ignore: tuple[str, ...] = (), optimizer=None, graph: ChannelGraph | None = None,
+               latency=None) -> PrunedOnce:
     """``plan_once``, then slice ``model`` in place to the plan, checked on a copy first (a plan
     that breaks the model raises ``ApplyRefused`` and leaves ``model`` as it was).  With
     ``optimizer`` its state (momentum) is sliced along."""
-    planned = plan_once(model, example_input, config, criterion, ignore=ignore, graph=graph)
+    planned = plan_once(model, example_input, config, criterion, ignore=ignore, graph=graph, latency=latency)
     sliced = apply_plan(model, planned.graph, planned.plan, optimizer, example_input=example_input)
     return PrunedOnce(planned.graph, planned.cost, planned.plan, planned.predicted_macs, sliced)

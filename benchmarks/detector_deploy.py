@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.int8_deploy import Recorder
-from compressor import CostModel, ModelSpec, SelectionConfig, analyse, apply_plan, group_l2, save_pruned, select_plan
+from compressor import ModelSpec, SelectionConfig, prune_once, save_pruned
 from compressor.atomic import atomic_write_text
 from compressor.bench.environment import describe
 from compressor.engine.flops import count_macs
@@ -38,10 +38,9 @@ def prune_and_save(name: str, reduction: float, path: Path) -> dict:
     model = build_model(name, input_size=size).eval()
     example = [[torch.zeros(*size)]]
     started = time.perf_counter()
-    graph = analyse(model, example)
-    plan = select_plan(graph, CostModel(graph, model), group_l2(graph, model), SelectionConfig(reduction))
-    dense_macs = count_macs(model, example)
-    pruned = apply_plan(model, graph, plan, example_input=example)
+    dense_macs = count_macs(model, example)  # before prune_once slices it in place
+    result = prune_once(model, example, SelectionConfig(reduction))
+    pruned, plan = result.model, result.plan
     seconds = time.perf_counter() - started
     save_pruned(path, pruned, ModelSpec(name, TASK_DEFAULTS[DETECTION][1], size), plan)
     return {"input_size": list(size), "prune_s": round(seconds, 1), "dense_macs": dense_macs,

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compressor import CostModel, SelectionConfig, analyse, apply_plan, count_params, group_l2, select_plan
+from compressor import SelectionConfig, count_params, prune_once
 from compressor.engine.verify import make_informative
 from compressor.export.config import ExportConfig
 from compressor.export.manifest import tool_versions
@@ -53,9 +53,7 @@ def realistic(name: str, input_size) -> nn.Module:
 
 def pruned_copy(model: nn.Module, input_size, reduction: float) -> nn.Module:
     model = copy.deepcopy(model)
-    graph = analyse(model, torch.zeros(1, *input_size))
-    plan = select_plan(graph, CostModel(graph, model), group_l2(graph, model), SelectionConfig(reduction))
-    return apply_plan(model, graph, plan).eval()
+    return prune_once(model, torch.zeros(1, *input_size), SelectionConfig(reduction)).model.eval()
 
 
 def measure(model: nn.Module, name: str, input_size, pruned: bool, out: Path, repeats: int) -> dict:

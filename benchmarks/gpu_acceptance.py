@@ -183,18 +183,16 @@ def step_prune(ctx: Context) -> Outcome:
     --flops-reduction 0.5`` prunes it (L2 ranking, default rounding), saved as a model file."""
     import torch
 
-    from compressor import CostModel, ModelSpec, SelectionConfig, analyse, apply_plan, group_l2, save_pruned
-    from compressor import count_macs, select_plan
+    from compressor import ModelSpec, SelectionConfig, count_macs, prune_once, save_pruned
     from compressor.models import build_model, get_entry
 
     settings = ctx.settings
     entry = get_entry(settings.model)
     model = build_model(settings.model, num_classes=entry.num_classes).eval()
     example = torch.zeros(1, *entry.input_size)
-    graph = analyse(model, example)
     config = SelectionConfig(settings.flops_reduction)  # default rounding: 8 for groups of >= 16 channels
-    plan = select_plan(graph, CostModel(graph, model), group_l2(graph, model), config)
-    pruned = apply_plan(model, graph, plan)
+    result = prune_once(model, example, config)
+    pruned, graph, plan = result.model, result.graph, result.plan
     spec = ModelSpec(settings.model, entry.num_classes, tuple(entry.input_size))
     save_pruned(ctx.job.model_file, pruned, spec, plan)
     data = {"model": settings.model, "input_size": list(entry.input_size), "dense_macs": graph.dense_macs,

@@ -258,7 +258,7 @@ def percentile_retry(args, rec: Recorder, work: Path) -> dict:
 
 # -- part 2: ResNet-50 ----------------------------------------------------------------------------
 def resnet50(args, rec: Recorder, work: Path) -> dict:
-    from compressor import CostModel, ModelSpec, SelectionConfig, analyse, apply_plan, group_l2, save_pruned, select_plan
+    from compressor import ModelSpec, SelectionConfig, prune_once, save_pruned
     from compressor.models import build_model, get_entry
 
     path = work / "resnet50-pruned.pt"
@@ -266,12 +266,10 @@ def resnet50(args, rec: Recorder, work: Path) -> dict:
         entry = get_entry("resnet50")
         torch.manual_seed(0)
         model = build_model("resnet50", num_classes=entry.num_classes).eval()
-        graph = analyse(model, torch.zeros(1, *entry.input_size))
-        plan = select_plan(graph, CostModel(graph, model), group_l2(graph, model), SelectionConfig(0.5))
-        pruned = apply_plan(model, graph, plan)
-        save_pruned(path, pruned, ModelSpec("resnet50", entry.num_classes, tuple(entry.input_size)), plan)
+        pruned = prune_once(model, torch.zeros(1, *entry.input_size), SelectionConfig(0.5))
+        save_pruned(path, pruned.model, ModelSpec("resnet50", entry.num_classes, tuple(entry.input_size)), pruned.plan)
     part = {"model_file": str(path), "made_with": "Python API: build_model('resnet50') random init (seed 0), "
-            "analyse, select_plan(group_l2, SelectionConfig(0.5)), apply_plan, save_pruned"}
+            "prune_once(SelectionConfig(0.5)) (group L2), save_pruned"}
     bench_json = work / "bench-resnet50.json"
     cmd = ["bench", str(path), "--backend", "onnxruntime", "--device", "cpu", "--precision", "fp32,int8",
            "--batch-size", "1,32", "--warmup-runs", str(args.r50_warmup_runs), "--warmup-s", str(args.r50_warmup_s),

@@ -24,7 +24,7 @@ from compressor.bench.rounding import SweepConfig, auto_round_to
 from compressor.bench.stats import relative_difference
 from compressor.bench.subjects import model_pair
 from compressor.bench.timing import TimingConfig
-from compressor import CostModel, SelectionConfig, analyse, apply_plan, group_l2, select_plan
+from compressor import SelectionConfig, prune_once
 from compressor.atomic import atomic_write_text
 from compressor.models import build_model, get_entry
 
@@ -38,9 +38,7 @@ def pruned_copy(name: str, reduction: float, round_to: int | None):
     pruned = build_model(name, num_classes=entry.num_classes).eval()
     pruned.load_state_dict(dense.state_dict())
     example = torch.zeros(1, *entry.input_size)
-    graph = analyse(pruned, example)
-    plan = select_plan(graph, CostModel(graph, pruned), group_l2(graph, pruned), SelectionConfig(reduction, round_to))
-    return dense, apply_plan(pruned, graph, plan), tuple(entry.input_size)
+    return dense, prune_once(pruned, example, SelectionConfig(reduction, round_to)).model, tuple(entry.input_size)
 
 
 def resolve_round_to(text: str) -> tuple[int, dict | None]:

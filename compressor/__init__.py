@@ -10,8 +10,9 @@ The public API.  Pruning inside your own training loop::
         event = pruner.epoch_end(epoch)          # search, stability; prunes in place when stable
 
 (``compressor.integrations.lightning.PruningCallback`` does the same inside Lightning's ``Trainer.fit``.)
-The engine underneath::
+The engine underneath, in one call or step by step::
 
+    pruned = prune_once(model, example_input, SelectionConfig(0.5))  # analyse -> plan -> apply
     graph = analyse(model, example_input)            # channel groups
     cost = CostModel(graph, model)                   # analytic MACs/params
     plan = select_plan(graph, cost, group_l2(graph, model), SelectionConfig(0.5))
@@ -48,9 +49,12 @@ _EXPORTS = {
     "SelectionConfig": "compressor.engine.selection",
     "UnreachableTargetError": "compressor.engine.selection",
     "select_plan": "compressor.engine.selection",
-    "ModelSpec": "compressor.training.serialization",
-    "load_pruned": "compressor.training.serialization",
-    "save_pruned": "compressor.training.serialization",
+    "prune_once": "compressor.engine.oneshot",  # analyse -> plan -> apply in one call
+    "plan_once": "compressor.engine.oneshot",
+    "PrunedOnce": "compressor.engine.oneshot",
+    "ModelSpec": "compressor.runfiles.modelfile",
+    "load_pruned": "compressor.runfiles.modelfile",
+    "save_pruned": "compressor.runfiles.modelfile",
     "PruningCallback": "compressor.integrations.lightning",  # imports Lightning
 }
 

@@ -17,8 +17,11 @@ import types
 import typing
 from typing import Any, Literal, TypedDict, Union
 
-# The file names of a `compress prune` run directory that later commands read.
+# The file names of a `compress prune` run directory that later commands read (here, in the base
+# floor, because the output-directory checks of ``compressor.outdir`` need them too).
 SUMMARY_FILE = "summary.json"
+MODEL_FILE = "model.pt"  # the pruned model file (``compressor.runfiles.modelfile``)
+CHECKPOINT_FILE = "checkpoint.pt"  # the latest checkpoint, what --resume continues from
 
 
 class RunData(TypedDict):
@@ -70,8 +73,21 @@ class _RunSummaryLaasp(TypedDict, total=False):
     laasp_criteria: dict[str, int]
 
 
-class RunSummary(_RunSummaryLaasp):
-    """``summary.json`` of ``compress prune`` (LAASP runs add the ``laasp_*`` counts)."""
+class _RunSummarySpeedup(TypedDict, total=False):
+    """A ``--speedup`` run: the asked speed-up on the deploy target, the one the latency
+    table predicted for the plan, and the one measured after the prune (dense vs pruned,
+    timed together on that target as ``compress bench`` does; ``measured`` holds the
+    cell: backend, device, precision, batch_size, threads, both median latencies)."""
+
+    speedup_target: float
+    predicted_speedup: float | None
+    measured_speedup: float | None
+    measured: dict
+
+
+class RunSummary(_RunSummaryLaasp, _RunSummarySpeedup):
+    """``summary.json`` of ``compress prune`` (LAASP runs add the ``laasp_*`` counts,
+    ``--speedup`` runs the ``*speedup*`` keys)."""
 
     model: str
     dataset: str

@@ -28,11 +28,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from compressor.artifacts import CHECKPOINT_FILE
 from compressor.errors import CompressorError
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"  # compressor.training.checkpoint.LATEST, without importing torch
 # compressor.atomic's temp files are ".NAME.<random>.tmp"; exporters' staging files ".NAME.staging"
 # and their scratch files ".NAME.scratch".  Only dot-files of these shapes are ever removed.
 STALE_SUFFIXES = (".tmp", ".staging", ".scratch")
@@ -125,7 +125,7 @@ def check_fresh_output(out: Path, overwrite: bool = False) -> None:
     """A fresh run may start in ``out``: missing, empty, or ``--overwrite`` given; never
     over another run (that is ``--resume``'s, whatever ``--overwrite`` says)."""
     out = Path(out)
-    if lexists(out / CHECKPOINT, "--out"):
+    if lexists(out / CHECKPOINT_FILE, "--out"):
         raise OutputDirError(
             f"{out} already holds a run; pass --resume {out} to continue it, or choose another --out"
         )

@@ -11,6 +11,7 @@ and ``compress export`` (``compressor/cli/export.py``) drives that from the comm
 * ``fp16``        FP16 ONNX with float32 inputs/outputs
 * ``parity``      PyTorch vs ONNX Runtime (or TensorRT): allclose, relative error, top-1
 * ``runlimit``    the time limit on every ONNX Runtime run (a graph can loop for ever)
+* ``providers``   ONNX Runtime's execution provider names (export, eval and bench share them)
 * ``tensorrt``    engine build and run on TensorRT 10.x/11.x, ``tensorrt_available()``
 * ``artifacts``   staging names, promotion on success, ``*.failed`` on refusal, sha256
 * ``manifest``    ``manifest.json``

@@ -8,10 +8,10 @@ holds a ``model.onnx`` next to a manifest that says ``failed``.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from compressor.hashing import file_sha256
 from compressor.outdir import ensure_writable_dir
 
 FAILED_SUFFIX = ".failed"
@@ -98,8 +98,4 @@ def make_readable(path: Path) -> Path:
 
 def file_record(path: Path) -> dict:
     """sha256 and size, so a deployment can check it ships what was verified."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return {"sha256": digest.hexdigest(), "size": path.stat().st_size}
+    return {"sha256": file_sha256(path), "size": path.stat().st_size}

@@ -39,7 +39,7 @@ def bundle_section(run_dir: Path | None, inputs: list[dict] | None, outputs: lis
 
 def _run_data(run_dir: Path | None):
     from compressor.errors import CompressorError
-    from compressor.data.rundata import run_data_config
+    from compressor.runfiles.rundir import run_data_config
 
     if run_dir is None:
         raise CompressorError("the source is not a `compress prune` run directory, so it records no dataset")

@@ -40,7 +40,7 @@ class CalibrationSets:
 def data_config_for(run_dir: Path | None, dataset: str | None, data_dir: str | None, input_size=None):
     """The ``DataConfig`` to calibrate from: ``dataset`` when given (an image folder cropped to
     ``input_size``), else the run's own data."""
-    from compressor.data.rundata import run_data_config
+    from compressor.runfiles.rundir import run_data_config
     from compressor.data.datasets import DataConfig
 
     if dataset is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from compressor.data.rundata import run_data_config
+from compressor.runfiles.rundir import run_data_config
 from compressor.errors import CompressorError, one_line
 
 log = logging.getLogger(__name__)

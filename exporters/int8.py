@@ -29,7 +29,8 @@ import torch
 
 from compressor.errors import CompressorError, one_line
 from compressor.export.config import INT8_MIN_AGREEMENT
-from compressor.export.parity import ORT_CPU, ort_runner, ort_session
+from compressor.export.parity import ort_runner, ort_session
+from compressor.export.providers import ORT_CPU
 from compressor.export.runlimit import check_bounded
 
 log = logging.getLogger(__name__)

@@ -96,7 +96,7 @@ def foreign_files(out: Path, names: tuple[str, ...]) -> list[str]:
     export would replace although no earlier export wrote them: a file is ours only if
     our manifest.json there lists it with the same sha256.  Links are never ours."""
 
-    recorded = _our_files(out / MANIFEST_NAME)
+    recorded = our_manifest_files(out / MANIFEST_NAME)
     present = [n for base in names for n in (base, base + FAILED_SUFFIX) if _present(out / n)]
     theirs = [n for n in present if not _vouched(out / n, recorded or {})]
     if _present(out / MANIFEST_NAME) and recorded is None:
@@ -114,8 +114,10 @@ def _present(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
-def _our_files(path: Path) -> dict | None:
-    """The ``files`` of our manifest at ``path``; None when it is missing, a link or not ours."""
+def our_manifest_files(path: Path) -> dict | None:
+    """The ``files`` of our manifest at ``path`` (file name -> its record); None when it is
+    missing, a link or not a manifest `compress export` wrote.  Public: eval records its
+    result only in a manifest this tool wrote."""
     if not path.is_file() or path.is_symlink():
         return None
     try:

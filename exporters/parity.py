@@ -42,9 +42,9 @@ import torch
 from torch import nn
 
 from compressor.errors import CompressorError, one_line
+from compressor.export.providers import ORT_CPU
 
 Runner = Callable[[torch.Tensor], list[np.ndarray]]
-ORT_CPU = "CPUExecutionProvider"
 # Relative errors are taken against |ref| floored at this fraction of the batch's largest
 # |ref|: a logit that happens to be ~0 would otherwise turn a 1e-7 difference into a
 # "relative error" of 0.5 that says nothing about the model.

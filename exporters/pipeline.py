@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from compressor.artifacts import SUMMARY_FILE, ExportManifest
+from compressor.artifacts import MODEL_FILE, SUMMARY_FILE, ExportManifest
 from compressor.errors import CompressorError
 from compressor.engine.flops import count_macs, count_params
 from compressor.export.artifacts import Artifacts, prepare_out_dir
@@ -202,7 +202,7 @@ class _Job:
         path = self.source.path
         if self.source.kind == "run":
             return path
-        if self.source.kind == "file" and path.name == "model.pt" and (path.parent / SUMMARY_FILE).is_file():
+        if self.source.kind == "file" and path.name == MODEL_FILE and (path.parent / SUMMARY_FILE).is_file():
             return path.parent  # RUN/model.pt given as a file: still the run's data
         return None
 
@@ -340,6 +340,7 @@ class _Job:
             "file": INT8_FILE, "format": "QDQ", "weights": "int8, symmetric, per output channel",
             "activations": ("int8, symmetric, per tensor" if c.activation_form == "symmetric"
                             else "uint8, asymmetric (zero point), per tensor"),
+            "form": c.activation_form,  # symmetric | asymmetric: what a reader (bench) matches on
             "activations_chosen": (f"auto: {c.activation_form} for --format {c.format}"
                                    if c.int8_activations == "auto" else f"--int8-activations {c.activation_form}"),
             "consumers": (["onnxruntime", "tensorrt"] if c.activation_form == "symmetric" else ["onnxruntime"]),

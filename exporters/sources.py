@@ -14,12 +14,13 @@ from pathlib import Path
 
 from torch import nn
 
+from compressor.artifacts import MODEL_FILE
 from compressor.errors import CompressorError
-from compressor.training.serialization import load_pruned
+from compressor.hashing import file_sha256
+from compressor.runfiles.modelfile import load_pruned
 from compressor.models.deployable import deployable
 from compressor.models.zoo import build, entry
 
-RUN_MODEL_FILE = "model.pt"
 MODEL_FILE_SUFFIXES = (".pt", ".pth")
 
 
@@ -35,6 +36,7 @@ class ExportSource:
     path: Path | None = None
     default_out: Path = field(default_factory=lambda: Path("exports"))
     postprocessing: dict | None = None  # a detector's steps after the exported outputs (manifest bundle)
+    model_file: Path | None = None  # the pruned model file it was read from (a run's model.pt)
 
     def describe(self) -> dict:
         return {
@@ -43,6 +45,8 @@ class ExportSource:
             "pruned": self.pruned,
             "path": None if self.path is None else str(self.path),
             "input_size": list(self.input_size),
+            # which bytes were exported: bench times this export's INT8 file only for that model file
+            "sha256": None if self.model_file is None else file_sha256(self.model_file),
         }
 
 
@@ -64,14 +68,14 @@ def resolve_source(text: str, input_size=None, trust_code: bool = False) -> Expo
             f"--input-size applies to a model-name SOURCE; {path} is exported at the input size it was pruned at"
         )
     if path.is_dir():
-        if (path / RUN_MODEL_FILE).is_file():
+        if (path / MODEL_FILE).is_file():
             return _from_run(path, trust_code)
         if not _is_model_name(text):
             raise CompressorError(
-                f"{path} is not a `compress prune` run directory (it has no {RUN_MODEL_FILE})"
+                f"{path} is not a `compress prune` run directory (it has no {MODEL_FILE})"
             )
     elif path.exists():
-        return _from_file(path, "file", path.parent / f"{path.stem}-export", trust_code)
+        return _from_file(path, "file", default_export_dir(path), trust_code)
     elif path.suffix in MODEL_FILE_SUFFIXES or len(path.parts) > 1:
         raise CompressorError(f"no such run directory or pruned model file: {path}")
     return _from_zoo(text, input_size)
@@ -85,8 +89,14 @@ def _is_model_name(text: str) -> bool:
     return True
 
 
+def default_export_dir(path: Path) -> Path:
+    """Where ``compress export PATH`` writes unless told: RUN/export for a run directory,
+    FILE-export beside a model file (bench looks there for the export's verified INT8 file)."""
+    return path / "export" if path.is_dir() else path.parent / f"{path.stem}-export"
+
+
 def _from_run(directory: Path, trust_code: bool) -> ExportSource:
-    source = _from_file(directory / RUN_MODEL_FILE, "run", directory / "export", trust_code)
+    source = _from_file(directory / MODEL_FILE, "run", default_export_dir(directory), trust_code)
     source.path = directory
     return source
 
@@ -98,7 +108,7 @@ def _from_file(path: Path, kind: str, default_out: Path, trust_code: bool) -> Ex
     pruned = plan.kept_channels() < plan.total_channels()  # a `dense` schedule run saves a full plan
     graph = deployable(model, spec.input_size)
     return ExportSource(graph.model.eval(), spec.name, graph.input_size, kind, pruned, path, default_out,
-                        graph.postprocessing)
+                        graph.postprocessing, path)
 
 
 def _from_zoo(name: str, input_size=None) -> ExportSource:

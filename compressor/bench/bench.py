@@ -19,9 +19,11 @@ from compressor.bench.stats import LatencyStats, compare, summarise
 from compressor.bench.subjects import Group, Subject, check_batch_sizes
 from compressor.bench.timing import TimingConfig, measure
 from compressor.artifacts import BenchReport
+from compressor.devices import auto_device
 from compressor.choices import BENCH_PRECISIONS
 from compressor.errors import CompressorError
 from compressor.export.runlimit import RunLimitError
+from compressor.hashing import file_sha256
 
 FORMAT = "compressor.bench/1"
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
@@ -55,9 +57,13 @@ class BenchConfig:
 
     @property
     def resolved_device(self) -> str:
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+        return auto_device(self.device)
+
+    @property
+    def timed_precisions(self) -> tuple[str, ...]:
+        """The precisions asked for, with fp32 first when it was left out: a reduced precision's
+        speed-up is stated against the dense fp32 model a user starts from."""
+        return self.precisions if "fp32" in self.precisions else ("fp32", *self.precisions)
 
     @property
     def resolved_threads(self) -> int:
@@ -80,13 +86,13 @@ def exports_files(config: BenchConfig) -> bool:
     here and does not time the PyTorch module itself."""
     device = config.resolved_device
     return any(BACKENDS[name].unavailable(device, precision) is None
-               for name in config.backends if name not in MODULE_BACKENDS for precision in config.precisions)
+               for name in config.backends if name not in MODULE_BACKENDS for precision in config.timed_precisions)
 
 
 def cells(groups: list[Group], config: BenchConfig):
     for group in groups:
         for backend in config.backends:
-            for precision in config.precisions:
+            for precision in config.timed_precisions:
                 for batch in config.batch_sizes:
                     yield group, backend, precision, batch
 
@@ -109,7 +115,8 @@ def run_bench(groups: list[Group], config: BenchConfig, on_cell: Callable[[str],
         records.extend(cell_records)
         skipped.extend(cell_skipped)
     _add_combined_speedups(records)
-    config_dict = {**asdict(config), "device": device, "threads": threads}
+    config_dict = {**asdict(config), "timed_precisions": list(config.timed_precisions), "device": device,
+                   "threads": threads}
     return BenchResult(describe(threads), config_dict, records, skipped)
 
 
@@ -184,4 +191,14 @@ def _record(subject: Subject, runnable, workload: Workload, stats: LatencyStats,
         **stats.to_dict(),
         "warmup_runs": measurement.warmup_runs[index],
         "warmup_s": round(measurement.warmup_s[index], 3),
+        "file": _timed_file(subject, runnable),
     }
+
+
+def _timed_file(subject: Subject, runnable) -> dict | None:
+    """Which bytes a cell timed, and for an INT8 file where it came from (the export's verified
+    file, or one bench quantized for timing only)."""
+    path = getattr(runnable, "timed_file", None)
+    if path is None:
+        return None
+    return {"name": path.name, "sha256": file_sha256(path), **subject.int8_sources.get(str(path), {})}

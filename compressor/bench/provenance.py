@@ -23,18 +23,11 @@ import torch
 
 from compressor.atomic import atomic_write_file, atomic_write_text
 from compressor.errors import CompressorError
+from compressor.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
 MACS_TOLERANCE = 0.01  # relative; the ONNX graph and the PyTorch counter agree far closer on real exports
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_identity(model: torch.nn.Module, input_size) -> str:

@@ -81,18 +81,57 @@ class RoundingChoice:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class LayerShape:
+    """One layer as the runtime sees it: a conv (``kernel`` set) or a linear layer, at the
+    widths to time and the input it gets.  What the sweep and the latency table time."""
+
+    in_channels: int
+    out_channels: int
+    spatial: tuple[int, ...] = ()  # the conv's input height and width; () for a linear layer
+    kernel: tuple[int, int] | None = (3, 3)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (1, 1)
+    depthwise: bool = False  # groups == channels (then in_channels == out_channels)
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        return (self.in_channels, *self.spatial)
+
+    @property
+    def label(self) -> str:
+        """A file-name-safe name, unique per shape."""
+        if self.kernel is None:
+            return f"linear{self.in_channels}x{self.out_channels}"
+        parts = [self.in_channels, self.out_channels, *self.spatial, *self.kernel, *self.stride, *self.padding]
+        return ("dw" if self.depthwise else "conv") + "_".join(map(str, parts))
+
+    def module(self) -> nn.Module:
+        if self.kernel is None:
+            return nn.Linear(self.in_channels, self.out_channels)
+        groups = self.in_channels if self.depthwise else 1
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel, self.stride, self.padding, groups=groups)
+        return nn.Sequential(conv, nn.ReLU())
+
+
 class ConvSubject:
-    """One w -> w 3x3 convolution, as a module and as a tiny hand-built ONNX file."""
+    """One layer of ``shape`` (the sweep's: a w -> w 3x3 convolution), as a module and as a
+    tiny hand-built ONNX file."""
 
     variant = "sweep"
 
-    def __init__(self, width: int, spatial: int, directory: Path):
-        torch.manual_seed(width)
-        self.name = f"conv{width}"
-        self.width = width
-        self.input_size = (width, spatial, spatial)
-        self.model = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU()).eval()
+    def __init__(self, width: int, spatial: int, directory: Path, shape: LayerShape | None = None):
+        self.shape = shape or LayerShape(width, width, (spatial, spatial))
+        torch.manual_seed(self.shape.out_channels)
+        self.width = self.shape.out_channels
+        self.name = self.shape.label if shape is not None else f"conv{width}"
+        self.input_size = self.shape.input_size
+        self.model = self.shape.module().eval()
         self.directory = directory
+
+    @classmethod
+    def of(cls, shape: LayerShape, directory: Path) -> "ConvSubject":
+        return cls(shape.out_channels, 0, directory, shape)
 
     def module(self) -> nn.Module:
         return self.model
@@ -102,43 +141,50 @@ class ConvSubject:
             from compressor.bench.backends import BackendError
 
             raise BackendError("the width sweep runs in fp32")
-        path = self.directory / f"conv{self.width}.onnx"
+        path = self.directory / f"{self.name}.onnx"
         if not path.is_file():
-            _write_conv_onnx(self.model[0], path)
+            _write_layer_onnx(self.shape, self.model, path)
         return path
 
     def engine(self, workload: Workload) -> Path:
         from compressor.export.tensorrt import EngineSpec, build_engine, default_timing_cache
 
-        path = self.directory / f"conv{self.width}_b{workload.batch_size}.plan"
+        path = self.directory / f"{self.name}_b{workload.batch_size}.plan"
         if not path.is_file():
             build_engine(EngineSpec(self.onnx("fp32"), path, workload.batch_size, False, 1 << 30, 3, default_timing_cache()))
         return path
 
 
-def _write_conv_onnx(conv: nn.Conv2d, path: Path) -> None:
-    """Conv + Relu written directly with onnx.helper: exporting 33 models through
-    torch.onnx would take longer than the sweep itself."""
+def _write_layer_onnx(shape: LayerShape, model: nn.Module, path: Path) -> None:
+    """Conv + Relu (or Gemm) written directly with onnx.helper: exporting dozens of models
+    through torch.onnx would take longer than the sweep itself."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    weight = numpy_helper.from_array(conv.weight.detach().numpy(), "weight")
-    bias = numpy_helper.from_array(conv.bias.detach().numpy(), "bias")
-    channels = conv.in_channels
-    graph = helper.make_graph(
-        [
-            helper.make_node("Conv", ["input", "weight", "bias"], ["conv"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+    layer = model if shape.kernel is None else model[0]
+    weight = numpy_helper.from_array(layer.weight.detach().numpy(), "weight")
+    bias = numpy_helper.from_array(layer.bias.detach().numpy(), "bias")
+    if shape.kernel is None:
+        nodes = [helper.make_node("Gemm", ["input", "weight", "bias"], ["output"], transB=1)]
+        dims_in, dims_out = ["batch", shape.in_channels], ["batch", shape.out_channels]
+    else:
+        pads = [shape.padding[0], shape.padding[1], shape.padding[0], shape.padding[1]]
+        nodes = [
+            helper.make_node("Conv", ["input", "weight", "bias"], ["conv"], pads=pads, kernel_shape=list(shape.kernel),
+                             strides=list(shape.stride), group=shape.in_channels if shape.depthwise else 1),
             helper.make_node("Relu", ["conv"], ["output"]),
-        ],
-        "conv_sweep",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", channels, None, None])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", channels, None, None])],
+        ]
+        dims_in, dims_out = ["batch", shape.in_channels, None, None], ["batch", shape.out_channels, None, None]
+    graph = helper.make_graph(
+        nodes, "layer_sweep",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims_in)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, dims_out)],
         [weight, bias],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, 9)
+    model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model_proto.ir_version = min(model_proto.ir_version, 9)
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
+    onnx.save(model_proto, str(path))
 
 
 def sweep(config: SweepConfig, directory: Path) -> dict[int, float]:
@@ -198,7 +244,8 @@ def measure_rounding(config: SweepConfig, directory: Path) -> RoundingChoice:
 
 
 # -- the cache behind --round-to auto ----------------------------------------------------------------
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """This user's cache of measurements (the sweep's, the latency tables)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onecycle-compress"
 
 
@@ -233,7 +280,7 @@ def auto_round_to(config: SweepConfig, refresh: bool = False) -> tuple[RoundingC
     """The measured choice for this machine and backend; cached per machine, backend
     and library versions so each prune does not re-measure.  Returns (choice, cached)."""
     environment = describe(config.threads)
-    cache = _cache_dir() / "round-to" / f"{_cache_key(config, environment)}.json"
+    cache = cache_dir() / "round-to" / f"{_cache_key(config, environment)}.json"
     if cache.is_file() and not refresh:
         choice = _read_cached(cache)
         if choice is not None:

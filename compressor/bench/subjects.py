@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -25,12 +24,15 @@ from pathlib import Path
 
 import torch
 
+from compressor.artifacts import MODEL_FILE
 from compressor.bench.backends.base import BackendError, Workload
-from compressor.bench.provenance import cached, checked_macs, file_sha256, model_identity, onnx_macs
+from compressor.bench.provenance import cached, checked_macs, model_identity, onnx_macs
 from compressor.errors import CompressorError, one_line
+from compressor.hashing import file_sha256
 from compressor.engine.flops import count_macs, count_params
+from compressor.export.manifest import MANIFEST_NAME
+from compressor.export.sources import default_export_dir
 
-RUN_MODEL_FILE = "model.pt"
 MODEL_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
@@ -53,6 +55,9 @@ class Subject:
     files: dict = field(default_factory=dict)  # "onnx-fp32", "onnx-fp16", "engine-fp32-b32", ...
     identity: str | None = None  # the model's architecture+weights hash, once computed (provenance)
     macs_source: str = "model"  # counted by compressor.engine.flops on the module, or "onnx-graph"
+    # where each INT8 file came from (keyed by its path): the export's verified file, or one
+    # quantized here for timing only; bench.json says which one a cell timed
+    int8_sources: dict = field(default_factory=dict)
 
     @property
     def stem(self) -> str:
@@ -116,8 +121,11 @@ class Subject:
         if "onnx-fp32" not in self.files and self.model is None:
             raise BackendError(f"{self.name}: an INT8 ONNX is made from the model; give model_int8.onnx instead")
         source = self.onnx("fp32")
-        return cached(target, f"{form} for timing of " + file_sha256(source),
+        made = cached(target, f"{form} for timing of " + file_sha256(source),
                       lambda temp: quantize_for_timing(source, temp, self.input_size, symmetric))
+        self.int8_sources[str(made)] = {"source": "quantized by bench for timing only: calibrated on random inputs, "
+                                                  "no accuracy gate", "verified": False}
+        return made
 
     def _build_engine(self, workload: Workload) -> Path:
         from compressor.export.tensorrt import (EngineSpec, build_engine, current_build_key, default_timing_cache,
@@ -196,13 +204,14 @@ def resolve(sources: list[str], trust_code: bool = False) -> list[Group]:
     for text in sources:
         path = Path(text)
         if path.is_dir():
-            if not (path / RUN_MODEL_FILE).is_file():
-                raise CompressorError(f"{path} is not a `compress prune` run directory (it has no {RUN_MODEL_FILE})")
-            groups.append(_model_pair(path / RUN_MODEL_FILE, path / "bench" / "cache", trust_code))
+            if not (path / MODEL_FILE).is_file():
+                raise CompressorError(f"{path} is not a `compress prune` run directory (it has no {MODEL_FILE})")
+            groups.append(_model_pair(path / MODEL_FILE, path / "bench" / "cache", trust_code, default_export_dir(path)))
         elif not path.exists():
             raise CompressorError(f"no such run directory, model file, ONNX or engine file: {path}")
         elif path.suffix in MODEL_SUFFIXES:
-            groups.append(_model_pair(path, path.parent / f"{path.stem}-bench" / "cache", trust_code))
+            groups.append(_model_pair(path, path.parent / f"{path.stem}-bench" / "cache", trust_code,
+                                      default_export_dir(path)))
         elif path.suffix in ONNX_SUFFIXES + ENGINE_SUFFIXES:
             files.append(_file_subject(path))
         else:
@@ -215,15 +224,61 @@ def resolve(sources: list[str], trust_code: bool = False) -> list[Group]:
     return groups
 
 
-def _model_pair(path: Path, cache_root: Path, trust_code: bool) -> Group:
+def _model_pair(path: Path, cache_root: Path, trust_code: bool, export_dir: Path) -> Group:
     from compressor.models.deployable import deployable
-    from compressor.training.serialization import load_pruned, rebuild
+    from compressor.runfiles.modelfile import load_pruned, rebuild
 
     pruned, spec, _ = load_pruned(path, trust_code)
     dense = rebuild(spec, [], trust_code).eval()
     # a detector is timed as it is exported: its network, without the post-processing
     dense, pruned = deployable(dense, spec.input_size), deployable(pruned, spec.input_size)
-    return model_pair(spec.name, dense.model, pruned.model, dense.input_size, cache_root / _digest(path), str(path))
+    group = model_pair(spec.name, dense.model, pruned.model, dense.input_size, cache_root / _digest(path), str(path))
+    found = verified_int8(path, export_dir)
+    if found is not None:  # time what was verified and ships, not a file quantized here
+        form, int8_path, note = found
+        group.subjects[1].files[form] = int8_path
+        group.subjects[1].int8_sources[str(int8_path)] = note
+    return group
+
+
+def verified_int8(model_file: Path, export_dir: Path) -> tuple[str, Path, dict] | None:
+    """The INT8 file ``compress export`` wrote for ``model_file`` into ``export_dir``, when its
+    manifest says the gate passed, lists the file with its current sha256, and was made from
+    these very bytes of the model file: (the subject's file key, its path, a note for bench.json).
+    Anything else (no export, another model, an edited file) is None: bench quantizes its own."""
+    manifest = _read_manifest(export_dir / MANIFEST_NAME)
+    int8, source, files = (manifest.get(key) for key in ("int8", "source", "files"))
+    if not all(isinstance(part, dict) for part in (int8, source, files)):
+        return None
+    name, check = int8.get("file"), int8.get("check")
+    form = {"symmetric": "onnx-int8", "asymmetric": "onnx-int8-asymmetric"}.get(int8.get("form"))
+    if not isinstance(name, str) or Path(name).name != name or not isinstance(check, dict) or form is None:
+        return None
+    path = export_dir / name
+    if check.get("passed") is not True or path.is_symlink() or not path.is_file():
+        return None
+    digest = file_sha256(path)
+    if (files.get(name) or {}).get("sha256") != digest:
+        log.warning("%s differs from what its export verified; bench quantizes its own INT8 file", path)
+        return None
+    if source.get("sha256") != file_sha256(model_file):
+        why = "does not name its model file's sha256" if source.get("sha256") is None else "is of another model file"
+        log.info("the export in %s %s (not %s); bench quantizes its own INT8 file", export_dir, why, model_file)
+        return None
+    return form, path, {"source": f"the export's verified {name}", "verified": True, "export": str(export_dir),
+                        "agreement": check.get("agreement"), "calibration": int8.get("calibration")}
+
+
+def _read_manifest(path: Path) -> dict:
+    """An export's manifest as plain JSON data, or {} when there is none or it cannot be read."""
+    if path.is_symlink() or not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        log.warning("%s is not a readable manifest; bench quantizes its own INT8 file", path)
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def model_pair(name: str, dense: torch.nn.Module, pruned: torch.nn.Module, input_size, cache: Path,
@@ -241,11 +296,7 @@ def model_pair(name: str, dense: torch.nn.Module, pruned: torch.nn.Module, input
 def _digest(path: Path) -> str:
     """Cached exports are keyed by the model file's content, so a re-run of the
     prune into the same directory never benchmarks stale ONNX files."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
+    return file_sha256(path)[:12]
 
 
 def _file_subject(path: Path) -> Subject:

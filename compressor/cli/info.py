@@ -12,6 +12,8 @@ import click
 from compressor.cli.common import INPUT_SIZE_FORMS, bounded_int, finite_float, parse_input_size, trust_code_flag, user_errors
 from compressor.cli.logs import verbosity_options
 from compressor.cli.sections import SectionedCommand
+from compressor.choices import BENCH_BACKENDS, DEFAULT_DEPLOY_BACKEND
+from compressor.cli.speedup import speedup_options
 from compressor.errors import CompressorError, one_line
 
 if TYPE_CHECKING:
@@ -48,6 +50,11 @@ if TYPE_CHECKING:
 @click.option("--ignore", multiple=True, metavar="MODULE", help="Keep this module's channels fixed (repeatable).")
 @click.option("--groups", "show_groups", is_flag=True, help="List every channel group (and the plan, with --flops-reduction).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (params, macs, groups, pruned_params, pruned_macs ...).")
+@click.option("--deploy-backend", type=click.Choice(BENCH_BACKENDS), default=DEFAULT_DEPLOY_BACKEND, show_default=True,
+              help="--speedup: the runtime the model will ship on.")
+@click.option("--deploy-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="--speedup: where it will run (auto: cuda when there is a GPU).")
+@speedup_options
 @trust_code_flag()
 @verbosity_options
 @user_errors
@@ -63,11 +70,21 @@ def info_command(
     show_groups,
     as_json,
     trust_code,
+    deploy_backend,
+    deploy_device,
+    speedup,
+    deploy_precision,
+    deploy_batch,
+    latency_table,
 ) -> None:
     """Print params, MACs and channel groups of MODEL (a zoo/torchvision name, timm:NAME,
-    module.path:factory or a pruned model file); with --flops-reduction, really prune a copy
-    and count it."""
-    import torch
+    module.path:factory or a pruned model file); with --flops-reduction (or --speedup X,
+    priced with the deploy target's latency table), really prune a copy and count it."""
+    from compressor.cli.speedup import check_exclusive, deploy_target
+
+    check_exclusive(click.get_current_context(), speedup)
+    target = deploy_target(deploy_backend, deploy_device, deploy_precision, deploy_batch) \
+        if speedup is not None and latency_table is None else None
 
     from compressor.engine.analysis.errors import ModelRunError
     from compressor.engine.analysis.graph import analyse
@@ -102,9 +119,12 @@ def info_command(
     if boxes is not None:
         report["macs_counted_at"] = boxes
     plan = None
-    if flops_reduction is not None:
-        config = SelectionConfig(flops_reduction, round_to, max_prune_fraction, min_width)
-        plan, pruned_report = _prune_and_count(network, graph, config, example, timings, family, size)
+    if flops_reduction is not None or speedup is not None:
+        config = SelectionConfig(flops_reduction or 0.5, round_to, max_prune_fraction, min_width, speedup=speedup)
+        latency = None
+        if speedup is not None:
+            latency = _latency_model(network, graph, size, target, config, ignore, latency_table, timings)
+        plan, pruned_report = _prune_and_count(network, graph, config, example, timings, family, size, latency)
         report.update(pruned_report)
     report["timings"] = {k: round(v, 4) for k, v in timings.items()}
     if show_groups:
@@ -118,9 +138,20 @@ def info_command(
         _print_info(report, graph)
 
 
+def _latency_model(network, graph, size, target, config, ignore, given: str | None, timings: dict):
+    from compressor.cli.speedup import table_maker
+    from compressor.engine.latency import LatencyModel
+
+    started = time.perf_counter()
+    make = table_maker(target, config.round_to, config.max_prune_fraction, config.min_width, tuple(ignore), given)
+    table = make(network, size)
+    timings["latency_table_s"] = time.perf_counter() - started
+    return LatencyModel(graph, table)
+
+
 def _load_for_info(model: str, input_size, num_classes, trust_code: bool):
     from compressor.memory import check_fits
-    from compressor.training.serialization import load_pruned
+    from compressor.runfiles.modelfile import load_pruned
     from compressor.models.zoo import build, entry
 
     path = Path(model)
@@ -161,20 +192,20 @@ def _output_width(network, size) -> int | None:
     return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.dim() >= 1 else None
 
 
-def _prune_and_count(network, graph: ChannelGraph, config, example, timings, family, size) -> tuple:
+def _prune_and_count(network, graph: ChannelGraph, config, example, timings, family, size, latency=None) -> tuple:
     from compressor.engine.apply import apply_plan
-    from compressor.engine.cost import CostModel
     from compressor.engine.flops import count_macs, count_params
-    from compressor.engine.importance import group_l2
     from compressor.engine.masking import masked_copy
+    from compressor.engine.oneshot import plan_once
     from compressor.engine.plan import kept_class_mask
-    from compressor.engine.selection import select_plan
     from compressor.engine.verify import compare
 
     started = time.perf_counter()
-    cost = CostModel(graph, network)
-    plan = select_plan(graph, cost, group_l2(graph, network), config)
-    predicted = cost.macs(kept_class_mask(graph, plan))
+    planned = plan_once(network, example, config, graph=graph, latency=latency)  # the engine's one-call plan
+    plan, predicted = planned.plan, planned.predicted_macs
+    speedup = {} if latency is None else {
+        "speedup_target": config.speedup, "predicted_speedup": latency.speedup(kept_class_mask(graph, plan)),
+        "deploy_target": latency.table.describe()}
     timings["plan_s"] = time.perf_counter() - started
     masked = masked_copy(network, graph, plan)
     started = time.perf_counter()
@@ -188,13 +219,14 @@ def _prune_and_count(network, graph: ChannelGraph, config, example, timings, fam
     # its heads' outputs.
     equivalence = None if family == DETECTION else compare(masked, masked, pruned, (example_input(family, size, 2),))
     return plan, {
-        "flops_reduction_target": config.flops_reduction,
+        "flops_reduction_target": None if config.speedup is not None else config.flops_reduction,
         "pruned_params": count_params(pruned),
         "pruned_macs": macs,
         "predicted_macs": predicted,
         "macs_reduction": 1 - macs / graph.dense_macs,
         "kept_channels": plan.kept_channels(),
         "max_abs_diff": None if equivalence is None else equivalence.max_abs_diff,
+        **speedup,
     }
 
 
@@ -217,7 +249,11 @@ def _print_info(report: dict, graph: ChannelGraph) -> None:
     if len(report["fixed"]) > 5:
         click.echo(f"  fixed            ... and {len(report['fixed']) - 5} more (see --json)")
     if "pruned_macs" in report:
-        click.echo(f"pruned at {report['flops_reduction_target']:.0%} MACs reduction:")
+        if "speedup_target" in report:
+            click.echo(f"pruned to a {report['speedup_target']:.2f}x speed-up on {report['deploy_target']} "
+                       f"(predicted {report['predicted_speedup']:.2f}x):")
+        else:
+            click.echo(f"pruned at {report['flops_reduction_target']:.0%} MACs reduction:")
         kept = report["kept_channels"]
         click.echo(f"  channels kept    {kept:,} / {report['prunable_channels']:,}")
         drop = 1 - report["pruned_params"] / report["params"]

@@ -19,6 +19,7 @@ from compressor.cli.common import (MAX_COUNT, RenamedOption, bounded_int, bounde
                                    parse_square_input_size, trust_code_flag)
 from compressor.cli.logs import verbosity_options
 from compressor.cli.sections import SectionedCommand
+from compressor.cli.speedup import speedup_options
 from compressor.errors import CompressorError
 
 DEFAULT_EPOCHS = 10
@@ -148,7 +149,7 @@ OPTIONS = [
     click.option("--synthetic-val", type=bounded_int(1, MAX_SYNTHETIC_IMAGES), default=1000, show_default=True, help="synthetic: images in the validation set."),
     click.option("--augment/--no-augment", default=True, show_default=True, help="CIFAR-style random crop + flip (digits: the crop only; imagefolder: random resized crop + flip)."),
     # pruning
-    click.option("--flops-reduction", type=finite_float(0, 1, min_open=True, max_open=True), default=0.5, show_default=True, help="Fraction of MACs to remove."),
+    click.option("--flops-reduction", type=finite_float(0, 1, min_open=True, max_open=True), default=0.5, show_default=True, help="Fraction of MACs to remove (the default budget; exclusive with --speedup)."),
     click.option("--schedule", type=click.Choice(SCHEDULES), default="ocs", show_default=True, help="ocs: one-cycle with stability search; dense, oneshot, three-stage, epi, gradual, laasp for comparison."),
     click.option("--criterion", type=click.Choice(list(CRITERIA)), default="ocs", show_default=True, help="Channel importance."),
     click.option("--cost-weighting", is_flag=True, help="Weight importance down for channels that cost more MACs."),
@@ -173,8 +174,8 @@ OPTIONS = [
     click.option("--recover-epochs", type=bounded_int(min=0), default=1, show_default=True, help="laasp: training epochs between pruning chunks (0: prune to the target at once)."),
     click.option("--max-prune-fraction", type=finite_float(0, 1, min_open=True), default=0.75, show_default=True, help="Per-group cap on the fraction of channels removed."),
     click.option("--round-to", callback=_round_to, help="Keep channel counts at multiples of N, or 'auto': the multiple --deploy-backend rewards, measured on this machine (a conv width sweep, cached) [default: 8 for groups of >= 16 channels]."),
-    click.option("--deploy-backend", type=click.Choice(BENCH_BACKENDS), default=DEFAULT_DEPLOY_BACKEND, show_default=True, help="--round-to auto: the runtime the model will ship on."),
-    click.option("--deploy-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="--round-to auto: where it will run (auto: cuda when there is a GPU)."),
+    click.option("--deploy-backend", type=click.Choice(BENCH_BACKENDS), default=DEFAULT_DEPLOY_BACKEND, show_default=True, help="--round-to auto and --speedup: the runtime the model will ship on."),
+    click.option("--deploy-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="--round-to auto and --speedup: where it will run (auto: cuda when there is a GPU)."),
     click.option("--min-width", type=bounded_int(min=1), default=1, show_default=True, help="Keep at least N channels per group."),
     click.option("--ignore", multiple=True, metavar="MODULE", help="Keep this module's channels fixed (repeatable)."),
     click.option("--reset-optimizer", is_flag=True, help="Drop optimizer state at the prune (as the method's authors' code does)."),
@@ -203,7 +204,7 @@ OPTIONS = [
 def prune_options(command):
     for option in reversed(OPTIONS):
         command = option(command)
-    return command
+    return speedup_options(command)
 
 
 @click.command("prune", cls=SectionedCommand, context_settings={"max_content_width": 110})
@@ -211,7 +212,8 @@ def prune_options(command):
 @verbosity_options
 @click.pass_context
 def prune_command(ctx: click.Context, **options) -> None:
-    """Train MODEL once and prune it during training to a MACs budget.
+    """Train MODEL once and prune it during training to a MACs budget (or, with --speedup,
+    to a latency measured on the deploy target).
 
     Writes summary.json, metrics.jsonl, plan.json, run.png, model.pt and checkpoints to
     --out.  The default runs in a few minutes on a laptop CPU, offline."""
@@ -224,6 +226,8 @@ def prune_command(ctx: click.Context, **options) -> None:
     try:
         spec, payload = _plan_run(ctx, options, resume, trust_code, overwrite)
         summary = run_prune(spec, payload)
+        if summary and spec.prune.speedup is not None:
+            summary = _measure(spec)
     except CompressorError as error:
         raise click.ClickException(str(error)) from error
     except KeyboardInterrupt:
@@ -239,8 +243,13 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
     from compressor.training.run import RunSpec, configs_from_dict, conflicts
     from compressor.trust import check_trusted
 
+    from compressor.cli.speedup import check_exclusive, deploy_target, table_maker
+
     model, weights, out = options.pop("model"), options.pop("weights"), options.pop("out")
     deploy = options.pop("deploy_backend"), options.pop("deploy_device")
+    precision, batch = options.pop("deploy_precision"), options.pop("deploy_batch")
+    given_table = options.pop("latency_table")
+    check_exclusive(ctx, options["speedup"])
     options["ignore"] = tuple(options["ignore"])
     if resume is None:
         _refuse_unused_data_options(ctx, options)
@@ -249,12 +258,15 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
         out_dir = Path(out or f"runs/{model}-{options['schedule']}")
         check_fresh_output(out_dir, overwrite)
         ensure_writable_dir(out_dir, "--out", keep=False)  # now, not after the first epoch has trained
+        target = deploy_target(*deploy, precision, batch) if options["speedup"] is not None and not given_table else None
         if options["round_to"] == "auto":
             options["round_to"] = _measure_round_to(*deploy, out_dir)
         data, train, prune = configs_from_dict(options)
-        return RunSpec(model, out_dir, data, train, prune, weights), None
+        tables = None if prune.speedup is None else table_maker(target, prune.round_to, prune.max_prune_fraction,
+                                                                prune.min_width, prune.ignore, given_table)
+        return RunSpec(model, out_dir, data, train, prune, weights, latency_table=tables), None
     out_dir = Path(resume)
-    _refuse_with_resume(ctx, weights)
+    _refuse_with_resume(ctx, weights, given_table)
     payload = load_checkpoint(out_dir / LATEST)
     check_trusted(str(payload.get("model_name")), str(out_dir / LATEST), trust_code)
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
@@ -288,14 +300,17 @@ def _refuse_unused_data_options(ctx: click.Context, options: dict) -> None:
 DISPLAY_ONLY = ("progress",)  # options that change what is shown, never what is computed
 
 
-def _refuse_with_resume(ctx: click.Context, weights: str | None) -> None:
-    """--config and --weights describe a fresh run; with --resume they would be ignored."""
+def _refuse_with_resume(ctx: click.Context, weights: str | None, latency_table: str | None = None) -> None:
+    """--config, --weights and --latency-table describe a fresh run; with --resume they would be ignored."""
     if "config_file" in ctx.meta:
         raise CompressorError(f"--resume continues the run with its own settings; --config {ctx.meta['config_file']} "
                               "would be ignored, so it is refused (drop --config)")
     if weights is not None:
         raise CompressorError(f"--resume continues from the run's checkpoint; --weights {weights} would be ignored, "
                               "so it is refused (drop --weights)")
+    if latency_table is not None:
+        raise CompressorError(f"--resume prices the plan with the run's own latency table; --latency-table "
+                              f"{latency_table} would be ignored, so it is refused (drop --latency-table)")
 
 
 def _measure_round_to(backend: str, device: str, out_dir: Path) -> int:
@@ -303,13 +318,11 @@ def _measure_round_to(backend: str, device: str, out_dir: Path) -> int:
     backend rewards, show the table, keep it with the run."""
     import json
 
-    import torch
-
     from compressor.bench.rounding import SweepConfig, auto_round_to
     from compressor.atomic import atomic_write_text
+    from compressor.devices import auto_device
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = auto_device(device)
     click.echo(f"--round-to auto: measuring how {backend} on {device} steps with channel count ...", err=True)
     choice, cached = auto_round_to(SweepConfig(backend=backend, device=device))
     click.echo(choice.table() + ("\n(measured earlier on this machine; cached)" if cached else ""))
@@ -319,13 +332,29 @@ def _measure_round_to(backend: str, device: str, out_dir: Path) -> int:
     return choice.multiple
 
 
+def _measure(spec) -> dict:
+    """A --speedup run ends measured, not predicted: dense vs pruned on its target, once."""
+    from compressor.bench.latency import DeployTarget
+    from compressor.cli.speedup import record_measurement
+    from compressor.engine.latency import LatencyTable
+    from compressor.training.run import LATENCY_TABLE_FILE
+
+    summary = json.loads((spec.out / "summary.json").read_text())
+    saved = LatencyTable.load(spec.out / LATENCY_TABLE_FILE).target  # the target the plan was priced on
+    target = DeployTarget(saved["backend"], saved["device"], saved["precision"], saved["batch_size"], saved["threads"])
+    return record_measurement(spec.out, summary, target, saved.get("machine"))
+
+
 def _print_summary(summary: dict, out: Path) -> None:
+    from compressor.cli.speedup import speedup_words
+
     click.echo(
         f"done: {summary['model']} {summary['dense_macs'] / 1e6:.1f}M -> {summary['pruned_macs'] / 1e6:.1f}M MACs "
         f"(-{summary['macs_reduction']:.1%}), {summary['dense_params'] / 1e6:.3f}M -> "
         f"{summary['pruned_params'] / 1e6:.3f}M params, top-1 {summary['top1']:.2f}% "
-        f"(best {summary['best_top1']:.2f}%), pruned after epoch {summary['prune_epoch'] or '-'}, "
-        f"{summary['wall_time_s']:.0f} s"
+        f"(best {summary['best_top1']:.2f}%), pruned after epoch {summary['prune_epoch'] or '-'}"
+        f"{speedup_words(summary)}, {summary['wall_time_s']:.0f} s"
     )
-    click.echo(f"artifacts in {out}: summary.json metrics.jsonl plan.json run.png model.pt checkpoint.pt")
+    table = " latency_table.json" if "speedup_target" in summary else ""
+    click.echo(f"artifacts in {out}: summary.json metrics.jsonl plan.json run.png model.pt checkpoint.pt{table}")
 

@@ -19,13 +19,14 @@ HEADINGS: dict[str, dict[str, tuple[str, ...]]] = {
         "Training": ("epochs", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "lr_schedule",
                      "milestones", "gamma", "label_smoothing", "amp", "channels_last", "compile_", "device", "seed",
                      "refresh_bn", "recalibrate_bn"),
-        "Pruning schedule": ("flops_reduction", "schedule", "criterion", "cost_weighting", "indicator",
+        "Pruning schedule": ("flops_reduction", "speedup", "schedule", "criterion", "cost_weighting", "indicator",
                              "monitor_start", "stability_threshold", "epi_threshold", "epi_window", "max_prune_epoch",
                              "prune_epoch", "max_prune_fraction", "min_width", "ignore", "reset_optimizer"),
         "Shrink (ocs)": ("reg_start", "reg_schedule", "reg_target", "reg_lambda", "reg_delta", "reg_interval"),
         "LAASP": ("criteria_pool", "selection_samples", "laasp_step", "laasp_group_fraction", "recover_macs",
                   "recover_epochs"),
-        "Deployment": ("round_to", "deploy_backend", "deploy_device"),
+        "Deployment": ("round_to", "deploy_backend", "deploy_device", "deploy_precision", "deploy_batch",
+                       "latency_table"),
         RUN_CONTROL: ("config", "out", "resume", "overwrite", "trust_code", "progress", *_CONSOLE),
     },
     "export": {
@@ -49,7 +50,9 @@ HEADINGS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "info": {
         "Model": ("input_size", "num_classes", "trust_code"),
-        "Pruning plan": ("flops_reduction", "round_to", "max_prune_fraction", "min_width", "ignore"),
+        "Pruning plan": ("flops_reduction", "speedup", "round_to", "max_prune_fraction", "min_width", "ignore"),
+        "Deployment (--speedup)": ("deploy_backend", "deploy_device", "deploy_precision", "deploy_batch",
+                                   "latency_table"),
         "Output": ("show_groups", "as_json", *_CONSOLE),
     },
 }

@@ -1,4 +1,4 @@
-"""Turn importance scores into a plan that meets a MACs-reduction target.
+"""Turn importance scores into a plan that meets a MACs-reduction or speed-up target.
 
 One global threshold over the normalised scores decides how many channels each
 group keeps, subject to a per-group cap on the pruned fraction, a minimum width
@@ -6,6 +6,10 @@ and rounding of the kept count to a multiple of ``round_to``.  The threshold is
 found by bisection with MACs predicted analytically; a final pass adds channel
 blocks back while the target still holds, so the result lands as close to the
 target as the rounding allows.
+
+The budget's currency is MACs by default; with ``speedup`` (and a ``LatencyModel``)
+it is predicted latency on the deploy target, searched as the latency reduction
+``1 - 1/speedup``: the same bisection and refill, only the price of a plan changes.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import numpy as np
 
 from compressor.engine.analysis.graph import ChannelGraph, ChannelGroup
 from compressor.engine.cost import CostModel
+from compressor.engine.latency import LatencyModel
 from compressor.arguments import check_fields, check_type
 from compressor.errors import CompressorError, deprecated
 from compressor.engine.plan import GroupPlan, PruningPlan
@@ -31,9 +36,11 @@ class SelectionConfig:
     round_to: int | None = None  # None: 8 for groups of >= 16 channels, else 1
     max_prune_fraction: float = 0.75
     min_width: int = 1
+    speedup: float | None = None  # instead of flops_reduction: predicted latency <= dense / speedup
 
     def __init__(self, flops_reduction: float | None = None, round_to: int | None = None,
-                 max_prune_fraction: float = 0.75, min_width: int = 1, *, macs_reduction: float | None = None):
+                 max_prune_fraction: float = 0.75, min_width: int = 1, *, macs_reduction: float | None = None,
+                 speedup: float | None = None):
         if macs_reduction is not None:  # the deprecated name, kept for one release
             deprecated("SelectionConfig(macs_reduction=...)", "SelectionConfig(flops_reduction=...)")
             if flops_reduction is not None:
@@ -42,7 +49,8 @@ class SelectionConfig:
         if flops_reduction is None:
             raise TypeError("SelectionConfig() missing its argument 'flops_reduction'")
         for name, value in (("flops_reduction", flops_reduction), ("round_to", round_to),
-                            ("max_prune_fraction", max_prune_fraction), ("min_width", min_width)):
+                            ("max_prune_fraction", max_prune_fraction), ("min_width", min_width),
+                            ("speedup", speedup)):
             object.__setattr__(self, name, value)
         self.__post_init__()
 
@@ -62,6 +70,7 @@ class SelectionConfig:
             raise CompressorError(f"--round-to must be >= 1, got {self.round_to}")
         if self.min_width < 1:
             raise CompressorError(f"the minimum width must be >= 1, got {self.min_width}")
+        check_speedup(self.speedup)
 
 
 class UnreachableTargetError(CompressorError):
@@ -71,6 +80,22 @@ class UnreachableTargetError(CompressorError):
             f"{reachable:.1%} (raise --max-prune-fraction, lower --round-to, or --ignore fewer layers)"
         )
         self.reachable = reachable
+
+
+class UnreachableSpeedupError(CompressorError):
+    def __init__(self, target: float, reachable: float, where: str):
+        super().__init__(
+            f"a {target:.2f}x speed-up on {where} is unreachable with these limits; the best reachable is "
+            f"{reachable:.2f}x (predicted from the latency table; raise --max-prune-fraction, lower --round-to, "
+            "or --ignore fewer layers)"
+        )
+        self.reachable = reachable
+
+
+def check_speedup(speedup: float | None) -> None:
+    """The one rule for a speed-up target: a finite number above 1."""
+    if speedup is not None and (isinstance(speedup, bool) or not math.isfinite(speedup) or speedup <= 1.0):
+        raise CompressorError(f"--speedup must be a number > 1 (the dense latency / the pruned one), got {speedup}")
 
 
 @dataclass(frozen=True)
@@ -116,8 +141,9 @@ def _rank(group: ChannelGroup, scores: np.ndarray, config: SelectionConfig) -> _
 
 
 class _Search:
-    def __init__(self, graph: ChannelGraph, cost: CostModel, rankings: list[_GroupRanking]):
-        self.graph, self.cost, self.rankings = graph, cost, rankings
+    def __init__(self, graph: ChannelGraph, cost: CostModel, rankings: list[_GroupRanking],
+                 latency: LatencyModel | None = None):
+        self.graph, self.cost, self.rankings, self.latency = graph, cost, rankings, latency
 
     def kept_mask(self, counts: list[int]) -> np.ndarray:
         kept = np.ones(self.graph.labels.size, dtype=bool)
@@ -126,32 +152,45 @@ class _Search:
         return kept
 
     def reduction(self, counts: list[int]) -> float:
+        if self.latency is not None:
+            return self.exact_reduction(counts)
         return 1.0 - self.cost.macs_estimate(self.kept_mask(counts)) / self.cost.dense_macs
 
     def exact_reduction(self, counts: list[int]) -> float:
+        """The budget's currency: MACs, or predicted latency when a latency model is given."""
+        if self.latency is not None:
+            return 1.0 - self.latency.estimate(self.kept_mask(counts)) / self.latency.dense_ms
         return 1.0 - self.cost.macs(self.kept_mask(counts)) / self.cost.dense_macs
 
     def counts_at(self, threshold: float) -> list[int]:
         return [r.keep_count(threshold) for r in self.rankings]
 
 
-def _check_selection_arguments(graph, cost, scores, config) -> None:
+def _check_selection_arguments(graph, cost, scores, config, latency) -> None:
     check_type(graph, ChannelGraph, "graph", "select_plan", "a ChannelGraph (from analyse)")
     check_type(cost, CostModel, "cost", "select_plan", "a CostModel")
     check_type(scores, np.ndarray, "scores", "select_plan", "a numpy array of channel scores (e.g. group_l2)")
     check_type(config, SelectionConfig, "config", "select_plan",
                "a SelectionConfig (a PruneConfig is for OneCyclePruner)")
+    if latency is not None:
+        check_type(latency, LatencyModel, "latency", "select_plan", "a LatencyModel (from a LatencyTable)")
 
 
-def select_plan(graph: ChannelGraph, cost: CostModel, scores: np.ndarray, config: SelectionConfig) -> PruningPlan:
-    """The plan with the fewest removed channels whose MACs reduction reaches the target."""
-    _check_selection_arguments(graph, cost, scores, config)
+def select_plan(graph: ChannelGraph, cost: CostModel, scores: np.ndarray, config: SelectionConfig,
+                latency: LatencyModel | None = None) -> PruningPlan:
+    """The plan with the fewest removed channels whose MACs reduction (or, with
+    ``config.speedup``, predicted speed-up on ``latency``'s target) reaches the target."""
+    _check_selection_arguments(graph, cost, scores, config, latency)
+    if config.speedup is not None and latency is None:
+        raise CompressorError("a speed-up target needs a latency model of the deploy target (latency=...)")
     rankings = [_rank(g, scores, config) for g in graph.groups]
-    search = _Search(graph, cost, rankings)
-    target = config.flops_reduction
+    search = _Search(graph, cost, rankings, latency if config.speedup is not None else None)
+    target = config.flops_reduction if config.speedup is None else 1.0 - 1.0 / config.speedup
     floor_counts = [r.round(r.floor) for r in rankings]
     reachable = search.reduction(floor_counts)
     if reachable < target:
+        if config.speedup is not None:
+            raise UnreachableSpeedupError(config.speedup, 1.0 / (1.0 - reachable), latency.table.describe())
         raise UnreachableTargetError(target, reachable)
     thresholds = np.unique(np.concatenate([r.sorted_scores for r in rankings] + [np.array([np.inf])]))
     low, high = 0, thresholds.size - 1  # reduction(thresholds[high]) >= target

@@ -174,10 +174,10 @@ def _versions() -> dict:
 def _record_in_manifest(directory: Path, report: EvalReport) -> str | None:
     """Add the ``evaluation`` section to the export's manifest.json when export wrote it;
     a manifest that cannot be rewritten costs the record, not the evaluation."""
-    from compressor.export.manifest import MANIFEST_NAME, _our_files, read_manifest, write_manifest
+    from compressor.export.manifest import MANIFEST_NAME, our_manifest_files, read_manifest, write_manifest
 
     path = directory / MANIFEST_NAME
-    if _our_files(path) is None:
+    if our_manifest_files(path) is None:
         log.info("%s is not a manifest `compress export` wrote; not recording the evaluation there", path)
         return None
     try:

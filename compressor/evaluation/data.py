@@ -118,7 +118,7 @@ def where(config: DataConfig) -> str:
 def _run_config(run_dir: Path | None) -> tuple[DataConfig | None, str]:
     if run_dir is None:
         return None, "SOURCE is not a `compress prune` run (no summary.json records a dataset)"
-    from compressor.data.rundata import run_data_config
+    from compressor.runfiles.rundir import run_data_config
 
     try:
         return run_data_config(run_dir), ""

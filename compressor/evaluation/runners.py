@@ -21,11 +21,9 @@ import torch
 
 from compressor.errors import CompressorError, one_line
 from compressor.evaluation.subjects import NOT_A_CLASSIFIER, ONNX, PYTORCH, TENSORRT, Subject
+from compressor.export.providers import ORT_CPU, ORT_CUDA
 
 log = logging.getLogger(__name__)
-
-ORT_CPU = "CPUExecutionProvider"
-ORT_CUDA = "CUDAExecutionProvider"
 
 
 @dataclass
@@ -72,7 +70,7 @@ def pytorch_runner(path: Path, trust_code: bool = False) -> Runner:
     """The pruned model as ``exporters/sources.py`` loads it, fp32 on the CPU."""
     from compressor.export.outputs import flatten_outputs, run_model
     from compressor.models.deployable import is_detector
-    from compressor.training.serialization import load_pruned
+    from compressor.runfiles.modelfile import load_pruned
 
     model, spec, _ = load_pruned(path, trust_code)
     if is_detector(model):

@@ -20,14 +20,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compressor.artifacts import SUMMARY_FILE
+from compressor.artifacts import MODEL_FILE, SUMMARY_FILE
 from compressor.errors import CompressorError, one_line
 from compressor.export.artifacts import file_record
 from compressor.export.manifest import FORMAT_VERSION, MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
-RUN_MODEL_FILE = "model.pt"
 EXPORT_DIR = "export"
 MODEL_FILE_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIX = ".onnx"
@@ -82,16 +81,16 @@ def find_subjects(sources: list[str] | tuple[str, ...]) -> EvalSources:
         return _artifact_files(paths, " ".join(sources))
     path = paths[0]
     if path.is_dir():
-        if (path / RUN_MODEL_FILE).is_file():
+        if (path / MODEL_FILE).is_file():
             return _run(path, str(path))
         if (path / MANIFEST_NAME).exists() or (path / MANIFEST_NAME).is_symlink():
             return _export(path, str(path))
         raise CompressorError(
-            f"{path} is neither a `compress prune` run directory (it has no {RUN_MODEL_FILE}) nor a "
+            f"{path} is neither a `compress prune` run directory (it has no {MODEL_FILE}) nor a "
             f"`compress export` directory (it has no {MANIFEST_NAME})"
         )
     if path.suffix in MODEL_FILE_SUFFIXES:
-        beside_summary = path.name == RUN_MODEL_FILE and (path.parent / SUMMARY_FILE).is_file()
+        beside_summary = path.name == MODEL_FILE and (path.parent / SUMMARY_FILE).is_file()
         run_dir = path.parent if beside_summary else None
         sources_ = EvalSources(str(path), "file", [Subject(PYTORCH, PYTORCH, path)], run_dir=run_dir)
         if run_dir is not None:
@@ -130,7 +129,7 @@ def _artifact(path: Path, name: str) -> Subject:
 
 
 def _run(directory: Path, text: str) -> EvalSources:
-    found = EvalSources(text, "run", [Subject(PYTORCH, PYTORCH, directory / RUN_MODEL_FILE)], run_dir=None)
+    found = EvalSources(text, "run", [Subject(PYTORCH, PYTORCH, directory / MODEL_FILE)], run_dir=None)
     if (directory / SUMMARY_FILE).is_file():
         found.run_dir = directory
         found.recorded_top1 = _recorded_top1(directory)
@@ -153,7 +152,7 @@ def _export(directory: Path, text: str) -> EvalSources:
     found = EvalSources(text, "export", [], export_dir=directory)
     run_dir = _source_run(directory, manifest, found.warnings)
     if run_dir is not None:
-        found.subjects.append(Subject(PYTORCH, PYTORCH, run_dir / RUN_MODEL_FILE))
+        found.subjects.append(Subject(PYTORCH, PYTORCH, run_dir / MODEL_FILE))
         if (run_dir / SUMMARY_FILE).is_file():
             found.run_dir = run_dir
             found.recorded_top1 = _recorded_top1(run_dir)
@@ -219,15 +218,15 @@ def _source_run(directory: Path, manifest: dict, notes: list[str]) -> Path | Non
         # it named whatever run sits there now (an unrelated model as the agreement reference, its
         # data as the default). Only the default layout, RUN/export, says where the run is.
         parent = directory.absolute().parent
-        if run.name and parent.name == run.name and (parent / RUN_MODEL_FILE).is_file():
+        if run.name and parent.name == run.name and (parent / MODEL_FILE).is_file():
             return parent
         notes.append(f"no PyTorch row: the manifest records its source run as the relative path {str(run)!r}, "
                      "which does not say where it is; evaluate the run directory to compare with it")
         log.debug(notes[-1])
         return None
-    if (run / RUN_MODEL_FILE).is_file():
+    if (run / MODEL_FILE).is_file():
         return run
-    notes.append(f"no PyTorch row: the export's source run {run} has no {RUN_MODEL_FILE} any more")
+    notes.append(f"no PyTorch row: the export's source run {run} has no {MODEL_FILE} any more")
     log.debug(notes[-1])
     return None
 

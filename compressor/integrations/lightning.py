@@ -19,7 +19,7 @@ The example input for the analysis is, in this order: ``example_input=``, the mo
 ``example_input_array``, or the first sample of the first training batch.
 Limitation: a Lightning checkpoint written after the prune holds the smaller weights;
 resuming ``Trainer.fit`` from it needs the pruned architecture rebuilt first
-(``compressor.training.serialization.rebuild`` with ``pruner.applied_plans``).
+(``compressor.runfiles.modelfile.rebuild`` with ``pruner.applied_plans``).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from torch import nn
 
 from compressor.epochs import epoch_number
 from compressor.errors import CompressorError
-from compressor.schedules.onecycle import EpochEvent, OneCyclePruner, PruneConfig, _release_ddp
+from compressor.schedules.onecycle import EpochEvent, OneCyclePruner, PruneConfig, release_ddp
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class PruningCallback(pl.Callback):
         strategy = trainer.strategy
         wrapped = isinstance(strategy.model, nn.parallel.DistributedDataParallel)
         if wrapped:
-            _release_ddp(strategy.model)
+            release_ddp(strategy.model)
             strategy.model = pl_module
         self.pruner.prune(epoch)
         if wrapped:

@@ -42,10 +42,11 @@ from compressor.epochs import epoch_index, epoch_number
 from compressor.errors import CompressorError, deprecated
 from compressor.engine.flops import count_params
 from compressor.engine.importance import check_criterion, score_channels
+from compressor.engine.latency import LatencyModel, LatencyTable
 from compressor.engine.plan import PruningPlan, kept_class_mask
 from compressor.schedules.regularization import Shrinker
 from compressor.schedules.shrink_control import STEP_FACTORS, TargetShrink, class_norms_squared, selected_norm_ratio
-from compressor.engine.selection import SelectionConfig, select_plan
+from compressor.engine.selection import SelectionConfig, check_speedup, select_plan
 from compressor.schedules.stability import EpiIndicator, JaccardIndicator
 
 
@@ -89,6 +90,10 @@ class PruneConfig:
     recover_macs: float = 0.1  # slice and recover after each this much more MACs reduction
     recover_epochs: int = 1  # epochs of recovery between chunks (0: all steps at the prune epoch)
     seed: int = 0
+    # Instead of a MACs budget: prune until the predicted latency on the deploy target is the
+    # dense one / speedup (the pruner then needs that target's latency table).  Last, so the
+    # fields before it keep their positions.
+    speedup: float | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -111,6 +116,10 @@ class PruneConfig:
                 flag = "--" + name.replace("_", "-")
                 raise CompressorError(f"{flag} {value} is outside the run's epochs 1..{self.epochs} (epochs count from 1)")
         SelectionConfig(self.flops_reduction, self.round_to, self.max_prune_fraction, self.min_width)
+        check_speedup(self.speedup)
+        if self.speedup is not None and self.schedule not in SPEEDUP_SCHEDULES:
+            raise CompressorError(f"--speedup works with the schedules that prune once ({', '.join(SPEEDUP_SCHEDULES)}); "
+                                  f"--schedule {self.schedule} steps through MACs fractions, use --flops-reduction")
         self._check_laasp()
 
     def _check_laasp(self) -> None:
@@ -165,7 +174,11 @@ class PruneConfig:
         return self.prune_epoch if self.prune_epoch is not None else epoch_number(self.epochs // 3)
 
     def selection(self, reduction: float) -> SelectionConfig:
-        return SelectionConfig(reduction, self.round_to, self.max_prune_fraction, self.min_width)
+        return SelectionConfig(reduction, self.round_to, self.max_prune_fraction, self.min_width, speedup=self.speedup)
+
+
+# The schedules that search once on the dense model: a speed-up target prices that one plan.
+SPEEDUP_SCHEDULES = ("ocs", "oneshot", "three-stage", "epi")
 
 
 @dataclass
@@ -195,6 +208,7 @@ class _State:
     steps: int = 0  # optimizer steps in this epoch so far
     last_steps: int = 0  # ... in the last complete epoch: what the target controller plans with
     epochs_left: int = 0  # from the last epoch end to the prune cap (target controller)
+    predicted_speedup: float | None = None  # of the applied plan on the latency table's target (--speedup)
 
 
 log = logging.getLogger(__name__)
@@ -214,14 +228,19 @@ class OneCyclePruner:
         selection_data=None,
         loss_fn=None,
         state: dict | None = None,
+        latency: LatencyTable | None = None,
     ):
         """``lr_scheduler`` is the user's scheduler, kept valid across the prune.
         ``selection_data`` (a list of (inputs, targets) batches) and ``loss_fn``
         (default cross-entropy) are what loss-aware schedules evaluate candidates on.
         ``state`` (a ``state_dict()``) resumes a run: ``model`` must then be the
-        architecture rebuilt with the saved plans applied, with its saved weights."""
+        architecture rebuilt with the saved plans applied, with its saved weights.
+        ``latency`` is the deploy target's measured table that ``PruneConfig.speedup``
+        prices plans with (``compressor.bench.latency.latency_table`` builds one)."""
         check_model_and_input(model, example_input, "OneCyclePruner")
         check_type(config, PruneConfig, "config", "OneCyclePruner", "a PruneConfig")
+        if latency is not None:
+            check_type(latency, LatencyTable, "latency", "OneCyclePruner", "a LatencyTable")
         self.config = config
         self.model = model
         self.optimizer = optimizer
@@ -230,6 +249,7 @@ class OneCyclePruner:
         self.loss_fn = loss_fn
         self.example_input = example_input
         self.graph, self.cost = self._analyse()
+        self.latency = _latency_model(config, self.graph, latency)
         self.dense_macs = self.graph.dense_macs
         self.dense_params = self.graph.dense_params
         self.indicator = (
@@ -244,6 +264,8 @@ class OneCyclePruner:
         self._history: list[dict] = []  # one record per epoch_end (see ``history``)
         if state is not None:
             self.load_state_dict(state)
+        if self.pruned:
+            self.latency = None  # a resumed pruned model: the table priced the dense one, the search is over
         if config.schedule != "dense" and not self.pruned:
             self._check_reachable()
 
@@ -331,10 +353,13 @@ class OneCyclePruner:
         plan = PruningPlan.from_dict(self.state.candidate)
         check_plan(self.model, self.graph, plan, self.example_input)  # on a copy, before anything changes
         if ddp is not None:
-            _release_ddp(ddp)
+            release_ddp(ddp)
         self.model = apply_plan(self.model, self.graph, plan, None if self.config.reset_optimizer else self.optimizer)
         if self.config.reset_optimizer and self.optimizer is not None:
             self.optimizer.state.clear()  # what the method's authors' code does
+        if self.latency is not None:
+            self.state.predicted_speedup = self.latency.speedup(kept_class_mask(self.graph, plan))
+            self.latency = None  # priced the dense model's classes; the search is over
         self.state.applied.append(plan.to_dict())
         self.state.prune_epochs.append(epoch)
         self.state.candidate = None
@@ -384,6 +409,14 @@ class OneCyclePruner:
         """Fraction of the dense model's MACs removed so far: the quantity
         ``PruneConfig.flops_reduction`` (``--flops-reduction``) asks for."""
         return 1.0 - self.macs / self.dense_macs
+
+    @property
+    def predicted_speedup(self) -> float | None:
+        """With ``PruneConfig.speedup``: the applied plan's speed-up predicted from the latency
+        table (the candidate's before the prune; None without a speed-up target)."""
+        if self.state.predicted_speedup is not None or self.latency is None or self.state.candidate is None:
+            return self.state.predicted_speedup
+        return self.latency.speedup(kept_class_mask(self.graph, PruningPlan.from_dict(self.state.candidate)))
 
     @property
     def macs_reduction(self) -> float:
@@ -458,7 +491,7 @@ class OneCyclePruner:
         """Fail before training, not after the first epoch: reachability depends only on
         the caps and rounding, so any scores will do."""
         relative = 1.0 - (1.0 - self.config.flops_reduction) * self.dense_macs / self.graph.dense_macs
-        select_plan(self.graph, self.cost, np.zeros(self.graph.labels.size), self.config.selection(relative))
+        select_plan(self.graph, self.cost, np.zeros(self.graph.labels.size), self.config.selection(relative), self.latency)
 
     def _analyse(self) -> tuple[ChannelGraph, CostModel]:
         graph = analyse(self.model, self.example_input, ignore=self.config.ignore)
@@ -476,7 +509,7 @@ class OneCyclePruner:
             cost_weighting=self.config.cost_weighting,
             seed=self.config.seed + event.epoch,
         )
-        plan = select_plan(self.graph, self.cost, scores, self.config.selection(relative))
+        plan = select_plan(self.graph, self.cost, scores, self.config.selection(relative), self.latency)
         plan = _broadcast(plan)
         self.state.candidate = plan.to_dict()
         event.searched = True
@@ -522,6 +555,15 @@ class OneCyclePruner:
         return selected_norm_ratio(now, np.asarray(self.state.reg_reference), self._removed)
 
 
+def _latency_model(config: PruneConfig, graph: ChannelGraph, table: LatencyTable | None) -> LatencyModel | None:
+    if config.speedup is None:
+        return None
+    if table is None:
+        raise CompressorError("PruneConfig(speedup=...) needs the deploy target's latency table: pass latency=... "
+                              "(compressor.bench.latency.latency_table measures one)")
+    return LatencyModel(graph, table)
+
+
 def _broadcast(plan: PruningPlan) -> PruningPlan:
     """Every DDP rank applies rank 0's plan, so all ranks keep identical models."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -531,10 +573,11 @@ def _broadcast(plan: PruningPlan) -> PruningPlan:
     return PruningPlan.from_dict(payload[0])
 
 
-def _release_ddp(ddp: nn.Module) -> None:
+def release_ddp(ddp: nn.Module) -> None:
     """Drop a DDP wrapper's reducer: it holds every parameter's autograd accumulator,
     which caches the old shape, so it must be gone before slicing (the wrapper is
-    unusable afterwards; ``_rewrap_ddp`` makes its successor)."""
+    unusable afterwards; ``_rewrap_ddp`` makes its successor).  Public: the Lightning
+    callback releases its strategy's wrapper the same way before a prune."""
     import gc
 
     for handle in getattr(ddp, "_accum_grad_hooks", []) or []:

@@ -1,2 +1,3 @@
 """One `compress prune` run: data, the training loop, checkpoints, the run's artifacts
-(metrics, plots, summary) and the pruned model file format."""
+(metrics, plots, summary).  The pruned model file format it writes is
+``compressor.runfiles.modelfile``, one floor lower, where export, eval and bench read it."""

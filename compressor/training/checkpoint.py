@@ -7,7 +7,7 @@ far.  It is written atomically with ``torch.save`` and read with
 ``weights_only=True``.  A failed write (full disk) leaves the previous checkpoint
 valid and says so.
 
-A checkpoint carries a sha256 of everything in it (``compressor.training.integrity``), and
+A checkpoint carries a sha256 of everything in it (``compressor.runfiles.integrity``), and
 a resume only continues a run the checkpoint can belong to: its epoch within the run's
 epochs, its prunes no later than that epoch, and that epoch recorded in the run's
 ``metrics.jsonl`` (``check_continues``).  Resuming writes the run's artifacts, so a
@@ -20,13 +20,14 @@ from pathlib import Path
 
 import torch
 
+from compressor.artifacts import CHECKPOINT_FILE
 from compressor.atomic import atomic_torch_save
 from compressor.epochs import epoch_index
 from compressor.errors import CompressorError
-from compressor.training.integrity import check_digest, sealed
+from compressor.runfiles.integrity import check_digest, sealed
 
 FORMAT = "compressor.training.checkpoint/1"
-LATEST = "checkpoint.pt"
+LATEST = CHECKPOINT_FILE  # the checkpoint a resume continues from
 BEFORE_PRUNE = "checkpoint-before-prune.pt"
 
 

@@ -34,8 +34,9 @@ from torch import nn
 from compressor.training import batchnorm
 from compressor.training.checkpoint import BEFORE_PRUNE, LATEST, save_checkpoint
 from compressor.choices import AMP_MODES, LR_SCHEDULES, MAX_SEED, OPTIMIZERS  # named there for a torch-free CLI
-from compressor.training.serialization import portable_state
+from compressor.runfiles.modelfile import portable_state
 from compressor.data.datasets import DataBundle
+from compressor.devices import AUTO, auto_device
 from compressor.errors import CompressorError
 from compressor.schedules.onecycle import EpochEvent, OneCyclePruner
 from compressor.artifacts import PruneShock
@@ -115,8 +116,8 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")  # where a run can train; "meta" or "banan
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == AUTO:
+        return torch.device(auto_device(name))
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):

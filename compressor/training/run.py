@@ -16,11 +16,12 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from compressor.arguments import typed_config
-from compressor.artifacts import SUMMARY_FILE, RunSummary
+from compressor.artifacts import MODEL_FILE, SUMMARY_FILE, RunSummary
 from compressor.atomic import atomic_write_text
 from compressor.epochs import epoch_index, epoch_number
 from compressor.training.checkpoint import LATEST, check_continues, load_checkpoint
@@ -28,9 +29,10 @@ from compressor.data.datasets import DataConfig, for_device, load_data
 from compressor.errors import CompressorError, one_line
 from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
 from compressor.outdir import check_fresh_output, remove_stale_temps  # noqa: F401 - check_fresh_output: API
+from compressor.engine.latency import LatencyTable
 from compressor.engine.plan import PruningPlan
 from compressor.training.report import MetricsLog, plot_run, write_summary
-from compressor.training.serialization import ModelSpec, check_dtypes, rebuild, restored_state, save_pruned
+from compressor.runfiles.modelfile import ModelSpec, check_dtypes, rebuild, restored_state, save_pruned
 from compressor.training.loop import RunContext, Trainer, TrainConfig, config_dict, distributed_context, make_optimizer, resolve_device
 from compressor.models.zoo import build
 
@@ -47,6 +49,12 @@ class RunSpec:
     prune: PruneConfig
     weights: str | None = None
     trust_code: bool = False  # a resumed checkpoint's module.path:factory name may be imported
+    # --speedup: measures (or reads the cached) latency table of the dense model on the deploy
+    # target, given (model, input_size).  Injected by the CLI: measuring is the bench layer's.
+    latency_table: Callable[..., LatencyTable] | None = None
+
+
+LATENCY_TABLE_FILE = "latency_table.json"  # the table a --speedup run priced its plan with
 
 
 def configs_from_dict(values: dict, where: str = "the settings") -> tuple[DataConfig, TrainConfig, PruneConfig]:
@@ -102,7 +110,8 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
         model.to(device)
         optimizer = make_optimizer(spec.train, model)
         example = torch.zeros(1, *data.input_size, device=device)
-        pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection)
+        table = _latency_table(spec, model, data.input_size)
+        pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection, latency=table)
     else:
         with _checkpoint_must_fit(spec.out / LATEST):
             model, optimizer, pruner = _restore_model(spec, model_spec, resume_payload, device, data, selection)
@@ -135,9 +144,14 @@ def run_prune(spec: RunSpec, resume_payload: dict | None = None) -> dict:
 
 def start_line(spec: RunSpec, data, device, world_size: int, resume_payload: dict | None) -> str:
     """What the run is about to do, in one line, once every setting has been checked:
-    'compress prune: resnet20 on digits (1,500 train / 297 val), cpu, 10 epochs, -50% MACs -> runs/resnet20-ocs'."""
+    'compress prune: resnet20 on digits (1,500 train / 297 val), cpu, 10 epochs of ocs, -50% MACs -> runs/resnet20-ocs'."""
     where = f"{device}" + (f" x{world_size} processes" if world_size > 1 else "")
-    target = "no pruning" if spec.prune.schedule == "dense" else f"-{spec.prune.flops_reduction:.0%} MACs"
+    if spec.prune.schedule == "dense":
+        target = "no pruning"
+    elif spec.prune.speedup is not None:
+        target = f"{spec.prune.speedup:g}x faster on the deploy target"
+    else:
+        target = f"-{spec.prune.flops_reduction:.0%} MACs"
     what = (f"{spec.model} on {spec.data.dataset} ({data.train_size:,} train / {data.val_size:,} val), {where}, "
             f"{spec.train.epochs} epochs of {spec.prune.schedule}, {target}")
     if resume_payload is None:
@@ -164,6 +178,11 @@ def _check_target_reached(spec: RunSpec, summary: dict) -> None:
     happen, say) is a failure to report, not a "-0.0 %" success."""
     if spec.prune.schedule == "dense":
         return
+    if spec.prune.speedup is not None:
+        if summary["prune_epoch"] is None:
+            raise CompressorError(f"the run ended without pruning (--speedup {spec.prune.speedup:g}); artifacts are in "
+                                  f"{spec.out}; give more --epochs or an earlier --max-prune-epoch")
+        return
     reached, target = summary["macs_reduction"], spec.prune.flops_reduction
     if reached < target - TARGET_SLACK:
         raise CompressorError(
@@ -171,6 +190,17 @@ def _check_target_reached(spec: RunSpec, summary: dict) -> None:
             f"asked for {target:.1%} (pruned: {'never' if summary['prune_epoch'] is None else 'partly'}); artifacts "
             f"are in {spec.out}; give more --epochs or an earlier --max-prune-epoch"
         )
+
+
+def _latency_table(spec: RunSpec, model, input_size) -> LatencyTable | None:
+    """A fresh --speedup run measures its table (kept with the run, for --resume)."""
+    if spec.prune.speedup is None:
+        return None
+    if spec.latency_table is None:
+        raise CompressorError("a --speedup run needs the deploy target's latency table (RunSpec.latency_table)")
+    table = spec.latency_table(model, input_size)
+    table.save(spec.out / LATENCY_TABLE_FILE)
+    return table
 
 
 def _restore_model(spec: RunSpec, model_spec: ModelSpec, payload: dict, device, data, selection):
@@ -182,7 +212,9 @@ def _restore_model(spec: RunSpec, model_spec: ModelSpec, payload: dict, device, 
     model.to(device)
     optimizer = make_optimizer(spec.train, model)
     example = torch.zeros(1, *data.input_size, device=device)
-    pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection, state=payload["pruner"])
+    table = LatencyTable.load(spec.out / LATENCY_TABLE_FILE) if spec.prune.speedup is not None else None
+    pruner = OneCyclePruner(model, example, spec.prune, optimizer, selection_data=selection, state=payload["pruner"],
+                            latency=table)
     return model, optimizer, pruner
 
 
@@ -242,6 +274,8 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
         "model_path": str(model_path),
         "seed": spec.train.seed,
     }
+    if spec.prune.speedup is not None:
+        summary.update(speedup_target=spec.prune.speedup, predicted_speedup=pruner.predicted_speedup)
     if spec.prune.schedule == "laasp":
         summary.update(_write_laasp_steps(out, pruner.schedule.steps))
     write_summary(out / SUMMARY_FILE, summary)
@@ -250,12 +284,12 @@ def _write_artifacts(spec: RunSpec, model_spec: ModelSpec, pruner: OneCyclePrune
 
 def _save_model(out: Path, model, model_spec: ModelSpec, plans: list) -> Path:
     try:
-        return save_pruned(out / "model.pt", model, model_spec, plans[-1], plans[:-1])
+        return save_pruned(out / MODEL_FILE, model, model_spec, plans[-1], plans[:-1])
     except OSError as error:  # the training is in checkpoint.pt: say so, and how to finish
         reason = "the disk is full" if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else error.strerror
         kept = (f"the last checkpoint {out / LATEST} is intact; free space and run compress prune --resume {out} "
                 "to write the artifacts") if (out / LATEST).exists() else "no checkpoint was written"
-        raise CompressorError(f"could not write {out / 'model.pt'}: {reason}; {kept}") from error
+        raise CompressorError(f"could not write {out / MODEL_FILE}: {reason}; {kept}") from error
 
 
 def _write_laasp_steps(out: Path, steps: list[dict]) -> dict:

@@ -124,7 +124,7 @@ def test_onnx_files_compare_with_the_first(pruned_file, tmp_path):
 def test_a_bare_onnx_file_reports_the_macs_its_manifest_would(pruned_file, tmp_path):
     """The same exported file, benched with its manifest.json and then without it: the
     MACs reported from the graph alone equal the manifest's (the PyTorch count)."""
-    from compressor.training.serialization import load_pruned
+    from compressor.runfiles.modelfile import load_pruned
     from compressor.export.config import ExportConfig
     from compressor.export.pipeline import export_source
     from compressor.export.sources import from_module

@@ -20,7 +20,7 @@ from compressor import CostModel, ModelSpec, PruningPlan, SelectionConfig, analy
 from compressor import load_pruned, save_pruned, select_plan
 from compressor.engine.flops import count_macs
 from compressor.models.registry import build_model
-from compressor.training.integrity import sealed
+from compressor.runfiles.integrity import sealed
 from tests.hostile import invoke, one_line_error, snapshot
 
 SIZE = (3, 96, 96)

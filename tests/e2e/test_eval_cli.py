@@ -344,7 +344,7 @@ def test_a_model_file_naming_python_code_needs_trust_code(tmp_path, monkeypatch)
     from torch import nn
 
     from compressor.engine.plan import PruningPlan
-    from compressor.training.serialization import ModelSpec, save_pruned
+    from compressor.runfiles.modelfile import ModelSpec, save_pruned
 
     module = f"evalnet_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{module}.py").write_text(FACTORY)

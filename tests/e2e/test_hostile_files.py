@@ -20,7 +20,7 @@ import torch
 from click.testing import Result
 
 from compressor.export.runlimit import LIMIT_ENV
-from compressor.training.integrity import DIGEST_KEY, sealed
+from compressor.runfiles.integrity import DIGEST_KEY, sealed
 from tests.hostile import TINY, invoke, set_key, snapshot
 from tests.unit.test_runlimit import looping_onnx
 
@@ -146,10 +146,10 @@ CASES = [
     ("info-int32-weights", _model_file("info", _edited(_weights_as(torch.int32, "state_dict"))),
      ["model.pt", "is int32 where the architecture holds float32"]),
     ("resume-noise-in-tensor-data", _resume(write_noise_into_tensor_data), ["checkpoint.pt", INTEGRITY]),
-    ("resume-epoch-999-edited", _resume(_edited(set_key("epoch", 998), reseal=False)), ["checkpoint.pt", INTEGRITY]),
-    ("resume-epoch-999-resealed", _resume(_edited(set_key("epoch", 998))),
+    ("resume-epoch-999-edited", _resume(_edited(set_key("epoch", 999), reseal=False)), ["checkpoint.pt", INTEGRITY]),
+    ("resume-epoch-999-resealed", _resume(_edited(set_key("epoch", 999))),
      ["checkpoint.pt", "cannot belong to its run", "epoch 999 of a 2-epoch run"]),
-    ("resume-epoch-999-of-999-resealed", _resume(_edited(lambda p: (set_key("epoch", 998)(p),
+    ("resume-epoch-999-of-999-resealed", _resume(_edited(lambda p: (set_key("epoch", 999)(p),
                                                                      set_key("config", "epochs", 999)(p)))),
      ["checkpoint.pt", "metrics.jsonl has no record of epoch 999"]),
     ("resume-run-without-a-log", _resume(_without_metrics), ["checkpoint.pt", "has no record of epoch 2"]),
@@ -219,7 +219,7 @@ def test_an_intact_run_still_resumes(tmp_path, base_run):
 
 def test_a_model_file_from_before_digests_loads_with_a_warning(tmp_path, base_run):
     """Such a file is a deliverable whose run may be gone: loaded, and the user told that damage to
-    it cannot be detected (serialization.read_pruned says why it is not refused)."""
+    it cannot be detected (modelfile.read_pruned says why it is not refused)."""
     path = tmp_path / "model.pt"
     shutil.copy(base_run / "model.pt", path)
     _edit(path, _drop_digest, reseal=False)

@@ -51,7 +51,7 @@ def _tampered(edit):
     it), so every check these rows reach must hold on its own."""
 
     def make(tmp_path: Path, base_run: Path) -> list[str]:
-        from compressor.training.integrity import sealed
+        from compressor.runfiles.integrity import sealed
 
         run = tmp_path / "out"
         shutil.copytree(base_run, run)
@@ -341,7 +341,7 @@ def planted_bench(base_run, tmp_path_factory):
 def test_bench_rebuilds_a_planted_cache_file(planted_bench):
     run, cache, planted, result = planted_bench
     assert result.exit_code == 0, result.output
-    from compressor.bench.provenance import file_sha256
+    from compressor.hashing import file_sha256
 
     rebuilt = cache / "resnet20-pruned.onnx"
     assert rebuilt.read_bytes() != planted  # (the CLI also logs "... rebuilding it" on stderr)

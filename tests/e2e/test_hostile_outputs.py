@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 from compressor.engine.plan import PruningPlan
 from compressor.models.zoo import build
-from compressor.training.serialization import ModelSpec, save_pruned
+from compressor.runfiles.modelfile import ModelSpec, save_pruned
 from tests.hostile import TINY, assert_one_line_error, invoke, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import re
 import subprocess
 import sys
@@ -269,5 +270,36 @@ def test_bench_times_int8_beside_fp32_dense_and_pruned(colour_run, int8_export, 
     skipped = {(s["backend"], s["precision"]): s["reason"] for s in report["skipped"]}
     assert "PyTorch has no such path" in skipped[("torch", "int8")]
     assert "| int8 |" in (out / "bench.md").read_text() or " int8 " in result.output
+    # the pruned model's INT8 is the export's verified file (the CPU's asymmetric form, by default);
+    # the dense one, which no export made, is quantized for timing only, and the report says which is which
     made = sorted(p.name for p in (colour_run / "bench" / "cache").glob("*/*int8*.onnx"))
-    assert made == ["resnet20-dense_int8-asymmetric.onnx", "resnet20-pruned_int8-asymmetric.onnx"]  # CPU's form
+    assert made == ["resnet20-dense_int8-asymmetric.onnx"]
+    shipped = json.loads((int8_export / "manifest.json").read_text())["files"]["model_int8.onnx"]["sha256"]
+    for batch in (1, 4):
+        pruned, dense = (records[(v, "onnxruntime", "int8", batch)]["file"] for v in ("pruned", "dense"))
+        assert pruned["name"] == "model_int8.onnx" and pruned["sha256"] == shipped and pruned["verified"] is True
+        assert pruned["calibration"]["samples"] == 64 and pruned["agreement"] >= 0.99
+        assert dense["verified"] is False and "for timing only" in dense["source"]
+
+
+def test_bench_int8_alone_still_times_the_fp32_baseline_and_skips_an_export_of_other_bytes(colour_run, int8_export,
+                                                                                          tmp_path):
+    """A manifest whose source names other model bytes (another prune into the same folder) is
+    not the pruned model's INT8: bench quantizes its own and says so."""
+    copy = tmp_path / "run"
+    shutil.copytree(colour_run, copy, ignore=shutil.ignore_patterns("bench"))
+    manifest = json.loads((copy / "export" / "manifest.json").read_text())
+    manifest["source"]["sha256"] = "0" * 64
+    (copy / "export" / "manifest.json").write_text(json.dumps(manifest))
+    fast = ["--warmup-s", "0", "--warmup-runs", "1", "--min-runs", "3", "--min-time-s", "0", "--rounds", "1",
+            "--threads", "1"]
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(main, ["bench", str(copy), "--backend", "onnxruntime", "--precision", "int8",
+                                       "--batch-size", "1", "--out", str(out), *fast])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "bench.json").read_text())
+    records = {(r["variant"], r["precision"]): r for r in report["records"]}
+    assert set(records) == {(v, p) for v in ("dense", "pruned") for p in ("fp32", "int8")}
+    assert report["config"]["precisions"] == ["int8"] and report["config"]["timed_precisions"] == ["fp32", "int8"]
+    assert records[("pruned", "int8")]["speedup_vs_dense_fp32"] > 0
+    assert records[("pruned", "int8")]["file"]["verified"] is False

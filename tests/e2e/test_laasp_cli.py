@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from compressor.cli import main
-from compressor.training.serialization import load_pruned
+from compressor.runfiles.modelfile import load_pruned
 from tests.cli_runs import AFTER_CHECKPOINT, BEFORE_CHECKPOINT, compress, kill_at_checkpoint, metrics
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from compressor.engine.plan import PruningPlan
-from compressor.training.serialization import ModelSpec, save_pruned
+from compressor.runfiles.modelfile import ModelSpec, save_pruned
 from compressor.models.zoo import build
 from compressor.export.manifest import foreign_files
 from compressor.export.pipeline import ARTIFACT_NAMES

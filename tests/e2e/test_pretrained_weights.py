@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from compressor.cli import main
 from compressor.models import build_model
-from compressor.training.serialization import load_pruned, read_pruned
+from compressor.runfiles.modelfile import load_pruned, read_pruned
 from tests.cli_runs import compress, make_image_folder, one_error_line
 from tests.hostile import one_line_error
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from compressor.training.checkpoint import LATEST, load_checkpoint
-from compressor.training.serialization import load_pruned
+from compressor.runfiles.modelfile import load_pruned
 from tests.cli_runs import (
     AFTER_CHECKPOINT,
     BEFORE_CHECKPOINT,

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from compressor.engine.analysis.graph import analyse
 from compressor.training.checkpoint import LATEST, load_checkpoint
 from compressor.cli import main
-from compressor.training.serialization import load_pruned
+from compressor.runfiles.modelfile import load_pruned
 from compressor.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from compressor.training.checkpoint import LATEST, load_checkpoint, save_checkpoint
-from compressor.training.integrity import sealed
+from compressor.runfiles.integrity import sealed
 from compressor.engine.plan import PruningPlan
-from compressor.training.serialization import ModelSpec, save_pruned
+from compressor.runfiles.modelfile import ModelSpec, save_pruned
 from tests.hostile import invoke, one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -100,7 +100,7 @@ PROBE = r'''
 import json, os, sys
 from click.testing import CliRunner
 from compressor.cli import main
-from compressor.training.serialization import load_pruned
+from compressor.runfiles.modelfile import load_pruned
 from compressor.trust import UntrustedCodeError
 
 names, files = json.loads(sys.argv[1]), json.loads(sys.argv[2])

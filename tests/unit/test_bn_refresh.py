@@ -20,7 +20,7 @@ from compressor.epochs import epoch_index
 from compressor.training import batchnorm
 from compressor.training.checkpoint import BEFORE_PRUNE, load_checkpoint
 from compressor.training.loop import TrainConfig
-from compressor.training.serialization import ModelSpec, rebuild, restored_state
+from compressor.runfiles.modelfile import ModelSpec, rebuild, restored_state
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""The sha256 digest of model files and checkpoints (``compressor.training.integrity``), the
+"""The sha256 digest of model files and checkpoints (``compressor.runfiles.integrity``), the
 dtype check of the weights, and the checks that a resumed checkpoint belongs to its run.
 
 Each refusal is one line naming the file.  Files are real: written by ``save_pruned`` and
@@ -16,8 +16,8 @@ from torch import nn
 from compressor.engine.plan import PruningPlan
 from compressor.errors import CompressorError
 from compressor.training.checkpoint import CheckpointError, check_continues, load_checkpoint, save_checkpoint
-from compressor.training.integrity import DIGEST_KEY, check_digest, payload_digest, sealed
-from compressor.training.serialization import ModelSpec, load_pruned, save_pruned
+from compressor.runfiles.integrity import DIGEST_KEY, check_digest, payload_digest, sealed
+from compressor.runfiles.modelfile import ModelSpec, load_pruned, save_pruned
 
 SPEC = ModelSpec("resnet20", 10, (3, 32, 32))
 
@@ -122,7 +122,7 @@ def test_weights_of_another_dtype_are_refused_not_converted(saved, tmp_path, dty
 
 def test_a_model_file_from_before_digests_loads_with_a_warning(saved, tmp_path, caplog):
     path = _copy_edited(saved, tmp_path, lambda p: p.pop(DIGEST_KEY), reseal=False)
-    with caplog.at_level(logging.WARNING, logger="compressor.training.serialization"):
+    with caplog.at_level(logging.WARNING, logger="compressor.runfiles.modelfile"):
         model, spec, _ = load_pruned(path)
     assert spec == SPEC and isinstance(model, nn.Module)
     assert any("has no sha256 digest" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)

@@ -26,7 +26,7 @@ from compressor.schedules.laasp import (
 from compressor.engine.masking import masked_copy
 from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
 from compressor.engine.plan import GroupPlan, PruningPlan, kept_class_mask
-from compressor.training.serialization import ModelSpec, rebuild
+from compressor.runfiles.modelfile import ModelSpec, rebuild
 from compressor.engine.verify import make_informative
 from compressor.models import build_model
 

@@ -8,13 +8,18 @@ inside functions too (a lazy import is still a dependency), except the ones unde
     engine        analyse -> plan -> apply, costs, importance, checks
     schedules     when and how much to prune (one-cycle, LAASP, stability, shrinking)
     models        the zoo (models/ on disk, installed as compressor.models)
-    data          datasets, the digits set, a run's data settings: what training, export and eval read
-    training      a prune run: data, loop, checkpoints, artifacts, the model file format
+    data          datasets, the digits set: what training, export and eval read images with
+    runfiles      what a run leaves on disk: the model file format, its digest, a run's data settings
+    training      a prune run: data, loop, checkpoints, artifacts
     integrations  other frameworks' loops (Lightning)
     export        ONNX / TensorRT behind a gate (exporters/ on disk: compressor.export)
     evaluation    the library behind `compress eval`: accuracy of a run's model and its exports
     bench         the library behind `compress bench`
     cli           one module per command
+
+Export, evaluation and bench sit above training but read what a run left through
+runfiles and data, never through the trainer or another framework's loop: they may not
+import training or integrations at all (``NEVER``).
 """
 from __future__ import annotations
 
@@ -28,7 +33,10 @@ else:  # pragma: no cover - CI runs 3.11
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ["base", "engine", "schedules", "models", "data", "training", "integrations", "export", "evaluation", "bench", "cli"]
+LAYERS = ["base", "engine", "schedules", "models", "data", "runfiles", "training", "integrations", "export", "evaluation", "bench", "cli"]
+# Layers that may not import another layer although it is lower: a later command reads a run's
+# files (runfiles, data), so exporting, evaluating or timing a model never loads the trainer.
+NEVER = {layer: ("training", "integrations") for layer in ("export", "evaluation", "bench")}
 # Where each installed package lives on disk (pyproject's package-dir, and the plain ones).
 SOURCES = {"compressor": ROOT / "compressor", "compressor.export": ROOT / "exporters",
            "compressor.models": ROOT / "models"}
@@ -106,6 +114,17 @@ def test_every_import_points_down_or_sideways():
         for target, _ in imports(path, name):
             module = resolve(target, known)
             if module is not None and LAYERS.index(layer_of(module)) > mine:
+                wrong.append(f"{name} ({layer_of(name)}) imports {module} ({layer_of(module)})")
+    assert not wrong, "\n".join(sorted(set(wrong)))
+
+
+def test_export_evaluation_and_bench_never_import_the_trainer():
+    known = modules()
+    wrong = []
+    for name, path in known.items():
+        for target, _ in imports(path, name):
+            module = resolve(target, known)
+            if module is not None and layer_of(module) in NEVER.get(layer_of(name), ()):
                 wrong.append(f"{name} ({layer_of(name)}) imports {module} ({layer_of(module)})")
     assert not wrong, "\n".join(sorted(set(wrong)))
 

@@ -30,7 +30,7 @@ from compressor.engine.importance import score_channels
 from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
 from compressor.engine.plan import GroupPlan, PruningPlan
 from compressor.training.run import RunSpec, run_prune
-from compressor.training.serialization import load_pruned
+from compressor.runfiles.modelfile import load_pruned
 from compressor.schedules.stability import EpiIndicator, JaccardIndicator
 from compressor.training.loop import RunContext, TrainConfig, Trainer, make_optimizer, resolve_device
 from compressor.models import build_model

@@ -23,7 +23,7 @@ from compressor.training.checkpoint import BEFORE_PRUNE, LATEST, load_checkpoint
 from compressor.data.datasets import DataBundle, DataConfig, load_data
 from compressor.training.loop import RunContext, TrainConfig, Trainer, make_optimizer
 from compressor.training.report import EpochRecord, plot_run
-from compressor.training.serialization import ModelSpec, load_pruned, rebuild, restored_state
+from compressor.runfiles.modelfile import ModelSpec, load_pruned, rebuild, restored_state
 from tests.hostile import TINY
 from tests.fixed_split import FixedSplit
 

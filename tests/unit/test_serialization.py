@@ -25,7 +25,7 @@ from compressor import (
     select_plan,
 )
 from compressor.engine.plan import GroupPlan
-from compressor.training.serialization import FORMAT, read_pruned
+from compressor.runfiles.modelfile import FORMAT, read_pruned
 from compressor.models.zoo import build
 
 SPEC = ModelSpec("resnet20", 10, (3, 32, 32))

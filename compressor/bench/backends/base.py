@@ -60,6 +60,7 @@ class Prepared(Protocol):
     provider: str  # what actually runs it, e.g. "CPUExecutionProvider" or "torch eager cpu"
     provider_options: dict[str, str] | None  # ONNX Runtime's provider options; None elsewhere
     session_config: dict[str, str] | None  # ONNX Runtime's session config entries; None elsewhere
+    timed_file: Path | None  # the ONNX file or engine it runs (None: a PyTorch module)
 
     def __call__(self) -> None: ...
 

@@ -19,11 +19,7 @@ import numpy as np
 from compressor.bench.backends.base import BackendError, Workload, gpu_missing
 from compressor.bench.timing import timer_for
 from compressor.errors import one_line
-
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
-
+from compressor.export.providers import ORT_CPU as CPU, ORT_CUDA as CUDA, ORT_TENSORRT as TENSORRT
 
 # ORT's session option that makes a session refuse to load when some node would run on
 # the CPU provider instead of the one asked for (onnxruntime_session_options_config_keys.h).
@@ -175,4 +171,6 @@ class OnnxRuntime:
         got = session.get_providers()
         if not got or got[0] != provider:
             raise BackendError(f"ONNX Runtime gave providers {got} instead of {provider}; not timing a fallback")
-        return OrtRunnable(session, workload, "cpu" if provider == CPU else "cuda", plan, path.name)
+        runnable = OrtRunnable(session, workload, "cpu" if provider == CPU else "cuda", plan, path.name)
+        runnable.timed_file = path
+        return runnable

@@ -80,4 +80,7 @@ class TensorRT:
         return None if ok else reason
 
     def prepare(self, artifacts, workload: Workload) -> EngineRunnable:
-        return EngineRunnable(artifacts.engine(workload), workload)
+        path = artifacts.engine(workload)
+        runnable = EngineRunnable(path, workload)
+        runnable.timed_file = path
+        return runnable

@@ -18,6 +18,7 @@ from compressor.errors import one_line
 
 
 class TorchRunnable:
+    timed_file = None  # it runs the PyTorch module, no file
     provider_options = None  # no runtime options: PyTorch runs the module itself
     session_config = None
 

@@ -9,7 +9,7 @@ architecture, re-analyses it, applies the plan and loads the weights strictly.
 The stored model name is data too: a ``module.path:factory`` name is imported only
 when the caller passes ``trust_code=True`` (``compressor.trust``).
 
-The file carries a sha256 of everything in it (``compressor.training.integrity``), checked
+The file carries a sha256 of everything in it (``compressor.runfiles.integrity``), checked
 before anything else is read from it; the weights must also have the dtypes of the
 architecture they are loaded into (a float64 or int32 tensor would be converted silently).
 """
@@ -31,7 +31,7 @@ from compressor.atomic import atomic_torch_save
 from compressor.engine.apply import apply_plan
 from compressor.errors import CompressorError, one_line
 from compressor.engine.plan import PruningPlan
-from compressor.training.integrity import check_digest, sealed
+from compressor.runfiles.integrity import check_digest, sealed
 from compressor.trust import check_trusted
 from compressor.models.deployable import check_runs, model_input
 from compressor.models.zoo import build

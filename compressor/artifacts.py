@@ -199,6 +199,9 @@ class BenchRecord(_Speedup, LatencyFigures):
     params: int | None
     warmup_runs: int
     warmup_s: float
+    # the file it ran (name, sha256; an INT8 file's source: the export's verified file or one
+    # quantized for timing only); None for a PyTorch module
+    file: dict[str, Any] | None
 
 
 class BenchReport(TypedDict):

@@ -294,6 +294,10 @@ def _fit(graph: ChannelGraph, layers, dense_ms: float, narrow_ms: float, narrow:
     and scales the layers to the dense model alone."""
     sums = LatencyModel(graph, LatencyTable(key, layers, 0.0, 1.0, dense_ms, 0.0))
     dense_sum, narrow_sum = sums.dense_ms, sums.estimate(narrow)
+    if dense_sum <= 0:  # every layer timed at 0 ms (a tiny model on a quiet, fast CPU): nothing to scale
+        log.warning("latency table: the layers were too fast to time apart; every plan is priced at the dense "
+                    "model's %.3f ms", dense_ms)
+        return dense_ms, 1.0
     scale = (dense_ms - narrow_ms) / (dense_sum - narrow_sum) if dense_sum > narrow_sum else 0.0
     fixed = dense_ms - scale * dense_sum
     if scale <= 0 or fixed < 0:

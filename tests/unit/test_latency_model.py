@@ -185,3 +185,14 @@ def test_a_subjects_latency_is_the_lower_quartile_of_its_calls():
     for bad in ([], [1.0, float("nan")], [-1.0]):
         with pytest.raises(CompressorError, match="no usable timings"):
             robust_ms(bad)
+
+
+def test_layers_too_fast_to_time_price_every_plan_at_the_dense_latency(resnet20):
+    """A tiny model on a quiet CPU can time every layer at 0 ms: the fit must not divide by that."""
+    from compressor.bench.latency import _fit
+
+    _, graph = resnet20
+    zero = macs_table(graph, ms_per_mac=0.0)
+    narrow = np.ones(graph.labels.size, dtype=bool)
+    fixed_ms, scale = _fit(graph, zero.layers, 0.034, 0.033, narrow, dict(zero.target))
+    assert (fixed_ms, scale) == (0.034, 1.0)

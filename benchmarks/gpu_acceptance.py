@@ -8,7 +8,8 @@ depend on the weights' values); ``pytest -m gpu``; AMP training images/s dense v
 (channels_last, fp16 autocast and gradient scaler, as ``compress prune --amp fp16
 --channels-last`` trains); ``compress bench`` of that model file through PyTorch, ONNX
 Runtime's CUDA provider and TensorRT (fp16, INT8) at batch 1 and 64; the latency table
-``--speedup`` will need (skipped until a latency cost model exists).
+``--speedup`` prunes against, on the GPU (skipped, with the tool's own reason, while
+``--speedup`` measures ONNX Runtime on the CPU only).
 
 Each step runs in its own process with its own time budget (the budgets add up to less
 than 8 minutes): a hung engine build is killed at its budget, and a crash that poisons
@@ -50,8 +51,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FORMAT = "benchmarks.gpu_acceptance/1"
 RUN_BUDGET_S = 480  # the promise: the whole run within 8 minutes
 STARTUP_MARGIN_S = 20  # the parent's own imports and report writing, outside every step's budget
-# Where the --speedup latency cost model is expected; the one place to change when it lands.
-LATENCY_TABLE = ("compressor.bench.latency", "build_latency_table")
 DRY_RUN_OUT = Path(tempfile.gettempdir()) / "gpu_acceptance_dry_run"  # its numbers are not results
 
 
@@ -368,26 +367,29 @@ def bench_outcome(data: dict) -> Outcome:
 
 
 def step_latency_table(ctx: Context) -> Outcome:
-    """The per-layer latency table ``--speedup`` prunes against, measured on CUDA.  The one
-    place to wire it: ``LATENCY_TABLE`` names the function and the call below passes what
-    the issue keys the table by (backend, device, precision, batch); until that function
-    exists this step is skipped, and a call that does not fit it fails in one line."""
-    builder = latency_table_builder()
-    if builder is None:
-        return Outcome("skipped", "no latency cost model in this version "
-                                  f"({LATENCY_TABLE[0]}.{LATENCY_TABLE[1]} is not importable)")
-    started = time.perf_counter()
-    table = builder(backend="onnxruntime", device=ctx.settings.device, precision="fp16", batch_size=1)
-    data = table.to_dict() if hasattr(table, "to_dict") else {"table": repr(table)[:1000]}
-    return Outcome("ok", f"built in {time.perf_counter() - started:.1f} s", data)
+    """The per-layer latency table ``--speedup`` prunes against, measured on the run's
+    device as ``compress prune --speedup`` measures it (ONNX Runtime; fp16 on CUDA, the
+    precision a GPU deploys in).  A target the table cannot be measured on yet is skipped
+    with the tool's own one-line reason, so the report says what is missing."""
+    from compressor.bench.latency import DeployTarget, latency_table
+    from compressor.errors import CompressorError
+    from compressor.models import build_model, get_entry
 
-
-def latency_table_builder() -> Callable | None:
-    module, name = LATENCY_TABLE
+    settings = ctx.settings
+    precision = "fp16" if settings.device == "cuda" else "fp32"
+    target = DeployTarget("onnxruntime", settings.device, precision, 1, settings.threads)
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
+        target.check_supported()
+    except CompressorError as refused:
+        return Outcome("skipped", str(refused))
+    entry = get_entry(settings.model)
+    model = build_model(settings.model, num_classes=entry.num_classes).eval()
+    timing = {} if settings.device == "cuda" else {"timing": settings.timing, "anchor_timing": settings.timing}
+    table, _ = latency_table(model, tuple(entry.input_size), target, refresh=True, **timing)
+    data = {"target": table.target, "layers": len(table.layers), "anchors": [list(a) for a in table.anchors],
+            "dense_ms": table.dense_ms, "measure_s": table.measure_s}
+    return Outcome("ok", f"{len(table.layers)} layers, dense {table.dense_ms:.3f} ms, measured in "
+                         f"{table.measure_s:.1f} s", data)
 
 
 @dataclass(frozen=True)

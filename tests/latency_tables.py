@@ -2,7 +2,8 @@
 
 ``macs_table`` prices every layer the MACs cost model counts at ``ms_per_mac`` per MAC,
 on a grid of (1, dense width) per factor: MACs are bilinear in the widths, so the grid
-is exact and the table's speed-up of a plan is its MACs ratio (with ``fixed_ms`` 0).
+is exact and the table's speed-up of a plan is its MACs ratio (with ``fixed_ms`` 0): its
+two anchors put the whole model at ``fixed_ms`` plus the sum of its layers.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ def macs_table(graph: ChannelGraph, ms_per_mac: float = 1e-6, fixed_ms: float = 
         per_unit = term.macs * ms_per_mac / np.prod([f.size for f in term.factors])
         grid = per_unit * np.prod(np.meshgrid(*[np.array(w, dtype=float) for w in widths], indexing="ij"), axis=0)
         layers.append(LayerLatency.monotone(term.op, widths, grid))
-    dense = fixed_ms + sum(float(layer.ms.max()) for layer in layers)
-    return LatencyTable(dict(target or TARGET), tuple(layers), fixed_ms, 1.0, dense, 0.5)
+    layer_sum = sum(float(layer.ms.max()) for layer in layers)
+    anchors = ((0.0, fixed_ms), (layer_sum, fixed_ms + layer_sum))
+    return LatencyTable(dict(target or TARGET), tuple(layers), anchors, fixed_ms + layer_sum, 0.5)
 
 
 def write_macs_table(graph: ChannelGraph, path: Path, **kwargs) -> Path:

@@ -5,9 +5,13 @@ runtime's own kernels (the ``--round-to auto`` sweep's hand-built one-layer ONNX
 files, ``compressor.bench.rounding``), on a small grid of (output, input) widths from
 the narrowest the plan may leave (``--max-prune-fraction``) to the dense width, at the
 layer's real input size and the deploy batch.  The whole dense model and the
-narrowest plan are timed in the same interleaved rounds; they fix the two numbers that
-tie the sum of the layers to the model (``compressor.engine.latency``), so the table
-predicts both ends exactly and interpolates between them.
+whole model at a few uniform cuts, from the narrowest plan to the dense one, is timed
+as ``compress bench`` times a model (its median over longer loops, since that is what
+the user will compare the prediction with); these anchors map the sum of the layers to
+the whole model (``compressor.engine.latency``), so the table predicts every anchor
+exactly and interpolates between them.  Short interleaved loops are enough to rank
+layers against each other, not to time a whole model: in the table's first form, the
+whole models timed in those loops gave a 2x plan that measured 1.57x.
 
 What keeps it cheap (a table is a budget for one search, measured before training):
 
@@ -22,8 +26,8 @@ What keeps it cheap (a table is a budget for one search, measured before trainin
   call a minimum would be.  Every subject, the whole models too, is read the same way.
 
 Tables are cached as JSON under ``~/.cache/onecycle-compress/latency/``, keyed by the
-target (backend, device, precision, batch, threads, input size), the machine, the
-package versions and the model's layer shapes.  A damaged or foreign cache file is
+table format, the target (backend, device, precision, batch, threads, input size), the
+machine, the package versions and the model's layer shapes.  A damaged or foreign cache file is
 refused in one line naming it.
 """
 from __future__ import annotations
@@ -44,12 +48,13 @@ from torch import nn
 from compressor.bench.backends import BACKENDS, Workload
 from compressor.bench.environment import describe, usable_cores
 from compressor.bench.rounding import ConvSubject, LayerShape, cache_dir
-from compressor.bench.subjects import model_pair
+from compressor.bench.subjects import Subject
 from compressor.bench.timing import TimingConfig, measure
 from compressor.choices import BENCH_PRECISIONS, DEFAULT_DEPLOY_BACKEND
 from compressor.engine.analysis.graph import ChannelGraph, analyse
 from compressor.engine.apply import apply_plan
-from compressor.engine.latency import LatencyModel, LatencyTable, LayerLatency
+from compressor.engine.flops import count_macs, count_params
+from compressor.engine.latency import FORMAT, LatencyModel, LatencyTable, LayerLatency
 from compressor.engine.plan import GroupPlan, PruningPlan, kept_class_mask
 from compressor.engine.selection import kept_count_rules
 from compressor.errors import CompressorError
@@ -67,6 +72,10 @@ NULL_LAYER = LayerShape(1, 1, (1, 1), (1, 1), (1, 1), (0, 0))
 TABLE_TIMING = TimingConfig(warmup_s=0.01, warmup_runs=3, min_runs=15, min_time_s=0.03, rounds=3)
 TABLE_QUANTILE = 25  # percent: each subject's latency is this percentile of its calls (see the docstring)
 GRID_POINTS = 3  # per width: the narrowest allowed, one between, the dense one
+# Where the whole-model anchors cut every group, from its floor (0) to its dense width (1).
+ANCHOR_CUTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Whole models are timed as compress bench times them, in shorter loops (five models a table).
+ANCHOR_TIMING = TimingConfig(warmup_s=0.2, warmup_runs=5, min_runs=30, min_time_s=0.6, rounds=3)
 
 
 @dataclass(frozen=True)
@@ -130,14 +139,18 @@ def grid(size: int, floor: int, step: int, points: int = GRID_POINTS) -> tuple[i
 
 def _floor_of(graph: ChannelGraph, round_to, max_prune_fraction: float, min_width: int) -> np.ndarray:
     """The kept mask of the narrowest plan the limits allow: every group at its floor."""
-    return kept_class_mask(graph, _floor_plan(graph, round_to, max_prune_fraction, min_width))
+    return kept_class_mask(graph, uniform_plan(graph, 0.0, round_to, max_prune_fraction, min_width))
 
 
-def _floor_plan(graph: ChannelGraph, round_to, max_prune_fraction: float, min_width: int) -> PruningPlan:
+def uniform_plan(graph: ChannelGraph, cut: float, round_to, max_prune_fraction: float, min_width: int) -> PruningPlan:
+    """Every group kept at the same place between its floor (``cut`` 0) and its dense width
+    (1), on the widths a plan can leave: the anchors' plans."""
     groups = {}
     for group in graph.groups:
-        _, floor = kept_count_rules(group.size, round_to, max_prune_fraction, min_width)
-        groups[group.name] = GroupPlan(group.size, tuple(range(floor)))
+        step, floor = kept_count_rules(group.size, round_to, max_prune_fraction, min_width)
+        allowed = sorted({w for w in range(floor, group.size + 1) if w % step == 0} | {floor, group.size})
+        kept = allowed[int(round(cut * (len(allowed) - 1)))]
+        groups[group.name] = GroupPlan(group.size, tuple(range(kept)))
     return PruningPlan(groups)
 
 
@@ -199,7 +212,7 @@ def target_key(target: DeployTarget, input_size, layers: list[_Layer], floor_wid
     machine = machine_name(target.device, environment)
     shapes = json.dumps([[l.op, l.shape(tuple(w[-1] for w in l.widths)).label, l.widths] for l in layers] + [floor_widths])
     return {
-        **asdict(target), "threads": target.resolved_threads, "input_size": list(input_size), "machine": machine,
+        "format": FORMAT, **asdict(target), "threads": target.resolved_threads, "input_size": list(input_size), "machine": machine,
         "versions": environment["versions"], "model": hashlib.sha256(shapes.encode()).hexdigest()[:16],
     }
 
@@ -210,10 +223,10 @@ def cache_path(key: dict) -> Path:
 
 
 def latency_table(model: nn.Module, input_size, target: DeployTarget, *, round_to=None, max_prune_fraction: float = 0.75,
-                  min_width: int = 1, ignore=(), refresh: bool = False,
-                  timing: TimingConfig = TABLE_TIMING) -> tuple[LatencyTable, bool]:
+                  min_width: int = 1, ignore=(), refresh: bool = False, timing: TimingConfig = TABLE_TIMING,
+                  anchor_timing: TimingConfig = ANCHOR_TIMING) -> tuple[LatencyTable, bool]:
     """The model's table on ``target``: read from the cache, or measured (and cached).
-    Returns (table, cached)."""
+    ``timing`` times the layers, ``anchor_timing`` the whole models.  Returns (table, cached)."""
     target.check_supported()
     model = copy.deepcopy(model).cpu().eval()  # timed on the target's runtime; the caller's model is left as it is
     example = torch.zeros(1, *input_size)
@@ -225,8 +238,8 @@ def latency_table(model: nn.Module, input_size, target: DeployTarget, *, round_t
     path = cache_path(key)
     if path.is_file() and not refresh:
         return LatencyTable.load(path, expected=key), True
-    table = measure_table(model, graph, layers, input_size, target, key, timing,
-                          _floor_plan(graph, round_to, max_prune_fraction, min_width))
+    plans = [uniform_plan(graph, cut, round_to, max_prune_fraction, min_width) for cut in ANCHOR_CUTS]
+    table = measure_table(model, graph, layers, input_size, target, key, (timing, anchor_timing), plans)
     try:
         table.save(path)
     except OSError as error:  # no cache: the next prune measures again, nothing is lost
@@ -235,8 +248,9 @@ def latency_table(model: nn.Module, input_size, target: DeployTarget, *, round_t
 
 
 def measure_table(model: nn.Module, graph: ChannelGraph, layers: list[_Layer], input_size, target: DeployTarget,
-                  key: dict, timing: TimingConfig, floor_plan: PruningPlan) -> LatencyTable:
-    """Time every grid point and the dense and narrowest models, interleaved; fit the table."""
+                  key: dict, timings: tuple[TimingConfig, TimingConfig], anchor_plans: list[PruningPlan]) -> LatencyTable:
+    """Time every grid point (interleaved, short loops), then the whole model at each of
+    ``anchor_plans`` (as compress bench times a model); tie the two together."""
     started = time.perf_counter()
     backend = BACKENDS[target.backend]
     reason = backend.unavailable(target.device, target.precision)
@@ -245,19 +259,29 @@ def measure_table(model: nn.Module, graph: ChannelGraph, layers: list[_Layer], i
     with tempfile.TemporaryDirectory(prefix="latency-table-") as scratch:
         shapes = distinct_shapes(layers)
         log.debug("latency table: %d layers, %d grid points, %d distinct shapes to time",  # stdout is --json's
-                 len(layers), sum(len(l.points()) for l in layers), len(shapes))
+                  len(layers), sum(len(l.points()) for l in layers), len(shapes))
         subjects = [ConvSubject.of(shape, Path(scratch)) for shape in [*shapes, NULL_LAYER]]
-        narrow = apply_plan(copy.deepcopy(model).eval(), graph, floor_plan, None)
-        pair = model_pair("table", copy.deepcopy(model).eval(), narrow, input_size, Path(scratch) / "models")
-        subjects += pair.subjects
-        timed = _time(subjects, backend, target, timing)
+        timed = [robust_ms(samples) for samples in _time(subjects, backend, target, timings[0])]
+        models = _anchor_subjects(model, graph, anchor_plans, input_size, Path(scratch) / "models")
+        whole = [median_ms(samples) for samples in _time(models, backend, target, timings[1])]
     call_ms = timed[len(shapes)]
     by_shape = {shape: max(ms - call_ms, 0.0) for shape, ms in zip(shapes, timed)}
     measured = tuple(LayerLatency.monotone(l.op, l.widths, np.array([by_shape[l.shape(p)] for p in l.points()])
                                            .reshape([len(w) for w in l.widths])) for l in layers)
-    dense_ms, narrow_ms = timed[-2], timed[-1]
-    fixed_ms, scale = _fit(graph, measured, dense_ms, narrow_ms, kept_class_mask(graph, floor_plan), key)
-    return LatencyTable(key, measured, fixed_ms, scale, dense_ms, time.perf_counter() - started)
+    sums = LatencyModel(graph, LatencyTable(key, measured, ((0.0, 0.0),), 0.0, 0.0))
+    anchors = tuple((sums.layer_sum(kept_class_mask(graph, plan)), ms) for plan, ms in zip(anchor_plans, whole))
+    return LatencyTable(key, measured, anchors, whole[-1], time.perf_counter() - started)
+
+
+def _anchor_subjects(model: nn.Module, graph: ChannelGraph, plans: list[PruningPlan], input_size,
+                     cache: Path) -> list[Subject]:
+    example = torch.zeros(1, *input_size)
+    subjects = []
+    for index, plan in enumerate(plans):
+        cut = apply_plan(copy.deepcopy(model).eval(), graph, plan, None)
+        subjects.append(Subject(f"anchor {index}", "pruned", tuple(input_size), count_macs(cut, example),
+                                count_params(cut), cut, cache))
+    return subjects
 
 
 def distinct_shapes(layers: list[_Layer]) -> list[LayerShape]:
@@ -265,43 +289,28 @@ def distinct_shapes(layers: list[_Layer]) -> list[LayerShape]:
     return sorted({layer.shape(p) for layer in layers for p in layer.points()}, key=lambda s: s.label)
 
 
-def _time(subjects, backend, target: DeployTarget, timing: TimingConfig) -> list[float]:
+def _time(subjects, backend, target: DeployTarget, timing: TimingConfig) -> list:
+    """Each subject's timed calls (ms), measured together in interleaved rounds."""
     prepared = []
     try:
         for subject in subjects:
             workload = Workload(target.batch_size, target.precision, target.device, target.resolved_threads,
                                 tuple(subject.input_size))
             prepared.append(backend.prepare(subject, workload))
-        measurement = measure(prepared, timing)
+        return measure(prepared, timing).samples_ms
     finally:
         for runnable in prepared:
             runnable.close()
-    return [robust_ms(samples) for samples in measurement.samples_ms]
 
 
-def robust_ms(samples_ms) -> float:
-    """One subject's latency from its calls: the ``TABLE_QUANTILE`` percentile."""
+def robust_ms(samples_ms, percentile: float = TABLE_QUANTILE) -> float:
+    """One layer's latency from its calls: the ``TABLE_QUANTILE`` percentile."""
     samples = np.asarray(samples_ms, dtype=np.float64)
     if samples.size == 0 or not np.all(np.isfinite(samples)) or np.any(samples < 0):
         raise CompressorError("the latency table got no usable timings (empty, negative or non-finite)")
-    return float(np.percentile(samples, TABLE_QUANTILE))
+    return float(np.percentile(samples, percentile))
 
 
-def _fit(graph: ChannelGraph, layers, dense_ms: float, narrow_ms: float, narrow: np.ndarray,
-         key: dict) -> tuple[float, float]:
-    """``fixed_ms`` and ``scale`` so that the table predicts the measured dense and narrowest
-    models exactly.  A fit that would make the fixed part negative (noise) keeps it at 0
-    and scales the layers to the dense model alone."""
-    sums = LatencyModel(graph, LatencyTable(key, layers, 0.0, 1.0, dense_ms, 0.0))
-    dense_sum, narrow_sum = sums.dense_ms, sums.estimate(narrow)
-    if dense_sum <= 0:  # every layer timed at 0 ms (a tiny model on a quiet, fast CPU): nothing to scale
-        log.warning("latency table: the layers were too fast to time apart; every plan is priced at the dense "
-                    "model's %.3f ms", dense_ms)
-        return dense_ms, 1.0
-    scale = (dense_ms - narrow_ms) / (dense_sum - narrow_sum) if dense_sum > narrow_sum else 0.0
-    fixed = dense_ms - scale * dense_sum
-    if scale <= 0 or fixed < 0:
-        log.warning("latency table: the layers and the whole models disagree (dense %.3f ms, narrowest %.3f ms); "
-                    "scaling the layers to the dense model", dense_ms, narrow_ms)
-        return 0.0, dense_ms / dense_sum
-    return fixed, scale
+def median_ms(samples_ms) -> float:
+    """A whole model's latency from its calls: their median, as compress bench reports it."""
+    return robust_ms(samples_ms, 50)

@@ -2,18 +2,20 @@
 
 The MACs cost model (``compressor.engine.cost``) counts work; this one prices it in
 milliseconds on one runtime.  The table is *data*: for every conv/linear layer, its
-latency measured on a grid of (output width, input width) points, plus two numbers
-that tie the sum of the layers to the whole model measured on the same target::
+latency measured on a grid of (output width, input width) points, and a few *anchors*:
+whole models (the dense one, the narrowest plan the limits allow, and uniform cuts in
+between) measured on the same target, each beside the sum of its layers' latencies::
 
-    predicted_ms(plan) = fixed_ms + scale * sum over layers of layer_ms(kept widths)
+    predicted_ms(plan) = the anchors' curve at (sum over layers of layer_ms(kept widths))
 
-(``fixed_ms`` is what does not shrink with widths, the session's overhead and the ops
-between layers; ``scale`` what the runtime fuses or adds around each layer.)  The
-engine never measures: ``compressor.bench.latency`` builds the table on the target and
-caches it; here it is only read, interpolated and checked, so the engine stays free of
-runtimes.  The grid is made non-decreasing along each width on load, so the prediction
-is monotone in every width: a narrower layer is never predicted slower, which the
-selection's refill pass relies on.
+The layers say which channels cost time; the anchors turn their sum into what the whole
+model takes, with everything a sum of lone layers misses (the session's overhead, the
+ops between layers, caches shared along the network).  The curve is piecewise linear
+through the anchors and made non-decreasing, so it is exact at every anchor and a
+plan's prediction stays monotone in every width: a narrower layer is never predicted
+slower, which the selection's refill pass relies on.  The engine never measures:
+``compressor.bench.latency`` builds the table on the target and caches it; here it is
+only read, interpolated and checked, so the engine stays free of runtimes.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 from compressor.engine.analysis.graph import ChannelGraph
 from compressor.errors import CompressorError, one_line
 
-FORMAT = "compressor.latency-table/1"
+FORMAT = "compressor.latency-table/2"
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,29 @@ class LatencyTable:
 
     target: dict  # backend, device, precision, batch_size, threads, input_size, machine, versions, model
     layers: tuple[LayerLatency, ...]
-    fixed_ms: float
-    scale: float
+    anchors: tuple[tuple[float, float], ...]  # (sum of the layers' ms, the whole model's ms), by sum
     dense_ms: float  # the whole dense model, measured
     measure_s: float  # what measuring the table took
+
+    def __post_init__(self) -> None:
+        points = np.asarray(self.anchors, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 2 or not len(points) or not np.all(np.isfinite(points) & (points >= 0)):
+            raise ValueError("its anchors must be finite non-negative (layer sum, model ms) pairs")
+        order = np.argsort(points[:, 0], kind="stable")
+        ms = np.maximum.accumulate(points[order, 1])  # a wider model measured faster is noise: never chased
+        object.__setattr__(self, "anchors", tuple((float(x), float(y)) for x, y in zip(points[order, 0], ms)))
+
+    def whole_ms(self, layer_sum: float) -> float:
+        """The anchors' curve at ``layer_sum``: linear between anchors, and beyond the
+        outer ones along the nearest segment (never below 0, never decreasing)."""
+        xs, ys = (np.array(v) for v in zip(*self.anchors))
+        if len(xs) == 1 or xs[-1] <= xs[0]:  # the layers did not tell plans apart: every plan costs the same
+            return float(ys[-1])
+        if layer_sum < xs[0]:
+            return float(max(ys[0] - _slope(xs[:2], ys[:2]) * (xs[0] - layer_sum), 0.0))
+        if layer_sum > xs[-1]:
+            return float(ys[-1] + _slope(xs[-2:], ys[-2:]) * (layer_sum - xs[-1]))
+        return float(np.interp(layer_sum, xs, ys))
 
     def describe(self) -> str:
         t = self.target
@@ -93,7 +114,7 @@ class LatencyTable:
 
     def to_dict(self) -> dict:
         return {
-            "format": FORMAT, "target": self.target, "fixed_ms": self.fixed_ms, "scale": self.scale,
+            "format": FORMAT, "target": self.target, "anchors": [list(a) for a in self.anchors],
             "dense_ms": self.dense_ms, "measure_s": self.measure_s,
             "layers": [{"op": l.op, "widths": [list(w) for w in l.widths], "ms": l.ms.tolist()} for l in self.layers],
         }
@@ -103,12 +124,13 @@ class LatencyTable:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file")
         layers = tuple(LayerLatency.monotone(str(l["op"]), l["widths"], l["ms"]) for l in data["layers"])
-        numbers = {k: float(data[k]) for k in ("fixed_ms", "scale", "dense_ms", "measure_s")}
-        if not all(math.isfinite(v) and v >= 0 for v in numbers.values()) or numbers["scale"] <= 0:
-            raise ValueError("its fixed_ms, scale, dense_ms or measure_s is not a finite positive number")
+        numbers = {k: float(data[k]) for k in ("dense_ms", "measure_s")}
+        if not all(math.isfinite(v) and v >= 0 for v in numbers.values()):
+            raise ValueError("its dense_ms or measure_s is not a finite non-negative number")
         if not isinstance(data["target"], dict):
             raise ValueError("its target is not a mapping")
-        return cls(dict(data["target"]), layers, **numbers)
+        anchors = tuple((float(x), float(y)) for x, y in data["anchors"])
+        return cls(dict(data["target"]), layers, anchors, **numbers)
 
     @classmethod
     def load(cls, path: Path, expected: dict | None = None) -> "LatencyTable":
@@ -129,6 +151,10 @@ class LatencyTable:
         from compressor.atomic import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
+
+
+def _slope(xs: np.ndarray, ys: np.ndarray) -> float:
+    return float((ys[1] - ys[0]) / (xs[1] - xs[0])) if xs[1] > xs[0] else 0.0
 
 
 @dataclass(frozen=True)
@@ -154,10 +180,13 @@ class LatencyModel:
             self._priced.append(_Priced(layer, tuple(graph.labels[f] for f in term.factors)))
         self.dense_ms = self.estimate(np.ones(graph.labels.size, dtype=bool))
 
+    def layer_sum(self, kept: np.ndarray) -> float:
+        """The sum of the layers' latencies (ms) with the classes in ``kept`` kept."""
+        return float(sum(p.layer.at(tuple(int(np.count_nonzero(kept[f])) for f in p.factors)) for p in self._priced))
+
     def estimate(self, kept: np.ndarray) -> float:
-        """Predicted milliseconds with the classes in ``kept`` kept."""
-        total = sum(p.layer.at(tuple(int(np.count_nonzero(kept[f])) for f in p.factors)) for p in self._priced)
-        return self.table.fixed_ms + self.table.scale * total
+        """Predicted milliseconds of the whole model with the classes in ``kept`` kept."""
+        return self.table.whole_ms(self.layer_sum(kept))
 
     def speedup(self, kept: np.ndarray) -> float:
         return self.dense_ms / self.estimate(kept)

@@ -377,8 +377,8 @@ class OneCyclePruner:
         layers may have no plan near it: say by how much and why, instead of a silent 60 %
         for an asked 50 %."""
         asked = self.config.flops_reduction
-        if self.state.reached <= asked + OVERSHOOT_WARNING:
-            return
+        if self.config.speedup is not None or self.state.reached <= asked + OVERSHOOT_WARNING:
+            return  # a speed-up budget asks for no MACs fraction: the done line says asked vs predicted
         why = ("kept widths are whole multiples of round_to (8 for groups of 16 channels or more), and one such "
                "block is the smallest step; round_to=1 (--round-to 1) comes closer, at widths kernels like less"
                if self.config.round_to != 1 else "one channel of a layer this wide is the smallest step")

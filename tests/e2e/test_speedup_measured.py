@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from compressor.bench.latency import DeployTarget, latency_table
+from compressor.bench.latency import ANCHOR_CUTS, DeployTarget, latency_table
 from compressor.bench.timing import TimingConfig
 from compressor.engine.analysis.graph import analyse
 from compressor.engine.latency import LatencyModel
@@ -29,23 +29,24 @@ def tiny() -> nn.Module:
 def test_a_measured_table_is_cached_and_a_damaged_cache_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     model, target = tiny(), DeployTarget(threads=1)
-    table, cached = latency_table(model, (3, 8, 8), target, timing=FAST)
+    table, cached = latency_table(model, (3, 8, 8), target, timing=FAST, anchor_timing=FAST)
     assert not cached and table.measure_s > 0 and table.dense_ms > 0
+    assert len(table.anchors) == len(ANCHOR_CUTS) and table.anchors[-1][1] == table.dense_ms
     assert {layer.op for layer in table.layers} == {"0 conv", "2 conv", "6 linear"}
     graph = analyse(model, torch.zeros(1, 3, 8, 8))
     latency = LatencyModel(graph, table)
-    assert latency.dense_ms == pytest.approx(table.dense_ms)
+    assert latency.dense_ms == pytest.approx(table.dense_ms)  # the dense model is an anchor: predicted as measured
     kept = np.ones(graph.labels.size, dtype=bool)
     narrower = kept.copy()
     narrower[graph.groups[0].classes[8:]] = False
     assert latency.estimate(narrower) <= latency.estimate(kept)
 
-    again, cached = latency_table(model, (3, 8, 8), target, timing=FAST)
+    again, cached = latency_table(model, (3, 8, 8), target, timing=FAST, anchor_timing=FAST)
     assert cached and again.to_dict() == table.to_dict()
     [path] = (tmp_path / "onecycle-compress" / "latency").glob("*.json")
     path.write_text(path.read_text()[:-40])
     with pytest.raises(CompressorError) as caught:
-        latency_table(model, (3, 8, 8), target, timing=FAST)
+        latency_table(model, (3, 8, 8), target, timing=FAST, anchor_timing=FAST)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
 
 

@@ -90,6 +90,18 @@ def test_the_pruner_refuses_an_unreachable_speedup_before_training(resnet20):
         PruneConfig(speedup=2, schedule="gradual")
 
 
+def test_a_speedup_budget_asks_for_no_macs_fraction(resnet20, caplog):
+    """A 3x speed-up removes about two thirds of the MACs; the default --flops-reduction
+    (0.5) is not what was asked, so no "asked for 50% fewer MACs" warning may follow."""
+    _, graph = resnet20
+    pruner = OneCyclePruner(build_model("resnet20"), torch.zeros(1, 3, 32, 32),
+                            PruneConfig(speedup=3, epochs=1, schedule="oneshot"), latency=macs_table(graph))
+    with caplog.at_level("WARNING", logger="compressor"):
+        pruner.epoch_start(0)
+    assert pruner.flops_reduction > 0.51 + 0.01
+    assert not [r for r in caplog.records if "fewer MACs" in r.getMessage()]
+
+
 def test_a_table_round_trips_as_json(resnet20, tmp_path):
     _, graph = resnet20
     table = macs_table(graph, fixed_ms=0.2)
@@ -101,9 +113,10 @@ def test_a_table_round_trips_as_json(resnet20, tmp_path):
 
 @pytest.mark.parametrize("damage", [
     lambda text: text[: len(text) // 2],  # cut short
-    lambda text: text.replace('"scale": 1.0', '"scale": -1.0'),
+    lambda text: text.replace('"anchors": [', '"anchors": [[0.0, -1.0], ', 1),
     lambda text: text.replace('"ms": [', '"ms": "x", "old": [', 1),
-    lambda text: json.dumps({"format": "compressor.latency-table/1"}),
+    lambda text: json.dumps({"format": "compressor.latency-table/2"}),
+    lambda text: text.replace("latency-table/2", "latency-table/1"),  # the first form: no anchors
     lambda text: "\x80\x04pickle",
 ])
 def test_a_corrupt_table_is_refused_in_one_line_naming_the_file(resnet20, tmp_path, damage):
@@ -188,11 +201,28 @@ def test_a_subjects_latency_is_the_lower_quartile_of_its_calls():
 
 
 def test_layers_too_fast_to_time_price_every_plan_at_the_dense_latency(resnet20):
-    """A tiny model on a quiet CPU can time every layer at 0 ms: the fit must not divide by that."""
-    from compressor.bench.latency import _fit
-
+    """A tiny model on a quiet CPU can time every layer at 0 ms: every anchor then sits at
+    the same layer sum, and the curve must price every plan at the dense model, not divide by 0."""
     _, graph = resnet20
     zero = macs_table(graph, ms_per_mac=0.0)
-    narrow = np.ones(graph.labels.size, dtype=bool)
-    fixed_ms, scale = _fit(graph, zero.layers, 0.034, 0.033, narrow, dict(zero.target))
-    assert (fixed_ms, scale) == (0.034, 1.0)
+    table = dataclasses.replace(zero, anchors=((0.0, 0.033), (0.0, 0.034)), dense_ms=0.034)
+    model = LatencyModel(graph, table)
+    narrow = np.zeros(graph.labels.size, dtype=bool)
+    assert model.estimate(narrow) == model.dense_ms == pytest.approx(0.034)
+
+
+def test_the_anchors_curve_is_exact_at_each_anchor_and_never_decreasing():
+    """Whole models timed at uniform cuts: the prediction passes through each of them, a
+    wider model measured faster (noise) is lifted, and past the outer anchors it follows
+    the nearest segment without going below 0."""
+    layer = LayerLatency.monotone("c conv", ((1, 8),), np.array([0.0, 1.0]))
+    table = LatencyTable({}, (layer,), ((1.0, 0.5), (3.0, 0.9), (2.0, 0.8), (4.0, 0.85)), 0.9, 0.0)
+    assert table.anchors == ((1.0, 0.5), (2.0, 0.8), (3.0, 0.9), (4.0, 0.9))
+    for x, y in table.anchors[:3]:
+        assert table.whole_ms(x) == pytest.approx(y)
+    sums = np.linspace(0.0, 5.0, 51)
+    curve = [table.whole_ms(x) for x in sums]
+    assert np.all(np.diff(curve) >= 0) and min(curve) >= 0
+    assert table.whole_ms(0.5) == pytest.approx(0.35) and table.whole_ms(5.0) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="anchors"):
+        LatencyTable({}, (layer,), ((1.0, float("nan")),), 0.9, 0.0)

@@ -46,8 +46,11 @@ class SelectionConfig:
             if flops_reduction is not None:
                 raise TypeError("SelectionConfig: give flops_reduction, not also its deprecated name macs_reduction")
             flops_reduction = macs_reduction
+        if flops_reduction is None and speedup is not None:  # a latency budget alone: SelectionConfig(speedup=2)
+            check_speedup(speedup)
+            flops_reduction = 1.0 - 1.0 / speedup  # not the budget; what the same MACs ratio would remove
         if flops_reduction is None:
-            raise TypeError("SelectionConfig() missing its argument 'flops_reduction'")
+            raise TypeError("SelectionConfig() missing its argument 'flops_reduction' (or 'speedup')")
         for name, value in (("flops_reduction", flops_reduction), ("round_to", round_to),
                             ("max_prune_fraction", max_prune_fraction), ("min_width", min_width),
                             ("speedup", speedup)):

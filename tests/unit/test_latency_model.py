@@ -226,3 +226,17 @@ def test_the_anchors_curve_is_exact_at_each_anchor_and_never_decreasing():
     assert table.whole_ms(0.5) == pytest.approx(0.35) and table.whole_ms(5.0) == pytest.approx(0.9)
     with pytest.raises(ValueError, match="anchors"):
         LatencyTable({}, (layer,), ((1.0, float("nan")),), 0.9, 0.0)
+
+
+def test_a_latency_budget_alone_is_a_whole_selection_config(resnet20):
+    """SelectionConfig(speedup=2) plans under the latency budget without a MACs fraction;
+    with neither budget it still says what is missing."""
+    model, graph = resnet20
+    from compressor import plan_once
+
+    planned = plan_once(model, torch.zeros(1, 3, 32, 32), SelectionConfig(speedup=2), latency=LatencyModel(graph, macs_table(graph)))
+    assert 0.5 - 0.02 <= 1 - planned.predicted_macs / planned.dense_macs <= 0.6
+    with pytest.raises(TypeError, match="'flops_reduction' \\(or 'speedup'\\)"):
+        SelectionConfig()
+    with pytest.raises(CompressorError, match="--speedup must be a number > 1"):
+        SelectionConfig(speedup=0.5)

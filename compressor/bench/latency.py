@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 # The (backend, device, precision) a table can be measured for: the one place to add a
 # target once its per-layer files can be built and timed there (fp16/int8 layers, CUDA).
-SUPPORTED = (("onnxruntime", "cpu", "fp32"),)
+SUPPORTED = (("onnxruntime", "cpu", "fp32"), ("onnxruntime", "cpu", "int8"))
 # A 1x1 conv of one channel on one pixel: what one call costs the runtime with no work in it,
 # taken off every layer alone (the whole model pays it once, not once per layer).
 NULL_LAYER = LayerShape(1, 1, (1, 1), (1, 1), (1, 1), (0, 0))

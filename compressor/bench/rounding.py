@@ -137,14 +137,24 @@ class ConvSubject:
         return self.model
 
     def onnx(self, precision: str) -> Path:
-        if precision != "fp32":
+        """The layer's ONNX file in ``precision``: fp32, or INT8 quantized from it as bench
+        quantizes a model it times (``int8``: symmetric QDQ; ``int8-asymmetric``: uint8
+        activations, what ONNX Runtime's CPU provider runs)."""
+        if precision not in ("fp32", "int8", "int8-asymmetric"):
             from compressor.bench.backends import BackendError
 
-            raise BackendError("the width sweep runs in fp32")
+            raise BackendError(f"a one-layer file is timed in fp32 or INT8, not {precision}")
         path = self.directory / f"{self.name}.onnx"
         if not path.is_file():
             _write_layer_onnx(self.shape, self.model, path)
-        return path
+        if precision == "fp32":
+            return path
+        quantized = self.directory / f"{self.name}_{precision}.onnx"
+        if not quantized.is_file():
+            from compressor.export.int8 import quantize_for_timing
+
+            quantize_for_timing(path, quantized, self.input_size, symmetric=precision == "int8")
+        return quantized
 
     def engine(self, workload: Workload) -> Path:
         from compressor.export.tensorrt import EngineSpec, build_engine, default_timing_cache

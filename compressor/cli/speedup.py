@@ -19,7 +19,7 @@ from compressor.errors import CompressorError
 SPEEDUP_HELP = ("Instead of --flops-reduction: prune until the latency on the deploy target (--deploy-backend, "
                 "--deploy-device, --deploy-precision, --deploy-batch) is the dense one / X, predicted from a per-layer "
                 "latency table measured there first (cached per machine, target and versions) and measured again "
-                "after the prune.  Supported now: onnxruntime on cpu in fp32.")
+                "after the prune.  Supported now: onnxruntime on cpu, fp32 or int8 (the uint8-activation QDQ form it runs).")
 
 OPTIONS = [
     click.option("--speedup", type=finite_float(1, min_open=True), metavar="X", help=SPEEDUP_HELP),

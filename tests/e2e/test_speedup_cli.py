@@ -63,7 +63,7 @@ def test_a_table_of_another_model_is_refused(tmp_path, table):
 
 @pytest.mark.parametrize("flags, exit_code, hint", [
     (["--deploy-backend", "torch"], 1, "cannot measure torch on cpu in fp32 yet"),
-    (["--deploy-precision", "int8"], 1, "cannot measure onnxruntime on cpu in int8 yet"),
+    (["--deploy-precision", "fp16"], 1, "cannot measure onnxruntime on cpu in fp16 yet"),
     (["--schedule", "gradual"], 1, "--schedule gradual"),
     # the option types' own checks: usage errors stating the bound
     (["--speedup", "1"], 2, "--speedup"),

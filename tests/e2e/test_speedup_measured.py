@@ -64,3 +64,29 @@ def test_info_measures_a_table_and_keeps_its_json_clean(tmp_path, monkeypatch):
     report = json.loads(result.stdout)
     assert report["predicted_speedup"] >= 1.05 and report["timings"]["latency_table_s"] > 0
     assert "latency table of 22 layers" in result.stderr
+
+
+def test_an_int8_table_times_the_layers_and_models_quantized(tmp_path, monkeypatch):
+    """--deploy-precision int8 on ONNX Runtime's CPU: every layer and anchor timed as the
+    uint8-activation QDQ file the provider runs; a table of its own (another cache key)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model = tiny()
+    fp32, _ = latency_table(model, (3, 8, 8), DeployTarget(threads=1), timing=FAST, anchor_timing=FAST)
+    int8, cached = latency_table(model, (3, 8, 8), DeployTarget(precision="int8", threads=1), timing=FAST,
+                                 anchor_timing=FAST)
+    assert not cached and int8.target["precision"] == "int8" and int8.target != fp32.target
+    assert len(int8.anchors) == len(ANCHOR_CUTS) and int8.dense_ms > 0
+    assert len(list((tmp_path / "onecycle-compress" / "latency").glob("*.json"))) == 2
+
+
+def test_a_one_layer_file_in_int8_is_the_uint8_activation_qdq_form(tmp_path):
+    import onnx
+
+    from compressor.bench.rounding import ConvSubject, LayerShape
+
+    subject = ConvSubject.of(LayerShape(8, 16, (8, 8)), tmp_path)
+    graph = onnx.load(str(subject.onnx("int8-asymmetric"))).graph
+    quantize = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert quantize and any(n.op_type == "Conv" for n in graph.node)
+    zero_points = {i.name: i.data_type for i in graph.initializer}
+    assert zero_points[quantize[0].input[2]] == onnx.TensorProto.UINT8

@@ -74,6 +74,7 @@ TABLE_QUANTILE = 25  # percent: each subject's latency is this percentile of its
 GRID_POINTS = 3  # per width: the narrowest allowed, one between, the dense one
 # Where the whole-model anchors cut every group, from its floor (0) to its dense width (1).
 ANCHOR_CUTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+SLOWER_WARNING = 1.10  # a narrower anchor this much slower than a wider one is not noise
 # Whole models are timed as compress bench times them, in shorter loops (five models a table).
 ANCHOR_TIMING = TimingConfig(warmup_s=0.2, warmup_runs=5, min_runs=30, min_time_s=0.6, rounds=3)
 
@@ -270,7 +271,22 @@ def measure_table(model: nn.Module, graph: ChannelGraph, layers: list[_Layer], i
                                            .reshape([len(w) for w in l.widths])) for l in layers)
     sums = LatencyModel(graph, LatencyTable(key, measured, ((0.0, 0.0),), 0.0, 0.0))
     anchors = tuple((sums.layer_sum(kept_class_mask(graph, plan)), ms) for plan, ms in zip(anchor_plans, whole))
+    _say_if_narrower_is_slower(target, whole)
     return LatencyTable(key, measured, anchors, whole[-1], time.perf_counter() - started)
+
+
+def _say_if_narrower_is_slower(target: DeployTarget, whole: list[float]) -> None:
+    """Anchors from the narrowest cut to dense: a cut measured well above a wider one means
+    this runtime's kernels reward these widths less than the dense ones (ONNX Runtime's INT8
+    on small convs did); the table then prices it at the wider one's time, and says so."""
+    slowest = max(range(len(whole) - 1), key=lambda i: whole[i] / min(whole[i + 1:]))
+    faster = min(whole[slowest + 1:])
+    if whole[slowest] > SLOWER_WARNING * faster:
+        log.warning("latency table: on %s %s batch %d the model with every group %.0f%% of the way from its "
+                    "narrowest width to dense measured %.3f ms, a wider one %.3f ms: this runtime rewards these widths "
+                    "less, plans there are priced at the wider one's time, and few speed-ups are reachable",
+                    target.backend, target.precision, target.batch_size, 100 * ANCHOR_CUTS[slowest],
+                    whole[slowest], faster)
 
 
 def _anchor_subjects(model: nn.Module, graph: ChannelGraph, plans: list[PruningPlan], input_size,

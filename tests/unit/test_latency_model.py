@@ -213,20 +213,35 @@ def test_layers_too_fast_to_time_price_every_plan_at_the_dense_latency(resnet20)
 
 
 def test_the_anchors_curve_is_exact_at_each_anchor_and_never_decreasing():
-    """Whole models timed at uniform cuts: the prediction passes through each of them, a
-    wider model measured faster (noise) is lifted, and past the outer anchors it follows
+    """Whole models timed at uniform cuts: the prediction passes through each of them; one
+    measured slower than a wider one is priced at the wider one's time, never the dense
+    model lifted (which would promise speed-ups); past the outer anchors the curve follows
     the nearest segment without going below 0."""
     layer = LayerLatency.monotone("c conv", ((1, 8),), np.array([0.0, 1.0]))
-    table = LatencyTable({}, (layer,), ((1.0, 0.5), (3.0, 0.9), (2.0, 0.8), (4.0, 0.85)), 0.9, 0.0)
-    assert table.anchors == ((1.0, 0.5), (2.0, 0.8), (3.0, 0.9), (4.0, 0.9))
-    for x, y in table.anchors[:3]:
+    table = LatencyTable({}, (layer,), ((1.0, 0.5), (3.0, 0.9), (2.0, 0.8), (4.0, 0.85)), 0.85, 0.0)
+    assert table.anchors == ((1.0, 0.5), (2.0, 0.8), (3.0, 0.85), (4.0, 0.85))
+    for x, y in (*table.anchors[:2], table.anchors[-1]):
         assert table.whole_ms(x) == pytest.approx(y)
     sums = np.linspace(0.0, 5.0, 51)
     curve = [table.whole_ms(x) for x in sums]
     assert np.all(np.diff(curve) >= 0) and min(curve) >= 0
-    assert table.whole_ms(0.5) == pytest.approx(0.35) and table.whole_ms(5.0) == pytest.approx(0.9)
+    assert table.whole_ms(0.5) == pytest.approx(0.35) and table.whole_ms(5.0) == pytest.approx(0.85)
     with pytest.raises(ValueError, match="anchors"):
         LatencyTable({}, (layer,), ((1.0, float("nan")),), 0.9, 0.0)
+
+
+def test_a_target_where_narrower_runs_slower_promises_no_speed_up(resnet20):
+    """INT8 on ONNX Runtime's CPU ran ResNet-20 at half width slower than dense: anchors that
+    never beat the dense model make every speed-up unreachable, not a plan that is slower."""
+    model, graph = resnet20
+    base = macs_table(graph)
+    layer_sum = base.anchors[-1][0]
+    table = dataclasses.replace(base, anchors=((0.2 * layer_sum, 4.9), (0.5 * layer_sum, 10.4), (layer_sum, 3.6)),
+                                dense_ms=3.6)
+    assert [ms for _, ms in table.anchors] == [3.6, 3.6, 3.6]
+    with pytest.raises(UnreachableSpeedupError, match="best reachable is 1.00x"):
+        select_plan(graph, CostModel(graph, model), np.zeros(graph.labels.size), SelectionConfig(speedup=1.5),
+                    LatencyModel(graph, table))
 
 
 def test_a_latency_budget_alone_is_a_whole_selection_config(resnet20):
@@ -241,3 +256,14 @@ def test_a_latency_budget_alone_is_a_whole_selection_config(resnet20):
         SelectionConfig()
     with pytest.raises(CompressorError, match="--speedup must be a number > 1"):
         SelectionConfig(speedup=0.5)
+
+
+def test_a_narrower_anchor_measured_slower_is_said(caplog):
+    from compressor.bench.latency import _say_if_narrower_is_slower
+
+    with caplog.at_level("WARNING", logger="compressor"):
+        _say_if_narrower_is_slower(DeployTarget(precision="int8", batch_size=32), [4.9, 5.6, 10.4, 3.7, 3.6])
+        _say_if_narrower_is_slower(DeployTarget(batch_size=32), [2.6, 3.3, 5.2, 5.8, 6.6])
+        _say_if_narrower_is_slower(DeployTarget(), [0.130, 0.150, 0.148, 0.22, 0.24])  # within noise
+    [warned] = [r.getMessage() for r in caplog.records]
+    assert "int8 batch 32" in warned and "50% of the way" in warned and "10.400 ms" in warned and "3.600 ms" in warned

@@ -6,12 +6,12 @@ files, ``compressor.bench.rounding``), on a small grid of (output, input) widths
 the narrowest the plan may leave (``--max-prune-fraction``) to the dense width, at the
 layer's real input size and the deploy batch.  The whole dense model and the
 whole model at a few uniform cuts, from the narrowest plan to the dense one, is timed
-as ``compress bench`` times a model (its median over longer loops, since that is what
-the user will compare the prediction with); these anchors map the sum of the layers to
-the whole model (``compressor.engine.latency``), so the table predicts every anchor
-exactly and interpolates between them.  Short interleaved loops are enough to rank
-layers against each other, not to time a whole model: in the table's first form, the
-whole models timed in those loops gave a 2x plan that measured 1.57x.
+in bench-like loops (warm, longer, interleaved rounds); these anchors map the sum of the
+layers to the whole model (``compressor.engine.latency``), so the table predicts every
+anchor exactly and interpolates between them.  Short loops shared with ~60 layer files
+are enough to rank layers against each other, not to time a whole model: in the
+table's first form, the whole models timed in those loops gave a 2x plan that measured
+1.57x.
 
 What keeps it cheap (a table is a budget for one search, measured before training):
 
@@ -75,8 +75,9 @@ GRID_POINTS = 3  # per width: the narrowest allowed, one between, the dense one
 # Where the whole-model anchors cut every group, from its floor (0) to its dense width (1).
 ANCHOR_CUTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SLOWER_WARNING = 1.10  # a narrower anchor this much slower than a wider one is not noise
-# Whole models are timed as compress bench times them, in shorter loops (five models a table).
-ANCHOR_TIMING = TimingConfig(warmup_s=0.2, warmup_runs=5, min_runs=30, min_time_s=0.6, rounds=3)
+# Whole models are timed in bench-like loops (warm, five interleaved rounds), shorter than
+# bench's (five models a table), and read like the layers (TABLE_QUANTILE).
+ANCHOR_TIMING = TimingConfig(warmup_s=0.2, warmup_runs=5, min_runs=30, min_time_s=0.8, rounds=5)
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ def measure_table(model: nn.Module, graph: ChannelGraph, layers: list[_Layer], i
         subjects = [ConvSubject.of(shape, Path(scratch)) for shape in [*shapes, NULL_LAYER]]
         timed = [robust_ms(samples) for samples in _time(subjects, backend, target, timings[0])]
         models = _anchor_subjects(model, graph, anchor_plans, input_size, Path(scratch) / "models")
-        whole = [median_ms(samples) for samples in _time(models, backend, target, timings[1])]
+        whole = [robust_ms(samples) for samples in _time(models, backend, target, timings[1])]
     call_ms = timed[len(shapes)]
     by_shape = {shape: max(ms - call_ms, 0.0) for shape, ms in zip(shapes, timed)}
     measured = tuple(LayerLatency.monotone(l.op, l.widths, np.array([by_shape[l.shape(p)] for p in l.points()])
@@ -319,14 +320,9 @@ def _time(subjects, backend, target: DeployTarget, timing: TimingConfig) -> list
             runnable.close()
 
 
-def robust_ms(samples_ms, percentile: float = TABLE_QUANTILE) -> float:
-    """One layer's latency from its calls: the ``TABLE_QUANTILE`` percentile."""
+def robust_ms(samples_ms) -> float:
+    """One subject's latency from its calls: the ``TABLE_QUANTILE`` percentile."""
     samples = np.asarray(samples_ms, dtype=np.float64)
     if samples.size == 0 or not np.all(np.isfinite(samples)) or np.any(samples < 0):
         raise CompressorError("the latency table got no usable timings (empty, negative or non-finite)")
-    return float(np.percentile(samples, percentile))
-
-
-def median_ms(samples_ms) -> float:
-    """A whole model's latency from its calls: their median, as compress bench reports it."""
-    return robust_ms(samples_ms, 50)
+    return float(np.percentile(samples, TABLE_QUANTILE))

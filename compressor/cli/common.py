@@ -26,6 +26,20 @@ def user_errors(command):
     return wrapper
 
 
+# Every option can also come from the environment, COMPRESS_<COMMAND>_<OPTION> (the group's
+# auto_envvar_prefix): `COMPRESS_PRUNE_EPOCHS=1 compress prune` is `compress prune --epochs 1`.
+# The prefix is written once here; the group's help names it.
+ENV_PREFIX = "COMPRESS"
+# What the user said for this command, on the line or in that variable (a --config file's
+# values arrive as DEFAULT_MAP: defaults read from a file, not the user's word).
+USER_SOURCES = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+
+
+def user_said(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was typed or set through its COMPRESS_* variable."""
+    return ctx.get_parameter_source(name) in USER_SOURCES
+
+
 # The largest count any option takes (epochs, batches, runs, images, threads): past it torch's
 # int32 kernels and numpy's default ints overflow deep inside a run, long after the option was
 # accepted.  No sane run comes near it; options with a tighter sensible limit name their own.

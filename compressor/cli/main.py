@@ -19,6 +19,7 @@ import click
 
 from compressor import __version__
 from compressor.cli.bench import bench_command
+from compressor.cli.common import ENV_PREFIX
 from compressor.cli.evaluate import eval_command
 from compressor.cli.export import export_command
 from compressor.cli.info import info_command
@@ -27,7 +28,8 @@ from compressor.cli.models import models_command
 from compressor.cli.prune import prune_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                                "auto_envvar_prefix": ENV_PREFIX})
 @click.version_option(__version__, prog_name="compress")
 @verbosity_options
 @click.pass_context
@@ -35,7 +37,11 @@ def main(ctx: click.Context) -> None:
     """One-cycle structured pruning: find the channels that do not pay for themselves,
     remove them, and hand back a smaller dense network.
 
-    -v/-q may also follow the command: `compress prune -q ...`."""
+    -v/-q may also follow the command: `compress prune -q ...`.
+
+    \b
+    Every option may also be set in the environment as COMPRESS_<COMMAND>_<OPTION>
+    (COMPRESS_PRUNE_EPOCHS=1 is `compress prune --epochs 1`); a flag on the line wins."""
     show_logs(ctx, chosen_level(ctx))
 
 

@@ -16,7 +16,7 @@ import click
 from compressor.choices import (AMP_MODES, BENCH_BACKENDS, CRITERIA, DATASETS, DEFAULT_DEPLOY_BACKEND, LR_SCHEDULES, MAX_SEED,
                                 OPTIMIZERS, POOL_CRITERIA, REG_SCHEDULES, SCHEDULES)
 from compressor.cli.common import (MAX_COUNT, RenamedOption, bounded_int, bounded_number, finite_float,
-                                   parse_square_input_size, trust_code_flag)
+                                   parse_square_input_size, trust_code_flag, user_said)
 from compressor.cli.logs import verbosity_options
 from compressor.cli.sections import SectionedCommand
 from compressor.cli.speedup import speedup_options
@@ -253,8 +253,8 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
     options["ignore"] = tuple(options["ignore"])
     if resume is None:
         _refuse_unused_data_options(ctx, options)
-        if ctx.get_parameter_source("model") is not click.core.ParameterSource.COMMANDLINE:
-            check_trusted(model, "the --config file", trust_code)  # only a typed --model is the user's word
+        if not user_said(ctx, "model"):  # typed, or COMPRESS_PRUNE_MODEL: the user's word; a file's is not
+            check_trusted(model, "the --config file", trust_code)
         out_dir = Path(out or f"runs/{model}-{options['schedule']}")
         check_fresh_output(out_dir, overwrite)
         ensure_writable_dir(out_dir, "--out", keep=False)  # now, not after the first epoch has trained
@@ -269,11 +269,11 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
     _refuse_with_resume(ctx, weights, given_table)
     payload = load_checkpoint(out_dir / LATEST)
     check_trusted(str(payload.get("model_name")), str(out_dir / LATEST), trust_code)
-    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
+    given = {k: v for k, v in options.items() if user_said(ctx, k)}
     if given.get("round_to") == "auto":
         del given["round_to"]  # the run keeps the multiple it measured when it started
     display = {k: given.pop(k) for k in DISPLAY_ONLY if k in given}  # may change between sessions
-    if ctx.get_parameter_source("model") is click.core.ParameterSource.COMMANDLINE and model != payload["model_name"]:
+    if user_said(ctx, "model") and model != payload["model_name"]:
         given["model"] = model
     differences = conflicts({**payload["config"], "model": payload["model_name"]}, given)
     if out is not None and Path(out) != out_dir:
@@ -291,7 +291,7 @@ def _refuse_unused_data_options(ctx: click.Context, options: dict) -> None:
     if options["dataset"] == "synthetic":
         return
     typed = [f"--{name.replace('_', '-')}" for name in ("synthetic_train", "synthetic_val")
-             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+             if user_said(ctx, name)]
     if typed:
         raise CompressorError(f"{' and '.join(typed)} size(s) the generated synthetic set, but --dataset is "
                               f"{options['dataset']}; add --dataset synthetic or drop {' and '.join(typed)}")

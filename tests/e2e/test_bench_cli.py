@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import onnx
@@ -246,39 +245,6 @@ def test_round_to_auto_measures_once_then_uses_the_cache(tmp_path, monkeypatch):
     second, cached = auto_round_to(config)
     assert cached and second.multiple == first.multiple and second.latency_ms == first.latency_ms
     assert "<- chosen" in second.table()
-
-
-def test_readme_main_job_chain_runs(tmp_path):
-    """The README's main job is prune -> export RUN -> bench RUN; the same chain, with a
-    tiny budget, through this tree's CLI in a subprocess and default output locations."""
-    import re
-    import subprocess
-    import sys
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    chain = re.findall(r"&& (compress [^&\n]+)", readme.split("## Quickstart")[1].split("The tests")[0])
-    assert [c.split()[1] for c in chain] == ["prune", "export", "bench"]
-    run = "runs/resnet20-ocs"
-    assert chain[1].strip() == f"compress export {run}" and chain[2].strip() == f"compress bench {run}"
-    tiny = ["--dataset", "synthetic", "--synthetic-train", "128", "--synthetic-val", "64", "--batch-size", "64", "--epochs", "2",
-            "--max-prune-epoch", "1", "--monitor-start", "1", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    this_tree = [sys.executable, "-m", "compressor"]
-    for command in (["prune", *tiny], ["export", run], ["bench", run, "--batch-size", "1,4", *FAST]):
-        done = subprocess.run([*this_tree, *command], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                              env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert done.stdout.count(f"compress {command[0]}: ") == 1, done.stdout  # its start line, once
-    assert "efficiency" in done.stdout and "resnet20 pruned" in done.stdout
-    report = json.loads((tmp_path / run / "bench" / "bench.json").read_text())
-    assert {r["backend"] for r in report["records"]} == {"torch", "onnxruntime"}
-    summary = json.loads((tmp_path / run / "summary.json").read_text())
-    for pruned in (r for r in report["records"] if r["variant"] == "pruned"):
-        dense = next(r for r in report["records"] if r["variant"] == "dense" and r["backend"] == pruned["backend"]
-                     and r["batch_size"] == pruned["batch_size"])
-        assert (dense["macs"], pruned["macs"]) == (summary["dense_macs"], summary["pruned_macs"])
-        assert pruned["speedup"] == pytest.approx(dense["median_ms"] / pruned["median_ms"])
-        assert pruned["efficiency"] == pytest.approx(pruned["speedup"] / (dense["macs"] / pruned["macs"]))
 
 
 def test_prune_with_round_to_auto_uses_the_measured_multiple(tmp_path, monkeypatch):

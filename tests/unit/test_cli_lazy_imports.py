@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 # torch and the ONNX stack cost seconds; the engine, exporters and benchmark backends import them.
 MUST_NOT_IMPORT = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "onnxsim", "tensorrt", "timm",
                    "compressor.engine.analysis", "compressor.export.pipeline", "compressor.export.onnx_export", "compressor.bench.backends",
-                   "compressor.evaluation")  # eval's library: torch and ONNX Runtime
+                   "compressor.evaluation",  # eval's library: torch and ONNX Runtime
+                   "matplotlib", "onnxconverter_common")  # plots and the FP16 converter: only the commands that use them
 PROBE = """
 import json, runpy, sys
 sys.argv = ["compress", *sys.argv[1:]]
@@ -72,6 +73,15 @@ def assert_explains_every_option(command: click.Command, text: str) -> None:
             assert flag in text, f"`compress {command.name} --help` does not mention {flag}"
         if isinstance(param.type, click.Choice):
             assert "|".join(param.type.choices) in text, (param.opts, param.type.choices)
+
+
+def test_import_compressor_loads_neither_matplotlib_nor_the_fp16_converter():
+    """The library's entry point stays light: matplotlib only for a plot, the converter only for --fp16."""
+    probe = "import json, sys, compressor; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    assert not loaded & {"matplotlib", "onnxconverter_common"}, sorted(loaded & {"matplotlib", "onnxconverter_common"})
 
 
 def test_the_help_shows_the_opsets_torch_itself_defines():

@@ -10,7 +10,10 @@ right before it:
     it is not run twice; the named test file must exist and find this block, by a marker
     before it (``<!-- detector-example -->``) or by its section heading;
   * ``<!-- readme-test: skip (REASON) -->``: it cannot run here (the package registry, a
-    dataset download, TensorRT, another shell); the reason is required.
+    dataset download, TensorRT, another shell); the reason is required;
+  * ``<!-- readme-test: run from "TEXT" (REASON) -->``: run from the first ``TEXT`` on, what
+    comes before it cannot run here (the quickstart's one command installs, then runs the main
+    job: the install needs the registry, the job runs).
 Any other ``readme-test:`` comment, one that no block follows, or a skip without a reason fails.
 
 The blocks run at test size through the environment, not edited: every ``compress`` option
@@ -51,7 +54,8 @@ HEADING = re.compile(r"^#{1,6} ")
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 COMMENT = re.compile(r"^\s*<!--\s*(?P<text>.*?)\s*-->\s*$")
 MARKER = re.compile(r"readme-test:\s*(?:(?P<skip>skip)\s*\((?P<reason>[^()]*(?:\([^()]*\)[^()]*)*)\)"
-                    r"|run by (?P<path>tests/[\w/.-]+\.py)(?:\s*\((?P<note>.+)\))?)\s*$")
+                    r"|run by (?P<path>tests/[\w/.-]+\.py)(?:\s*\((?P<note>.+)\))?"
+                    r"|run from \"(?P<start>[^\"]+)\"\s*\((?P<why>[^()]+)\))\s*$")
 
 
 @dataclass(frozen=True)
@@ -103,15 +107,29 @@ def examples() -> list[Block]:
     return [b for document in DOCUMENTS for b in blocks(document) if b.lang in RUNNERS]
 
 
+def run_from(block: Block) -> str | None:
+    """Where a ``run from`` marker starts the block (None: another marker, or none)."""
+    match = MARKER.fullmatch(block.marker) if block.marker else None
+    return match["start"] if match else None
+
+
 def to_run() -> list[Block]:
-    return [b for b in examples() if b.marker is None]
+    return [b for b in examples() if b.marker is None or run_from(b)]
+
+
+def code_to_run(block: Block) -> str:
+    start = run_from(block)
+    if start is None:
+        return block.code
+    assert start in block.code, f"{block.where}: its marker runs it from {start!r}, which it does not contain"
+    return block.code[block.code.index(start):]
 
 
 def script(block: Block) -> str:
     """A console block's commands are its ``$ `` lines (the rest is their output)."""
     if block.lang != "console":
-        return block.code
-    return "".join(line[2:] + "\n" for line in block.code.splitlines() if line.startswith("$ "))
+        return code_to_run(block)
+    return "".join(line[2:] + "\n" for line in code_to_run(block).splitlines() if line.startswith("$ "))
 
 
 # -- the markers say what they mean --------------------------------------------------------------
@@ -122,7 +140,8 @@ def test_every_marker_is_well_formed_and_sits_on_an_example():
             match = MARKER.fullmatch(comment)
             assert match, f"{block.where}: malformed marker {comment!r}; use 'readme-test: skip (REASON)' or " \
                           "'readme-test: run by tests/PATH.py'"
-            assert match["path"] or match["reason"].strip(), f"{block.where}: a skip marker needs its reason"
+            assert match["path"] or match["start"] or match["reason"].strip(), \
+                f"{block.where}: a skip marker needs its reason"
             assert block.lang in RUNNERS, f"{block.where}: a marker on a ```{block.lang} block, which is never run"
         every = len(re.findall(r"<!--\s*readme-test:", document.read_text()))
         assert every == len(attached), f"{document.name}: a readme-test marker with no example right after it"
@@ -143,7 +162,7 @@ def test_a_block_run_elsewhere_names_a_test_that_reads_it():
 def test_the_parser_sees_the_readme_examples():
     """Guards the guard: the blocks found are the README's, indented ones included."""
     readme = [b for b in examples() if b.document.name == "README.md"]
-    assert any(b.code.startswith("compress prune && compress export") for b in to_run())
+    assert any(code_to_run(b).startswith("compress prune && compress export") for b in to_run())
     assert any("PruningCallback" in b.code and b.code.startswith("import lightning") for b in readme)
     assert all(not b.code.startswith(" ") for b in readme)
 
@@ -163,7 +182,7 @@ def test_the_examples_run_as_written(tmp_path):
                               timeout=600)
         assert done.returncode == 0, f"{block.where} ({block.lang}) failed:\n{block.code}\n{done.stdout[-3000:]}" \
                                      f"\n{done.stderr[-3000:]}"
-        printed[block.code] = done.stdout
+        printed[code_to_run(block)] = done.stdout
     [quickstart] = [out for code, out in printed.items() if code.startswith("compress prune && compress export")]
     _check_the_quickstart(work, quickstart)
 

@@ -47,33 +47,35 @@ def dense_model(name: str):
     return build_model(name, num_classes=entry.num_classes).eval(), tuple(entry.input_size)
 
 
-def plans_for(model, input_size, latency: LatencyModel, target: float):
+def plans_for(model, input_size, latency: LatencyModel, target: float, max_prune_fraction: float):
     """The latency-budgeted plan for ``target`` and the MACs plan of the same MACs reduction."""
     example = torch.zeros(1, *input_size)
-    fast = prune_once(copy.deepcopy(model), example, SelectionConfig(speedup=target), latency=latency)
+    fast = prune_once(copy.deepcopy(model), example,
+                      SelectionConfig(max_prune_fraction=max_prune_fraction, speedup=target), latency=latency)
     reduction = 1.0 - fast.predicted_macs / fast.dense_macs
-    macs = prune_once(copy.deepcopy(model), example, SelectionConfig(reduction))
+    macs = prune_once(copy.deepcopy(model), example, SelectionConfig(reduction, max_prune_fraction=max_prune_fraction))
     return fast, macs, reduction
 
 
-def time_cell(model, input_size, fast, macs, batch: int, precision: str, scratch: Path) -> dict:
+def time_cell(model, input_size, fast, macs, batch: int, precision: str, threads: int | None, scratch: Path) -> dict:
     """Dense, the speed-up plan and the MACs plan in the same interleaved rounds."""
     group = model_pair("m", model, fast.model, input_size, scratch, pruned_label="speedup-plan")
     twin = model_pair("m", model, macs.model, input_size, scratch, pruned_label="macs-plan")
     group = Group("m", [*group.subjects, twin.subjects[1]])
     result = run_bench([group], BenchConfig(backends=("onnxruntime",), device="cpu", batch_sizes=(batch,),
-                                            precisions=(precision,)))
+                                            precisions=(precision,), threads=threads))
     cells = {}
     for record in result.records:
         cells.setdefault(record["precision"], {})[record["model"].split(" ", 1)[1]] = record["median_ms"]
     return cells
 
 
-def measure(name: str, batch: int, precision: str, targets: tuple[float, ...]) -> list[dict]:
+def measure(name: str, batch: int, precision: str, targets: tuple[float, ...], threads: int | None,
+            max_prune_fraction: float) -> list[dict]:
     model, input_size = dense_model(name)
-    target = DeployTarget("onnxruntime", "cpu", precision, batch)
+    target = DeployTarget("onnxruntime", "cpu", precision, batch, threads)
     started = time.perf_counter()
-    table, _ = latency_table(model, input_size, target, refresh=True)
+    table, _ = latency_table(model, input_size, target, max_prune_fraction=max_prune_fraction, refresh=True)
     table_s = time.perf_counter() - started
     latency = LatencyModel(analyse(model, torch.zeros(1, *input_size)), table)
     print(f"{name} {precision} b{batch}: table of {len(table.layers)} layers in {table_s:.1f} s, dense {table.dense_ms:.3f} ms",
@@ -82,13 +84,13 @@ def measure(name: str, batch: int, precision: str, targets: tuple[float, ...]) -
     for x in targets:
         row = {"model": name, "precision": precision, "batch_size": batch, "requested": x, "table_s": table_s}
         try:
-            fast, macs, reduction = plans_for(model, input_size, latency, x)
+            fast, macs, reduction = plans_for(model, input_size, latency, x, max_prune_fraction)
         except UnreachableSpeedupError as error:
             rows.append({**row, "unreachable": str(error)})
             print(f"  {x}x: {error}", flush=True)
             continue
         with tempfile.TemporaryDirectory(prefix="speedup-target-") as scratch:
-            ms = time_cell(model, input_size, fast, macs, batch, precision, Path(scratch))[precision]
+            ms = time_cell(model, input_size, fast, macs, batch, precision, threads, Path(scratch))[precision]
         row.update(predicted=latency.speedup(_kept(latency, fast)), macs_reduction=reduction, ms=ms,
                    measured=ms["dense"] / ms["speedup-plan"], macs_plan=ms["dense"] / ms["macs-plan"])
         row["within_tolerance"] = abs(row["measured"] / x - 1.0) <= TOLERANCE
@@ -110,7 +112,8 @@ def markdown(data: dict) -> str:
         f"{env['versions'].get('onnxruntime')}, Python {env['python']}. Random init; the table measured in fp32 "
         "at each deploy batch, each plan chosen under that table's latency budget (L2 ranking), then dense, the "
         "speed-up plan and the MACs plan of the same MACs reduction timed together as `compress bench` times "
-        f"them (median). Goal: measured within ±{TOLERANCE:.0%} of the request.", "",
+        f"them (median). Per-group cap --max-prune-fraction {data['max_prune_fraction']}. Goal: measured within "
+        f"±{TOLERANCE:.0%} of the request.", "",
         f"Command: `{data['command']}`", "",
         "| model | precision | batch | asked | predicted | measured | within ±10 % | MACs removed "
         "| same-MACs plan, measured | dense ms | table s |",
@@ -133,6 +136,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default="1,32")
     parser.add_argument("--targets", default="1.5,2,3")
     parser.add_argument("--precisions", default="fp32,int8")
+    parser.add_argument("--max-prune-fraction", type=float, default=0.75, help="per-group cap, as compress prune's")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: every usable core)")
     parser.add_argument("--out", type=Path, required=True, help="results stem: writes OUT.json and OUT.md")
     return parser.parse_args(argv)
 
@@ -144,9 +149,9 @@ def main(argv=None) -> None:
     for name in args.models.split(","):
         for precision in args.precisions.split(","):
             for batch in (int(b) for b in args.batch_sizes.split(",")):
-                rows += measure(name, batch, precision, targets)
-    data = {"environment": describe(usable_cores()), "command": "python -m benchmarks.speedup_target " + " ".join(sys.argv[1:]),
-            "tolerance": TOLERANCE, "rows": rows}
+                rows += measure(name, batch, precision, targets, args.threads, args.max_prune_fraction)
+    data = {"environment": describe(args.threads or usable_cores()), "command": "python -m benchmarks.speedup_target " + " ".join(sys.argv[1:]),
+            "tolerance": TOLERANCE, "max_prune_fraction": args.max_prune_fraction, "rows": rows}
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(data, indent=1, default=str))
     atomic_write_text(args.out.with_suffix(".md"), markdown(data))
     print(markdown(data))

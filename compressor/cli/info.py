@@ -75,6 +75,7 @@ def info_command(
     speedup,
     deploy_precision,
     deploy_batch,
+    deploy_threads,
     latency_table,
 ) -> None:
     """Print params, MACs and channel groups of MODEL (a zoo/torchvision name, timm:NAME,
@@ -83,7 +84,7 @@ def info_command(
     from compressor.cli.speedup import check_exclusive, deploy_target
 
     check_exclusive(click.get_current_context(), speedup)
-    target = deploy_target(deploy_backend, deploy_device, deploy_precision, deploy_batch) \
+    target = deploy_target(deploy_backend, deploy_device, deploy_precision, deploy_batch, deploy_threads) \
         if speedup is not None and latency_table is None else None
 
     from compressor.engine.analysis.errors import ModelRunError

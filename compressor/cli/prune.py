@@ -248,6 +248,7 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
     model, weights, out = options.pop("model"), options.pop("weights"), options.pop("out")
     deploy = options.pop("deploy_backend"), options.pop("deploy_device")
     precision, batch = options.pop("deploy_precision"), options.pop("deploy_batch")
+    threads = options.pop("deploy_threads")
     given_table = options.pop("latency_table")
     check_exclusive(ctx, options["speedup"])
     options["ignore"] = tuple(options["ignore"])
@@ -258,7 +259,8 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
         out_dir = Path(out or f"runs/{model}-{options['schedule']}")
         check_fresh_output(out_dir, overwrite)
         ensure_writable_dir(out_dir, "--out", keep=False)  # now, not after the first epoch has trained
-        target = deploy_target(*deploy, precision, batch) if options["speedup"] is not None and not given_table else None
+        target = deploy_target(*deploy, precision, batch, threads) \
+            if options["speedup"] is not None and not given_table else None
         if options["round_to"] == "auto":
             options["round_to"] = _measure_round_to(*deploy, out_dir)
         data, train, prune = configs_from_dict(options)

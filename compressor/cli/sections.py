@@ -26,7 +26,7 @@ HEADINGS: dict[str, dict[str, tuple[str, ...]]] = {
         "LAASP": ("criteria_pool", "selection_samples", "laasp_step", "laasp_group_fraction", "recover_macs",
                   "recover_epochs"),
         "Deployment": ("round_to", "deploy_backend", "deploy_device", "deploy_precision", "deploy_batch",
-                       "latency_table"),
+                       "deploy_threads", "latency_table"),
         RUN_CONTROL: ("config", "out", "resume", "overwrite", "trust_code", "progress", *_CONSOLE),
     },
     "export": {
@@ -52,7 +52,7 @@ HEADINGS: dict[str, dict[str, tuple[str, ...]]] = {
         "Model": ("input_size", "num_classes", "trust_code"),
         "Pruning plan": ("flops_reduction", "speedup", "round_to", "max_prune_fraction", "min_width", "ignore"),
         "Deployment (--speedup)": ("deploy_backend", "deploy_device", "deploy_precision", "deploy_batch",
-                                   "latency_table"),
+                                   "deploy_threads", "latency_table"),
         "Output": ("show_groups", "as_json", *_CONSOLE),
     },
 }

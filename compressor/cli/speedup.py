@@ -27,6 +27,9 @@ OPTIONS = [
                  help="--speedup: the precision the model will run in."),
     click.option("--deploy-batch", type=bounded_int(min=1), default=1, show_default=True,
                  help="--speedup: the batch size the model will run at."),
+    click.option("--deploy-threads", type=bounded_int(min=1), default=None, metavar="N",
+                 help="--speedup: the CPU threads the runtime will use [default: every core this process may use, "
+                      "as compress bench]; a shared machine measures steadier with 1."),
     click.option("--latency-table", type=click.Path(dir_okay=False), metavar="FILE",
                  help="--speedup: price plans with this table (a run's latency_table.json, or one measured on the "
                       "deploy machine) instead of measuring one here; its own target replaces the --deploy-* options."),
@@ -49,14 +52,14 @@ def check_exclusive(ctx: click.Context, speedup: float | None) -> None:
                               "on the deploy target or a fraction of the MACs")
 
 
-def deploy_target(backend: str, device: str, precision: str, batch: int):
+def deploy_target(backend: str, device: str, precision: str, batch: int, threads: int | None = None):
     import torch
 
     from compressor.bench.latency import DeployTarget
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    target = DeployTarget(backend, device, precision, batch)
+    target = DeployTarget(backend, device, precision, batch, threads)
     target.check_supported()
     return target
 

@@ -59,11 +59,13 @@ def test_info_measures_a_table_and_keeps_its_json_clean(tmp_path, monkeypatch):
     from tests.hostile import invoke
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    result = invoke("info", "resnet20", "--input-size", "3,8,8", "--speedup", "1.05", "--json")
+    result = invoke("info", "resnet20", "--input-size", "3,8,8", "--speedup", "1.05", "--deploy-threads", "1", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["predicted_speedup"] >= 1.05 and report["timings"]["latency_table_s"] > 0
     assert "latency table of 22 layers" in result.stderr
+    [table] = (tmp_path / "onecycle-compress" / "latency").glob("*.json")
+    assert json.loads(table.read_text())["target"]["threads"] == 1  # --deploy-threads is the table's target
 
 
 def test_an_int8_table_times_the_layers_and_models_quantized(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import click
 
 from compressor.choices import BENCH_BACKENDS as BACKEND_NAMES
 from compressor.choices import BENCH_PRECISIONS
-from compressor.cli.common import MAX_COUNT, bounded_int, finite_float, trust_code_flag, user_errors
+from compressor.cli.common import MAX_COUNT, bounded_int, finite_float, stacked, trust_code_flag, user_errors
 from compressor.cli.logs import verbosity_options
 from compressor.cli.sections import SectionedCommand
 from compressor.errors import CompressorError
@@ -79,10 +79,7 @@ TIMING_OPTIONS = {
 REPORT_NAMES = ("bench.json", "bench.md", "bench.png")
 
 
-def timing_options(command):
-    for option in reversed(TIMING_OPTIONS.values()):
-        command = option(command)
-    return command
+timing_options = stacked(TIMING_OPTIONS.values())
 
 
 @click.command("bench", cls=SectionedCommand, context_settings={"max_content_width": 110})

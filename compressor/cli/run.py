@@ -23,7 +23,8 @@ import click
 
 from compressor.choices import BENCH_BACKENDS, BENCH_PRECISIONS
 from compressor.cli.bench import (BACKEND_HELP, BATCH_SIZE_HELP, PRECISION_HELP, TIMING_OPTIONS, _batch_sizes, _names,
-                                  bench_command, timing_options)
+                                  bench_command)
+from compressor.cli.common import stacked
 from compressor.cli.evaluate import eval_command
 from compressor.cli.export import CALIB_SAMPLES_OPTION, INT8_OPTION, export_command
 from compressor.cli.logs import verbosity_options
@@ -58,10 +59,7 @@ STAGE_OPTIONS = ("int8", "calib_samples", "export_format", "bench_backends", "be
                  *TIMING_OPTIONS)
 
 
-def run_options(command):
-    for option in reversed(OPTIONS):
-        command = option(command)
-    return timing_options(command)
+run_options = stacked([*OPTIONS, *TIMING_OPTIONS.values()])
 
 
 @click.command("run", cls=SectionedCommand, context_settings={"max_content_width": 110})
@@ -171,14 +169,17 @@ def _prune_line(ctx: click.Context, out: Path, resumed: bool) -> str:
     """The `compress prune` line this stage stands for: the prune options typed to `compress run`."""
     if resumed:
         return shlex.join(["compress", "prune", "--resume", str(out)])
+    given = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.DEFAULT_MAP)  # typed, or --config's
     words = ["compress", "prune"]
     for param in ctx.command.params:
-        if param.name in (*STAGE_OPTIONS, "out", "resume") or \
-                ctx.get_parameter_source(param.name) is not click.core.ParameterSource.COMMANDLINE:
-            continue
+        if param.name in (*STAGE_OPTIONS, "out", "resume") or param.name not in ctx.params or \
+                ctx.get_parameter_source(param.name) not in given:
+            continue  # --config itself is not passed on (expose_value=False): the settings it gave are
         value = ctx.params[param.name]
         if getattr(param, "is_flag", False):
             words.append(param.opts[0] if value else (param.secondary_opts or param.opts)[0])
+        elif getattr(param, "multiple", False):
+            words += [word for item in value for word in (param.opts[0], str(item))]
         else:
             words += [param.opts[0], ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)]
     return shlex.join([*words, "--out", str(out)])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from compressor.artifacts import RunStages, problems
 from compressor.atomic import atomic_write_text
 from compressor.errors import CompressorError
 from compressor.hashing import file_sha256
@@ -78,19 +79,10 @@ class Stages:
 
 
 def _well_formed(data) -> bool:
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("settings"), dict):
+    if problems(RunStages, data) or data["format"] != FORMAT or not set(data["stages"]) <= set(STAGES):
         return False
-    stages = data.get("stages")
-    if not isinstance(stages, dict) or not set(stages) <= set(STAGES):
-        return False
-    for record in stages.values():
-        files = record.get("files") if isinstance(record, dict) else None
-        if not isinstance(files, dict) or not isinstance(record.get("command"), str):
-            return False
-        # names inside the run directory only: a record must not point the check elsewhere
-        if not all(isinstance(name, str) and isinstance(digest, str) and _inside(name) for name, digest in files.items()):
-            return False
-    return True
+    # names inside the run directory only: a record must not point the check elsewhere
+    return all(_inside(name) for record in data["stages"].values() for name in record["files"])
 
 
 def _inside(name: str) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from compressor.artifacts import RunReport, RunStages, problems
 from compressor.cli import main
 from compressor.report.collect import EXPORT_PRECISION
 from compressor.report.render import page
@@ -79,7 +80,9 @@ def test_one_command_writes_every_stage_where_the_separate_commands_would(pipeli
         assert stdout.count(command) == 1, (command, stdout)  # each stage's own start line, once
     manifest = read(out / "export/manifest.json")
     assert manifest["status"] == "ok" and manifest["int8"]["check"]["passed"]
-    assert set(read(out / "stages.json")["stages"]) == {"prune", "export", "eval", "bench", "report"}
+    stages = read(out / "stages.json")
+    assert set(stages["stages"]) == {"prune", "export", "eval", "bench", "report"}
+    assert problems(RunStages, stages) == [] and problems(RunReport, read(out / "report.json")) == []
 
 
 def test_the_report_copies_every_figure_from_the_stages_files(pipeline):

@@ -107,10 +107,11 @@ def _jsonable(settings: dict) -> dict:
 def _open_stages(ctx: click.Context, resume: str | None, settings: dict):
     """--resume: the pipeline's record, its stage options kept (a differing one given now is
     refused, as prune refuses its own); None for a fresh pipeline or a plain prune run."""
+    from compressor.outdir import lexists
     from compressor.report.stages import STAGES_FILE, Stages
     from compressor.training.run import conflicts
 
-    if resume is None or not (Path(resume) / STAGES_FILE).exists():
+    if resume is None or not lexists(Path(resume) / STAGES_FILE, "--resume"):
         return None
     stages = Stages.load(Path(resume))
     given = {key: value for key, value in settings.items()

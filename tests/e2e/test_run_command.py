@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from compressor.artifacts import RunReport, RunStages, problems
 from compressor.cli import main
@@ -37,7 +37,7 @@ def colour_args(images: Path, epochs: int = 3) -> list[str]:
             "--no-progress"]
 
 
-def run(*args) -> "click.testing.Result":
+def run(*args) -> Result:
     return CliRunner().invoke(main, ["run", *map(str, args)])
 
 

@@ -1,7 +1,8 @@
 """The JSON files ``compress`` writes, one typed definition each.
 
 ``summary.json`` (a prune run), ``plan.json`` (the plans a run applied),
-``manifest.json`` (an export) and ``bench.json`` (a benchmark) are read by people,
+``manifest.json`` (an export), ``bench.json`` (a benchmark) and ``report.json``/``stages.json``
+(``compress run``) are read by people,
 by scripts and by later commands (export reads a run's data settings, bench reads
 an export's MACs).  Their keys and value types are defined here and nowhere else;
 the writers build exactly these dictionaries, and ``problems`` tells how a file
@@ -212,6 +213,67 @@ class BenchReport(TypedDict):
     config: dict[str, Any]
     records: list[BenchRecord]
     skipped: list[dict[str, Any]]
+
+
+class ReportLatency(TypedDict):
+    """One bench cell as ``report.json`` copies it from bench.json."""
+
+    backend: str
+    precision: str
+    batch_size: int
+    median_ms: float
+    p90_ms: float
+    throughput: float
+    speedup: float | None  # None for the dense baseline
+    speedup_vs_dense_fp32: float | None  # bench.json has it for fp16/int8 cells only
+
+
+class ReportArtifact(TypedDict):
+    """One artifact of a ``compress run`` report: the dense baseline, the pruned model, an exported file."""
+
+    name: str
+    variant: Literal["dense", "pruned"]
+    backend: str | None  # eval's backend (pytorch, onnxruntime, tensorrt); None: not evaluated
+    precision: str
+    file: str | None  # relative to the run directory
+    bytes: int | None
+    top1: float | None
+    top5: float | None
+    eval: dict[str, Any] | None  # the eval row's status, reason, provider, images, top1_agreement
+    macs: int | None
+    params: int | None
+    latency: list[ReportLatency]
+
+
+class RunReport(TypedDict):
+    """``report.json`` of ``compress run`` (report.md and report.html show the same)."""
+
+    format: str
+    model: str
+    dataset: str
+    out: str
+    files: dict[str, str]  # which file each figure was copied from
+    prune: dict[str, Any]
+    eval: dict[str, Any]
+    bench: dict[str, Any]
+    export: dict[str, Any]
+    artifacts: list[ReportArtifact]
+    figures: list[str]
+    stages: dict[str, dict[str, str]]
+
+
+class StageRecord(TypedDict):
+    command: str  # the separate command the stage stands for
+    finished_at: str  # ISO 8601, UTC
+    files: dict[str, str]  # what it wrote (relative to the run directory) -> sha256
+
+
+class RunStages(TypedDict):
+    """``stages.json`` of ``compress run``: the finished stages, and the later stages' options."""
+
+    format: str
+    settings: dict[str, Any]
+    stages: dict[str, StageRecord]
 
 
 def problems(definition: type, value: Any, where: str = "") -> list[str]:

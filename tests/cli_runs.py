@@ -102,11 +102,11 @@ def checkpoint_epoch(out: Path) -> int:
     return int(load_checkpoint(out / LATEST)["epoch"])
 
 
-def kill_at_checkpoint(args: list[str], out: Path, epoch: int, when: str) -> None:
-    """Run ``compress prune ARGS --out OUT`` and have it SIGKILL itself at epoch
+def kill_at_checkpoint(args: list[str], out: Path, epoch: int, when: str, command: str = "prune") -> None:
+    """Run ``compress prune ARGS --out OUT`` (or ``compress run``: ``command``) and have it SIGKILL itself at epoch
     ``epoch``'s checkpoint (numbered from 1, as the checkpoint's ``epoch``) (``when``: AFTER_CHECKPOINT or BEFORE_CHECKPOINT); then
     check that the directory holds exactly what that kill point leaves."""
-    command = [sys.executable, "-c", _KILL_DRIVER, str(epoch), when, "prune", *args, "--out", str(out)]
+    command = [sys.executable, "-c", _KILL_DRIVER, str(epoch), when, command, *args, "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
     assert done.returncode == -signal.SIGKILL, f"not killed at epoch {epoch}:\n{done.stdout}{done.stderr[-3000:]}"
     assert len(metrics(out)) == epoch

@@ -12,7 +12,7 @@ import click
 
 from compressor.choices import BENCH_BACKENDS as BACKEND_NAMES
 from compressor.choices import BENCH_PRECISIONS
-from compressor.cli.common import MAX_COUNT, bounded_int, finite_float, trust_code_flag, user_errors
+from compressor.cli.common import MAX_COUNT, bounded_int, finite_float, stacked, trust_code_flag, user_errors
 from compressor.cli.logs import verbosity_options
 from compressor.cli.sections import SectionedCommand
 from compressor.errors import CompressorError
@@ -25,7 +25,9 @@ MAX_SECONDS = 3600.0
 
 
 def _names(valid: tuple[str, ...]):
-    def parse(ctx, param, value: str) -> tuple[str, ...]:
+    def parse(ctx, param, value: str | None) -> tuple[str, ...] | None:
+        if value is None:  # `compress run`'s --bench-* options: chosen by what the run exported
+            return None
         names = tuple(v.strip() for v in value.split(",") if v.strip())
         unknown = [n for n in names if n not in valid]
         if unknown:
@@ -38,6 +40,8 @@ def _names(valid: tuple[str, ...]):
 
 
 def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
+    if value is None:
+        return None
     try:
         sizes = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
@@ -47,31 +51,48 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(sizes))
 
 
+BACKEND_HELP = ("Comma-separated: torch (eager), torch-compile (inductor), onnxruntime (CPU or CUDA provider by "
+                "--device), onnxruntime-cuda, onnxruntime-trt (ORT's TensorRT provider), tensorrt (an engine). "
+                "A backend this machine cannot run is reported as skipped, with the reason.")
+BATCH_SIZE_HELP = "Comma-separated batch sizes (latency regime and throughput regime)."
+PRECISION_HELP = ("Comma-separated: fp32, fp16 (GPU only; ONNX backends use an FP16 ONNX with float32 I/O), "
+                  "int8 (the QDQ ONNX on onnxruntime (CPU) and the TensorRT backends: an export's model_int8.onnx "
+                  "when given, else one quantized here with the export's settings, calibrated on random inputs: "
+                  "enough to time it, not to judge its accuracy).")
+# How long each variant is timed, and on how many threads: `compress run` offers the same options.
+TIMING_OPTIONS = {
+    "threads": click.option("--threads", type=bounded_int(min=1),
+                            help="CPU threads for PyTorch and ONNX Runtime [default: every usable core]."),
+    "warmup_s": click.option("--warmup-s", type=finite_float(min=0, max=MAX_SECONDS), default=1.0, show_default=True,
+                             help="Warm-up seconds per variant (at least --warmup-runs runs too)."),
+    "warmup_runs": click.option("--warmup-runs", type=bounded_int(min=1), default=10, show_default=True,
+                                help="Warm-up runs per variant."),
+    "min_runs": click.option("--min-runs", type=bounded_int(min=1), default=50, show_default=True,
+                             help="Timed runs per variant, at least."),
+    "min_time_s": click.option("--min-time-s", type=finite_float(min=0, max=MAX_SECONDS), default=2.0,
+                               show_default=True,
+                               help="Timed seconds per variant, at least (both this and --min-runs must be met)."),
+    "rounds": click.option("--rounds", type=bounded_int(min=1), default=5, show_default=True,
+                           help="Dense and pruned are timed in this many alternating rounds, so machine drift hits both."),
+}
+# bench's report files (bench.json, bench.md, bench.png), in --out [default: RUN/bench]
+REPORT_NAMES = ("bench.json", "bench.md", "bench.png")
+
+
+timing_options = stacked(TIMING_OPTIONS.values())
+
 
 @click.command("bench", cls=SectionedCommand, context_settings={"max_content_width": 110})
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--backend", "backends", default="torch,onnxruntime", show_default=True, callback=_names(BACKEND_NAMES),
-              help="Comma-separated: torch (eager), torch-compile (inductor), onnxruntime (CPU or CUDA provider by "
-              "--device), onnxruntime-cuda, onnxruntime-trt (ORT's TensorRT provider), tensorrt (an engine). "
-              "A backend this machine cannot run is reported as skipped, with the reason.")
+              help=BACKEND_HELP)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to run: auto is cuda when PyTorch sees a GPU, else cpu.")
 @click.option("--batch-size", "batch_sizes", default="1,32", show_default=True, callback=_batch_sizes,
-              help="Comma-separated batch sizes (latency regime and throughput regime).")
+              help=BATCH_SIZE_HELP)
 @click.option("--precision", "precisions", default="fp32", show_default=True, callback=_names(BENCH_PRECISIONS),
-              help="Comma-separated: fp32, fp16 (GPU only; ONNX backends use an FP16 ONNX with float32 I/O), "
-              "int8 (the QDQ ONNX on onnxruntime (CPU) and the TensorRT backends: an export's model_int8.onnx "
-              "when given, else one quantized here with the export's settings, calibrated on random inputs: "
-              "enough to time it, not to judge its accuracy).")
-@click.option("--threads", type=bounded_int(min=1), help="CPU threads for PyTorch and ONNX Runtime [default: every usable core].")
-@click.option("--warmup-s", type=finite_float(min=0, max=MAX_SECONDS), default=1.0, show_default=True,
-              help="Warm-up seconds per variant (at least --warmup-runs runs too).")
-@click.option("--warmup-runs", type=bounded_int(min=1), default=10, show_default=True, help="Warm-up runs per variant.")
-@click.option("--min-runs", type=bounded_int(min=1), default=50, show_default=True, help="Timed runs per variant, at least.")
-@click.option("--min-time-s", type=finite_float(min=0, max=MAX_SECONDS), default=2.0, show_default=True,
-              help="Timed seconds per variant, at least (both this and --min-runs must be met).")
-@click.option("--rounds", type=bounded_int(min=1), default=5, show_default=True,
-              help="Dense and pruned are timed in this many alternating rounds, so machine drift hits both.")
+              help=PRECISION_HELP)
+@timing_options
 @click.option("--out", type=click.Path(file_okay=False),
               help="Where bench.json, bench.md and bench.png go [default: RUN/bench for one run directory, else bench/]. "
               "A report file that is already there (an earlier bench's results, or your own file of that name) is "
@@ -115,8 +136,7 @@ def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s
     check_batch_sizes(groups, batch_sizes)  # before the progress bar: an error is one clean line
     out_dir = Path(out) if out else _default_out(sources)
     named = [(option if given else "", Path(given) if given else out_dir / default) for option, given, default in
-             (("--json", json_path, "bench.json"), ("--markdown", markdown_path, "bench.md"),
-              ("--plot", plot_path, "bench.png"))]
+             zip(("--json", "--markdown", "--plot"), (json_path, markdown_path, plot_path), REPORT_NAMES)]
     targets = [path for _, path in named]
     # Read-only first: a refusal leaves even the folders' times as they were.
     check_free_names(named, overwrite, "a bench keeps earlier results: choose another --out, or pass --overwrite")

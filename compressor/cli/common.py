@@ -149,6 +149,18 @@ class RenamedOption(click.Option):
         return opts[self._old_dest], click.core.ParameterSource.COMMANDLINE
 
 
+def stacked(options):
+    """One decorator that applies click option decorators in the order listed (as --help shows them)."""
+    options = list(options)
+
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 def trust_code_flag(extra_help: str = ""):
     """The --trust-code flag (``compressor.trust``), with what it also covers in this command."""
     from compressor.trust import trust_code_option

@@ -22,6 +22,20 @@ from compressor.export.opsets import DEFAULT_OPSET, check_opset, supported_range
 
 
 
+# Named, not only listed: `compress run` offers these two as they are (one declaration each).
+INT8_OPTION = click.option(
+    "--int8", is_flag=True,
+    help="Also write model_int8.onnx: QDQ INT8 by ONNX Runtime's static quantization (int8 weights, symmetric, "
+    "per output channel; calibrated activations, see --int8-activations); with --format tensorrt also "
+    "model_int8.plan (TensorRT's explicit quantization). Calibrated on images of the run's "
+    "training split (no augmentation, never the validation split) and judged by top-1 agreement with PyTorch "
+    f"fp32 on {INT8_CHECK_IMAGES} other images of that split (see --int8-min-agreement).",
+)
+CALIB_SAMPLES_OPTION = click.option(
+    "--calib-samples", type=bounded_int(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True,
+    help="--int8: number of training-split images the activation ranges are calibrated on.",
+)
+
 OPTIONS = [
     click.option(
         "--format", "format_", type=click.Choice(FORMATS), default="onnx", show_default=True,
@@ -54,14 +68,7 @@ OPTIONS = [
         help="Also write model_fp16.onnx (FP16 weights and math, float32 inputs/outputs; the way to FP16 on "
         "TensorRT 11) and, with --format tensorrt, model_fp16.plan; checked for >= 99% top-1 agreement.",
     ),
-    click.option(
-        "--int8", is_flag=True,
-        help="Also write model_int8.onnx: QDQ INT8 by ONNX Runtime's static quantization (int8 weights, symmetric, "
-        "per output channel; calibrated activations, see --int8-activations); with --format tensorrt also "
-        "model_int8.plan (TensorRT's explicit quantization). Calibrated on images of the run's "
-        "training split (no augmentation, never the validation split) and judged by top-1 agreement with PyTorch "
-        f"fp32 on {INT8_CHECK_IMAGES} other images of that split (see --int8-min-agreement).",
-    ),
+    INT8_OPTION,
     click.option(
         "--calib-data", type=click.Choice(DATASETS),
         help="--int8: the dataset to calibrate on [default: the run's own; required for a model file or name].",
@@ -71,10 +78,7 @@ OPTIONS = [
         help="--int8: folder of --calib-data (cifar*: the folder holding cifar-10-batches-py/; imagefolder: the "
         "folder with train/ inside). Nothing is downloaded.",
     ),
-    click.option(
-        "--calib-samples", type=bounded_int(min=1), default=DEFAULT_CALIB_SAMPLES, show_default=True,
-        help="--int8: number of training-split images the activation ranges are calibrated on.",
-    ),
+    CALIB_SAMPLES_OPTION,
     click.option(
         "--calib-method", type=click.Choice(CALIB_METHODS), default="minmax", show_default=True,
         help="--int8: how ONNX Runtime turns the calibration activations into ranges: minmax (the observed range), "

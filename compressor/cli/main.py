@@ -1,5 +1,5 @@
 """The ``compress`` command line: the group, and one module per command beside it
-(``info``, ``models``, ``prune``, ``export``, ``eval``, ``bench``).
+(``info``, ``models``, ``prune``, ``export``, ``eval``, ``bench``, and ``run``: all of them in turn).
 
 User mistakes (unknown model, bad sizes, unreachable targets, unreadable files)
 end with one line on stderr and exit code 1 (2 for malformed options), never a
@@ -26,6 +26,7 @@ from compressor.cli.info import info_command
 from compressor.cli.logs import chosen_level, show_logs, verbosity_options
 from compressor.cli.models import models_command
 from compressor.cli.prune import prune_command
+from compressor.cli.run import run_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
@@ -45,7 +46,8 @@ def main(ctx: click.Context) -> None:
     show_logs(ctx, chosen_level(ctx))
 
 
-for _command in (models_command, info_command, prune_command, export_command, eval_command, bench_command):
+for _command in (models_command, info_command, prune_command, export_command, eval_command, bench_command,
+                 run_command):
     main.add_command(_command)
 
 if __name__ == "__main__":

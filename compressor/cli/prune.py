@@ -217,24 +217,36 @@ def prune_command(ctx: click.Context, **options) -> None:
 
     Writes summary.json, metrics.jsonl, plan.json, run.png, model.pt and checkpoints to
     --out.  The default runs in a few minutes on a laptop CPU, offline."""
-    # Here, not at the top: `compress --help` must not import torch (seconds).
-    from compressor.training.run import run_prune
-
-    options["compile"] = options.pop("compile_")
-    resume, trust_code = options.pop("resume"), options.pop("trust_code")
-    overwrite = options.pop("overwrite")
     try:
-        spec, payload = _plan_run(ctx, options, resume, trust_code, overwrite)
-        summary = run_prune(spec, payload)
-        if summary and spec.prune.speedup is not None:
-            summary = _measure(spec)
+        train(*plan_prune(ctx, options))
     except CompressorError as error:
         raise click.ClickException(str(error)) from error
     except KeyboardInterrupt:
         click.echo("interrupted; continue with --resume", err=True)
         sys.exit(130)
+
+
+def plan_prune(ctx: click.Context, options: dict):
+    """Every check of a prune (a fresh one's output directory, or what --resume continues)
+    before anything trains: the (RunSpec, checkpoint payload or None) ``train`` takes.
+    ``options`` are the prune options' values (``prune_options``); ``compress run`` calls it too."""
+    options["compile"] = options.pop("compile_")
+    resume, trust_code = options.pop("resume"), options.pop("trust_code")
+    overwrite = options.pop("overwrite")
+    return _plan_run(ctx, options, resume, trust_code, overwrite)
+
+
+def train(spec, payload: dict | None) -> dict:
+    """Run the planned prune to its end (a --speedup run then measured), print its summary."""
+    # Here, not at the top: `compress --help` must not import torch (seconds).
+    from compressor.training.run import run_prune
+
+    summary = run_prune(spec, payload)
+    if summary and spec.prune.speedup is not None:
+        summary = _measure(spec)
     if summary:
         _print_summary(summary, spec.out)
+    return summary
 
 
 def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code: bool, overwrite: bool):

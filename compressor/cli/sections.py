@@ -11,23 +11,34 @@ RUN_CONTROL = "Run control"
 # Every command's own -v/-q and --help (compressor.cli.logs.verbosity_options, click's --help).
 _CONSOLE = ("verbose", "quiet", "help")
 
+# compress prune's headings (compress run shows them too)
+_PRUNE: dict[str, tuple[str, ...]] = {
+    "Model and data": ("model", "weights", "num_classes", "dataset", "data_dir", "download", "batch_size",
+                       "workers", "image_size", "synthetic_train", "synthetic_val", "augment"),
+    "Training": ("epochs", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "lr_schedule",
+                 "milestones", "gamma", "label_smoothing", "amp", "channels_last", "compile_", "device", "seed",
+                 "refresh_bn", "recalibrate_bn"),
+    "Pruning schedule": ("flops_reduction", "speedup", "schedule", "criterion", "cost_weighting", "indicator",
+                         "monitor_start", "stability_threshold", "epi_threshold", "epi_window", "max_prune_epoch",
+                         "prune_epoch", "max_prune_fraction", "min_width", "ignore", "reset_optimizer"),
+    "Shrink (ocs)": ("reg_start", "reg_schedule", "reg_target", "reg_lambda", "reg_delta", "reg_interval"),
+    "LAASP": ("criteria_pool", "selection_samples", "laasp_step", "laasp_group_fraction", "recover_macs",
+              "recover_epochs"),
+    "Deployment": ("round_to", "deploy_backend", "deploy_device", "deploy_precision", "deploy_batch",
+                   "deploy_threads", "latency_table"),
+    RUN_CONTROL: ("config", "out", "resume", "overwrite", "trust_code", "progress", *_CONSOLE),
+}
+_TIMING = ("warmup_s", "warmup_runs", "min_runs", "min_time_s", "rounds")
+
 # command -> heading -> parameter names (click's ``param.name``), headings in the order shown.
 HEADINGS: dict[str, dict[str, tuple[str, ...]]] = {
-    "prune": {
-        "Model and data": ("model", "weights", "num_classes", "dataset", "data_dir", "download", "batch_size",
-                           "workers", "image_size", "synthetic_train", "synthetic_val", "augment"),
-        "Training": ("epochs", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "lr_schedule",
-                     "milestones", "gamma", "label_smoothing", "amp", "channels_last", "compile_", "device", "seed",
-                     "refresh_bn", "recalibrate_bn"),
-        "Pruning schedule": ("flops_reduction", "speedup", "schedule", "criterion", "cost_weighting", "indicator",
-                             "monitor_start", "stability_threshold", "epi_threshold", "epi_window", "max_prune_epoch",
-                             "prune_epoch", "max_prune_fraction", "min_width", "ignore", "reset_optimizer"),
-        "Shrink (ocs)": ("reg_start", "reg_schedule", "reg_target", "reg_lambda", "reg_delta", "reg_interval"),
-        "LAASP": ("criteria_pool", "selection_samples", "laasp_step", "laasp_group_fraction", "recover_macs",
-                  "recover_epochs"),
-        "Deployment": ("round_to", "deploy_backend", "deploy_device", "deploy_precision", "deploy_batch",
-                       "deploy_threads", "latency_table"),
-        RUN_CONTROL: ("config", "out", "resume", "overwrite", "trust_code", "progress", *_CONSOLE),
+    "prune": _PRUNE,
+    # compress run: prune's options under prune's headings, then the later stages'
+    "run": {
+        **{heading: names for heading, names in _PRUNE.items() if heading != RUN_CONTROL},
+        "Export and eval": ("export_format", "int8", "calib_samples"),
+        "Bench": ("bench_backends", "bench_batch_sizes", "bench_precisions", "threads", *_TIMING),
+        RUN_CONTROL: _PRUNE[RUN_CONTROL],
     },
     "export": {
         "Source and output": ("out", "input_size", "overwrite", "trust_code"),
@@ -44,7 +55,7 @@ HEADINGS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "bench": {
         "What to time": ("backends", "device", "batch_sizes", "precisions", "threads"),
-        "Timing": ("warmup_s", "warmup_runs", "min_runs", "min_time_s", "rounds"),
+        "Timing": _TIMING,
         "Reports": ("out", "json_path", "markdown_path", "plot_path", "overwrite"),
         RUN_CONTROL: ("trust_code", *_CONSOLE),
     },

@@ -46,7 +46,7 @@ def help_in_fresh_interpreter(*args: str) -> tuple[str, dict]:
 
 
 def test_every_command_is_checked():
-    assert set(COMMANDS) == {"models", "info", "prune", "export", "eval", "bench"}
+    assert set(COMMANDS) == {"models", "info", "prune", "export", "eval", "bench", "run"}
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

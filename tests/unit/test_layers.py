@@ -15,9 +15,10 @@ inside functions too (a lazy import is still a dependency), except the ones unde
     export        ONNX / TensorRT behind a gate (exporters/ on disk: compressor.export)
     evaluation    the library behind `compress eval`: accuracy of a run's model and its exports
     bench         the library behind `compress bench`
+    report        the library behind `compress run`: its stage record, and the report that joins the stages' files
     cli           one module per command
 
-Export, evaluation and bench sit above training but read what a run left through
+Export, evaluation, bench and report sit above training but read what a run left through
 runfiles and data, never through the trainer or another framework's loop: they may not
 import training or integrations at all (``NEVER``).
 """
@@ -33,10 +34,10 @@ else:  # pragma: no cover - CI runs 3.11
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ["base", "engine", "schedules", "models", "data", "runfiles", "training", "integrations", "export", "evaluation", "bench", "cli"]
+LAYERS = ["base", "engine", "schedules", "models", "data", "runfiles", "training", "integrations", "export", "evaluation", "bench", "report", "cli"]
 # Layers that may not import another layer although it is lower: a later command reads a run's
 # files (runfiles, data), so exporting, evaluating or timing a model never loads the trainer.
-NEVER = {layer: ("training", "integrations") for layer in ("export", "evaluation", "bench")}
+NEVER = {layer: ("training", "integrations") for layer in ("export", "evaluation", "bench", "report")}
 # Where each installed package lives on disk (pyproject's package-dir, and the plain ones).
 SOURCES = {"compressor": ROOT / "compressor", "compressor.export": ROOT / "exporters",
            "compressor.models": ROOT / "models"}

@@ -82,7 +82,8 @@ def measure(name: str, batch: int, precision: str, targets: tuple[float, ...], t
           flush=True)
     rows = []
     for x in targets:
-        row = {"model": name, "precision": precision, "batch_size": batch, "requested": x, "table_s": table_s}
+        row = {"model": name, "precision": precision, "batch_size": batch, "max_prune_fraction": max_prune_fraction,
+               "requested": x, "table_s": table_s}
         try:
             fast, macs, reduction = plans_for(model, input_size, latency, x, max_prune_fraction)
         except UnreachableSpeedupError as error:
@@ -108,19 +109,18 @@ def markdown(data: dict) -> str:
     env = data["environment"]
     lines = [
         "# `--speedup X`: requested vs measured, ONNX Runtime CPU", "",
-        f"CPU {env['cpu']} ({env['threads']} threads), torch {env['versions'].get('torch')}, onnxruntime "
-        f"{env['versions'].get('onnxruntime')}, Python {env['python']}. Random init; the table measured in fp32 "
-        "at each deploy batch, each plan chosen under that table's latency budget (L2 ranking), then dense, the "
-        "speed-up plan and the MACs plan of the same MACs reduction timed together as `compress bench` times "
-        f"them (median). Per-group cap --max-prune-fraction {data['max_prune_fraction']}. Goal: measured within "
-        f"±{TOLERANCE:.0%} of the request.", "",
-        f"Command: `{data['command']}`", "",
-        "| model | precision | batch | asked | predicted | measured | within ±10 % | MACs removed "
+        f"CPU {env['cpu']} ({env['threads']} thread(s)), torch {env['versions'].get('torch')}, onnxruntime "
+        f"{env['versions'].get('onnxruntime')}, Python {env['python']}. Random init; the latency table measured "
+        "at each deploy precision and batch, each plan chosen under that table's latency budget (L2 ranking, "
+        "per-group cap `cap`), then dense, the speed-up plan and the MACs plan of the same MACs reduction timed "
+        f"together as `compress bench` times them (median). Goal: measured within ±{TOLERANCE:.0%} of the request.",
+        "", *[f"Command: `{command}`" for command in data["commands"]], "",
+        "| model | precision | batch | cap | asked | predicted | measured | within ±10 % | MACs removed "
         "| same-MACs plan, measured | dense ms | table s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["rows"]:
-        head = f"| {r['model']} | {r['precision']} | {r['batch_size']} | {r['requested']:.1f}x"
+        head = f"| {r['model']} | {r['precision']} | {r['batch_size']} | {r['max_prune_fraction']} | {r['requested']:.1f}x"
         if "unreachable" in r:
             best = r["unreachable"].split("the best reachable is ")[-1].split(" ")[0]
             lines.append(f"{head} | unreachable (best {best}) | | | | | | {r['table_s']:.0f} |")
@@ -139,6 +139,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-prune-fraction", type=float, default=0.75, help="per-group cap, as compress prune's")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: every usable core)")
     parser.add_argument("--out", type=Path, required=True, help="results stem: writes OUT.json and OUT.md")
+    parser.add_argument("--append", action="store_true", help="add these rows to OUT.json's (same machine)")
     return parser.parse_args(argv)
 
 
@@ -150,8 +151,10 @@ def main(argv=None) -> None:
         for precision in args.precisions.split(","):
             for batch in (int(b) for b in args.batch_sizes.split(",")):
                 rows += measure(name, batch, precision, targets, args.threads, args.max_prune_fraction)
-    data = {"environment": describe(args.threads or usable_cores()), "command": "python -m benchmarks.speedup_target " + " ".join(sys.argv[1:]),
-            "tolerance": TOLERANCE, "max_prune_fraction": args.max_prune_fraction, "rows": rows}
+    saved = json.loads(args.out.with_suffix(".json").read_text()) if args.append else {"commands": [], "rows": []}
+    command = "python -m benchmarks.speedup_target " + " ".join(sys.argv[1:] if argv is None else argv)
+    data = {"environment": describe(args.threads or usable_cores()), "commands": [*saved["commands"], command],
+            "tolerance": TOLERANCE, "rows": [*saved["rows"], *rows]}
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(data, indent=1, default=str))
     atomic_write_text(args.out.with_suffix(".md"), markdown(data))
     print(markdown(data))

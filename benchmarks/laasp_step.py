@@ -41,6 +41,7 @@ from compressor.data.datasets import DataConfig, load_data
 from compressor.engine.verify import make_informative
 from compressor.models import build_model
 from compressor.schedules.laasp import GroupLimits, MaskedEvaluator, Selector, StepSettings
+from compressor.schedules.laasp_eval import SLICES
 
 MODES = {  # name: (reuse_prefix, early_exit, shortlist)
     "whole": (False, False, False),
@@ -169,6 +170,15 @@ def _markdown(r: dict, args) -> str:
                 f"{m['plan_channels_differing']} |"
             )
     lines += [
+        "",
+        "Modes: `whole` runs every candidate through the whole model on the whole subset (the exhaustive reference); "
+        "`prefix` runs the layers before a candidate's first touched layer once per step; `default` adds early exit "
+        f"(the subset in slices of about 1/{SLICES}; a candidate stops once its running loss sum exceeds the best "
+        "completed total, which cannot change the argmin because cross-entropy is never negative); `shortlist` "
+        "evaluates only the K candidates with the lowest first-order (Taylor) loss estimate. 'stopped early' counts "
+        "candidates that early exit stopped (for `shortlist`: of the K evaluated). 'same choices' is the share of "
+        "steps whose (group, criterion) equals `whole`'s at the same step number; a shortlist that differs once "
+        "then continues from a different model.",
         "",
         f"Command: `OMP_NUM_THREADS={r['threads']} nice -n 19 python -m benchmarks.laasp_step --models {args.models} "
         f"--samples {r['samples']} --steps {r['steps']} --train-epochs {r['train_epochs']} --shortlist {r['shortlist']}`",

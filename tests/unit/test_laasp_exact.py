@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from compressor.engine.analysis.graph import analyse
 from compressor.engine.cost import CostModel
@@ -19,24 +18,12 @@ from compressor.errors import CompressorError
 from compressor.models import build_model
 from compressor.schedules.laasp import GroupLimits, MaskedEvaluator, Selector, StepSettings, prune_chunk
 from compressor.schedules.onecycle import PruneConfig
+from tests.unit.test_laasp import Tiny
 
 POOL = ("l1", "l2", "euclidean", "cosine")
 LOSS_TOL = 1e-5
 MARGIN = 1e-4
 SETTINGS = StepSettings(POOL, target=0.12, step=0.04)
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.fc = nn.Linear(8, 4)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        return self.fc(x.mean(dim=(2, 3)))
 
 
 class Untraceable(Tiny):

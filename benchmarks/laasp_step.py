@@ -117,6 +117,8 @@ def one_model(name: str, args) -> dict:
         row["speedup_vs_whole"] = reference["mean_step_s"] / row["mean_step_s"]
         if "prefix" in record:
             row["speedup_vs_prefix"] = record["prefix"]["mean_step_s"] / row["mean_step_s"]
+    for mode in args.modes.split(","):
+        del record[mode]["plan"]  # compared above; too long to keep in the report
     return record
 
 

@@ -167,6 +167,8 @@ class MaskedEvaluator:
         backward of the subset for all candidates."""
         inputs = [(t, dim, classes) for t, dim, classes in self.slots if dim >= 1 and t.dim() > 1 and t.requires_grad]
         tensors = list({id(t): t for t, _, _ in inputs}.values())
+        if not tensors:  # nothing trainable reads these channels: no estimate tells them apart
+            return [0.0] * len(removals)
         with self._zeroed(base), self._eval(), torch.enable_grad():
             gradients = {id(t): torch.zeros_like(t) for t in tensors}
             for batch, targets in self.batches:

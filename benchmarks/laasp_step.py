@@ -1,18 +1,25 @@
-"""Time of one LAASP selection step: the whole forward per candidate vs the prefix reused.
+"""Time of LAASP's loss-aware selection, per step of a chunk, by way of evaluating the candidates.
 
-Reference (``MaskedEvaluator(reuse_prefix=False)``): every (group, criterion)
-candidate zeroes its channels in place and runs the whole selection subset through
-the whole model.  Prefix reuse (the default, ``compressor.schedules.prefix_cache``):
-the layers before the first one a candidate touches run once per step, and each
-candidate runs only the rest.  Both run the same step on the same model and
-images; the script checks that they evaluate the same candidates to the same
-losses (within float rounding) and pick the same (group, criterion).
+Four ways, each its own ``Selector`` from the same model, images and settings, run
+back to back in one process:
 
-A chunk is a run of such steps, each costing about the same, so the ratio per
-step is the ratio per chunk.  (The deep-copy-and-slice comparison of an earlier
-version of this script is in git history: masking in place was 1.10x faster.)
+* ``whole``: every (group, criterion) candidate runs the whole subset through the
+  whole model (``MaskedEvaluator(reuse_prefix=False, early_exit=False)``), the
+  exhaustive reference;
+* ``prefix``: the layers before the first one a candidate touches run once per
+  step (``early_exit=False``), the default before issue 29;
+* ``default``: prefix reuse, and each candidate stops once its running loss sum
+  exceeds the best completed total (exact: the same choices);
+* ``shortlist``: a first-order (Taylor) estimate keeps the K most promising
+  candidates, which ``default`` then evaluates (approximate).
 
-    python -m benchmarks.laasp_step --models resnet20,resnet56 --samples 256 --out benchmarks/results/laasp_step
+Each runs ``--steps`` steps of one chunk; the table gives seconds per step, the
+speed-ups, and whether the (group, criterion) choices and the chunk's plan match
+``whole``'s.  ``--train-epochs`` first trains the model briefly on the training
+split, so the losses look like those of a model in training (from random init, a
+few candidates have huge losses and stop at once, which flatters early exit).
+
+    python -m benchmarks.laasp_step --models resnet20,resnet56 --samples 128 --steps 3 --train-epochs 2
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from compressor import CostModel, analyse
 from compressor.choices import POOL_CRITERIA as LAASP_CRITERIA
@@ -33,102 +41,149 @@ from compressor.data.datasets import DataConfig, load_data
 from compressor.engine.verify import make_informative
 from compressor.models import build_model
 from compressor.schedules.laasp import GroupLimits, MaskedEvaluator, Selector, StepSettings
+from compressor.schedules.laasp_eval import SLICES
 
-PATHS = {False: "whole", True: "prefix"}
+MODES = {  # name: (reuse_prefix, early_exit, shortlist)
+    "whole": (False, False, False),
+    "prefix": (True, False, False),
+    "default": (True, True, False),
+    "shortlist": (True, True, True),
+}
 
 
-def timed(function, *args):
+def trained(name: str, data, epochs: int):
+    """``name`` from a seeded init, BN statistics randomised, then ``epochs`` of SGD."""
+    torch.manual_seed(0)
+    model = make_informative(build_model(name, num_classes=data.num_classes))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    for epoch in range(epochs):
+        for inputs, targets in data.train_batches(epoch):
+            optimizer.zero_grad()
+            F.cross_entropy(model(inputs), targets).backward()
+            optimizer.step()
+    return model.eval()
+
+
+def run_mode(mode: str, model, graph, cost, limits, batches, args) -> dict:
+    reuse, early, short = MODES[mode]
+    settings = StepSettings(LAASP_CRITERIA, target=0.5, step=args.step, shortlist=args.shortlist if short else None)
     started = time.perf_counter()
-    value = function(*args)
-    return value, time.perf_counter() - started
+    evaluator = MaskedEvaluator(model, graph, batches, None, reuse, early)
+    selector = Selector(model, graph, cost, graph.dense_macs, limits, evaluator, settings)
+    setup_s = time.perf_counter() - started
+    steps, times = [], []
+    for _ in range(args.steps):
+        started = time.perf_counter()
+        step = selector.step()
+        times.append(time.perf_counter() - started)
+        steps.append(step)
+    return {
+        "setup_s": setup_s,  # once per chunk: moving the subset, filters, and the trace and its check
+        "step_s": times,
+        "mean_step_s": float(np.mean(times)),
+        "batch_passes": evaluator.forwards,
+        "choices": [[s["group"], s["criterion"]] for s in steps],
+        "stopped_early": sum(e["loss"] is None for s in steps for e in s["evaluated"]),
+        "evaluated": sum(len(s["evaluated"]) for s in steps),
+        "candidates": [s["candidates"] for s in steps],
+        "losses": [s["loss"] for s in steps],
+        "plan": {name: list(group.kept) for name, group in selector.plan().groups.items()},
+    }
 
 
-def one_step(name: str, args) -> dict:
-    """One selection step of ``name`` on both paths, from the same start."""
+def one_model(name: str, args) -> dict:
     data = load_data(DataConfig(dataset="digits", batch_size=args.batch_size))
     batches = data.selection_batches(args.samples)
-    torch.manual_seed(0)
-    model = make_informative(build_model(name, num_classes=data.num_classes)).eval()  # random BN statistics
+    model = trained(name, data, args.train_epochs)
     graph = analyse(model, torch.zeros(1, *data.input_size))
     cost = CostModel(graph, model)
     limits = {g.name: GroupLimits.of(g.size, None, 0.75, 1) for g in graph.groups}
-    settings = StepSettings(LAASP_CRITERIA, target=0.5, step=args.step)
     with torch.no_grad():
         model(batches[0][0])  # warm-up, untimed
     record = {"model": name, "groups": len(graph.groups)}
-    for reuse, path in PATHS.items():
-        evaluator, setup_s = timed(MaskedEvaluator, model, graph, batches, None, reuse)
-        selector = Selector(model, graph, cost, graph.dense_macs, limits, evaluator, settings)
-        step, step_s = timed(selector.step)
-        record[path] = {
-            "step_s": step_s,
-            "setup_s": setup_s,  # once per chunk: moving the subset, and for prefix reuse the trace and its check
-            "batch_passes": evaluator.forwards,
-            "winner": [step["group"], step["criterion"]],
-            "losses": [e["loss"] for e in step["evaluated"]],
-        }
-    whole, prefix = record["whole"], record["prefix"]
-    losses = np.array(whole["losses"])
-    record.update(
-        candidates=len(losses),
-        speedup=whole["step_s"] / prefix["step_s"],
-        forward_equivalents=prefix["step_s"] / (whole["step_s"] / (len(losses) + 1)),
-        same_winner=whole["winner"] == prefix["winner"],
-        winner_margin=float(np.diff(np.sort(losses)[:2])[0]),
-        max_loss_diff=float(np.max(np.abs(losses - np.array(prefix["losses"])))),
-    )
+    for mode in args.modes.split(","):
+        record[mode] = run_mode(mode, model, graph, cost, limits, batches, args)
+        print(f"{name} {mode}: {record[mode]['mean_step_s']:.2f} s/step", file=sys.stderr, flush=True)
+    reference = record["whole"]
+    for mode in args.modes.split(","):
+        row = record[mode]
+        same = [a == b for a, b in zip(row["choices"], reference["choices"])]
+        row["same_choices"] = float(np.mean(same))
+        row["same_plan"] = row["plan"] == reference["plan"]
+        row["plan_channels_differing"] = sum(
+            len(set(row["plan"][g]) ^ set(reference["plan"][g])) for g in reference["plan"]
+        )
+        row["speedup_vs_whole"] = reference["mean_step_s"] / row["mean_step_s"]
+        if "prefix" in record:
+            row["speedup_vs_prefix"] = record["prefix"]["mean_step_s"] / row["mean_step_s"]
+    for mode in args.modes.split(","):
+        del record[mode]["plan"]  # compared above; too long to keep in the report
     return record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="resnet20,resnet56")
-    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--modes", default=",".join(MODES), help="'whole' first: the others are compared with it")
+    parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--step", type=float, default=0.01)
+    parser.add_argument("--steps", type=int, default=3, help="steps of one chunk, per mode")
+    parser.add_argument("--shortlist", type=int, default=8)
+    parser.add_argument("--train-epochs", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/laasp_step")
     args = parser.parse_args()
-    rows = [one_step(name, args) for name in args.models.split(",")]
+    rows = [one_model(name, args) for name in args.models.split(",")]
     report = {
-        "samples": args.samples, "batch_size": args.batch_size, "step_macs": args.step, "criteria": list(LAASP_CRITERIA),
+        "samples": args.samples, "batch_size": args.batch_size, "step_macs": args.step, "steps": args.steps,
+        "shortlist": args.shortlist, "train_epochs": args.train_epochs, "criteria": list(LAASP_CRITERIA),
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-        "device": "cpu", "torch": torch.__version__, "python": platform.python_version(), "rows": rows,
+        "load_average": os.getloadavg(), "device": "cpu", "torch": torch.__version__,
+        "python": platform.python_version(), "rows": rows,
     }
     text = json.dumps(report, indent=1)
-    sys.stdout.write(text + "\n")
     Path(f"{args.out}.json").write_text(text + "\n")
     Path(f"{args.out}.md").write_text(_markdown(report, args))
+    sys.stdout.write(_markdown(report, args))
 
 
 def _markdown(r: dict, args) -> str:
     lines = [
-        "# One LAASP selection step: the whole forward per candidate vs the prefix reused\n",
-        f"Random init with random BN statistics (`make_informative`), {r['samples']} selection images of the shipped "
-        f"`digits` set in batches of {r['batch_size']}, one step of ≈ {r['step_macs']:.0%} of the MACs from the dense "
-        f"model, criteria {', '.join(r['criteria'])}. CPU {r['cpu']} ({r['cores']} cores shared with other jobs), "
-        f"{r['threads']} torch thread(s), torch {r['torch']}, Python {r['python']}.\n",
-        "| model | groups | candidates | whole forward s/step | prefix reuse s/step | speed-up | forward-equivalents per step "
-        "(was candidates + 1) | prefix setup s/chunk | same winner | winner margin | max loss diff |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "# LAASP selection: seconds per step of a chunk, by way of evaluating the candidates\n",
+        f"{r['samples']} selection images of the shipped `digits` set (batches of {r['batch_size']}), the model "
+        f"trained {r['train_epochs']} epoch(s) from a seeded init, {r['steps']} steps of ≈ {r['step_macs']:.0%} of "
+        f"the MACs each from the dense model, criteria {', '.join(r['criteria'])}, shortlist K = {r['shortlist']}. "
+        f"CPU {r['cpu']} ({r['cores']} cores shared with other jobs; load average at the end "
+        f"{r['load_average'][0]:.1f}), {r['threads']} torch thread(s), torch {r['torch']}, Python {r['python']}.\n",
+        "| model | candidates/step | mode | s/step | vs whole | vs prefix | stopped early | same choices as whole "
+        "| same plan | channels differing |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
-        w, p = row["whole"], row["prefix"]
-        lines.append(
-            f"| {row['model']} | {row['groups']} | {row['candidates']} | {w['step_s']:.1f} | {p['step_s']:.1f} | "
-            f"{row['speedup']:.2f}x | {row['forward_equivalents']:.1f} of {row['candidates'] + 1} | {p['setup_s']:.2f} | "
-            f"{row['same_winner']} (`{'`, `'.join(w['winner'])}`) | {row['winner_margin']:.1e} | {row['max_loss_diff']:.1e} |"
-        )
+        for mode in MODES:
+            if mode not in row:
+                continue
+            m = row[mode]
+            lines.append(
+                f"| {row['model']} | {m['candidates'][0]} | {mode} | {m['mean_step_s']:.2f} | "
+                f"{m['speedup_vs_whole']:.1f}x | {m.get('speedup_vs_prefix', float('nan')):.1f}x | "
+                f"{m['stopped_early']} of {m['evaluated']} | {m['same_choices']:.0%} | {m['same_plan']} | "
+                f"{m['plan_channels_differing']} |"
+            )
     lines += [
         "",
-        "Prefix reuse runs, per step, one whole forward (the loss before the step, which also carries the cached "
-        "activations forward) plus, per candidate, the network from the first layer its group touches. "
-        "What remains is those suffixes: a group inside a block of stage s runs the rest of stage s and every later "
-        "stage, a group spanning a residual stage runs from that stage's first producer (for stage 1, the stem: "
-        "the whole model). With the groups spread evenly over depth that is about half a forward per candidate, "
-        "so the exact path cannot go much past 2x on a ResNet; a further cut needs fewer exact evaluations.",
+        "Modes: `whole` runs every candidate through the whole model on the whole subset (the exhaustive reference); "
+        "`prefix` runs the layers before a candidate's first touched layer once per step; `default` adds early exit "
+        f"(the subset in slices of about 1/{SLICES}; a candidate stops once its running loss sum exceeds the best "
+        "completed total, which cannot change the argmin because cross-entropy is never negative); `shortlist` "
+        "evaluates only the K candidates with the lowest first-order (Taylor) loss estimate. 'stopped early' counts "
+        "candidates that early exit stopped (for `shortlist`: of the K evaluated). 'same choices' is the share of "
+        "steps whose (group, criterion) equals `whole`'s at the same step number; a shortlist that differs once "
+        "then continues from a different model.",
         "",
-        f"Command: `OMP_NUM_THREADS={r['threads']} nice -n 10 python -m benchmarks.laasp_step --models {args.models} "
-        f"--samples {r['samples']}`",
+        f"Command: `OMP_NUM_THREADS={r['threads']} nice -n 19 python -m benchmarks.laasp_step --models {args.models} "
+        f"--samples {r['samples']} --steps {r['steps']} --train-epochs {r['train_epochs']} --shortlist {r['shortlist']}`",
         "",
     ]
     return "\n".join(lines)

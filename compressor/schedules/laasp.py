@@ -9,15 +9,12 @@ survives), then the network recovers for a few epochs before the next chunk.
 
 Two choices differ from the authors' code, on purpose:
 
-* Candidates are evaluated on the live model: the removed channels' parameter
-  slices are zeroed in place, the subset is run in eval mode, and the saved
-  slices are copied back bit for bit.  The masked model computes what the sliced
-  one would (the engine's invariant), so this equals the authors' deep-copy and
-  prune per candidate at the cost of a few forward passes and no model copy.
-  The layers before the first one a candidate touches are run once per step, not
-  once per candidate (``compressor.schedules.prefix_cache``): they see the same
-  parameters for every candidate, so the losses, hence the choices, are those of
-  the whole forward, at about half its cost on a ResNet.
+* Candidates are evaluated on the live model, their channels zeroed in place
+  (``compressor.schedules.laasp_eval``), with the prefix before the first layer a
+  candidate touches run once per step, and a candidate stopped as soon as its
+  running loss proves it cannot win.  The choices are those of the authors'
+  deep-copy-and-prune per candidate; ``StepSettings.shortlist`` trades that for
+  speed (a first-order estimate picks the few candidates evaluated).
 * The distance criteria remove channels greedily by the distance to their
   *nearest remaining* filter (ties: the smallest summed distance, the FPGM /
   authors' rule).  Summed distance alone favours filters near the group's median
@@ -29,13 +26,11 @@ Criteria scores are all "lower = more removable".
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from compressor.engine.analysis.graph import ChannelGraph, ChannelGroup
@@ -44,11 +39,9 @@ from compressor.errors import CompressorError
 from compressor.engine.importance import POOL, WEIGHT_NAMES, Criterion
 from compressor.engine.plan import GroupPlan, PruningPlan
 from compressor.engine.selection import kept_count_rules
-from compressor.schedules.prefix_cache import PrefixRunner
+from compressor.schedules.laasp_eval import Batches, Evaluation, LossFn, MaskedEvaluator
 
 TOLERANCE = 0.005  # the last step lands within this of the target whenever the rounding allows it
-Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def check_pool(pool: Sequence[str]) -> None:
@@ -152,118 +145,6 @@ def _rows(param: torch.Tensor, dim: int, atoms: np.ndarray, positions: np.ndarra
     return values.reshape(size, -1).float().cpu()
 
 
-# -- evaluation ---------------------------------------------------------------------------------
-class MaskedEvaluator:
-    """The loss of the current model with some channels removed, without copying it.
-
-    The removed channels' parameter slices (producer rows, BN scale and shift,
-    consumer columns) are zeroed in place, the batches run in eval mode under
-    ``no_grad``, and the saved slices are written back exactly.
-
-    ``losses`` evaluates a step's candidates.  With ``reuse_prefix`` (and a model
-    that ``PrefixRunner`` can trace) the layers before the first one a candidate
-    touches run once per step instead of once per candidate: they see the same
-    parameters either way, so each loss is the same number the whole forward would
-    give (``reuse_prefix=False`` is that whole forward per candidate, the reference).
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        graph: ChannelGraph,
-        batches: Batches,
-        loss_fn: LossFn | None = None,
-        reuse_prefix: bool = True,
-    ):
-        self.model = model
-        self.loss_fn = loss_fn or F.cross_entropy
-        device = next(model.parameters()).device
-        self.batches = [(x.to(device), y.to(device)) for x, y in batches]
-        if not self.batches:
-            raise CompressorError("loss-aware selection needs at least one batch of selection data")
-        params = {id(p) for p in model.parameters()}
-        self.slots = []  # (tensor, dim, class id per index)
-        for slot in graph.slots:
-            owner = model.get_submodule(slot.module) if slot.module else model
-            tensor = getattr(owner, slot.tensor)
-            if id(tensor) in params:  # running statistics need no zeroing: scale and shift are zero
-                self.slots.append((tensor, slot.dim, graph.labels[slot.atoms.ravel()]))
-        self.runner = PrefixRunner.build(model, self.batches[0][0]) if reuse_prefix else None
-        self.forwards = 0  # passes over one batch, whole or from a cut
-
-    @torch.no_grad()
-    def loss(self, removed: np.ndarray) -> float:
-        """Mean loss over the batches with the classes where ``removed`` is True zeroed."""
-        with self._zeroed(removed), self._eval():
-            return self._mean(lambda index: self.model(self.batches[index][0]))
-
-    def losses(self, base: np.ndarray, removals: Sequence[np.ndarray]) -> tuple[float, list[float]]:
-        """The loss with ``base`` removed, and with each of ``removals`` (supersets of ``base``)."""
-        if self.runner is None:
-            return self.loss(base), [self.loss(removed) for removed in removals]
-        return self._losses_from_cuts(base, removals)
-
-    @torch.no_grad()
-    def _losses_from_cuts(self, base: np.ndarray, removals: Sequence[np.ndarray]) -> tuple[float, list[float]]:
-        """Candidates in the order of their cuts: every batch is advanced (with ``base``
-        zeroed) to the next cut once, then each candidate there zeroes its own extra
-        channels and runs only the rest of the network."""
-        runner = self.runner
-        cuts = [runner.cut(self._touched(removed & ~base)) for removed in removals]
-        losses = [0.0] * len(removals)
-        with self._zeroed(base), self._eval():
-            positions = [runner.start(inputs) for inputs, _ in self.batches]
-            for index in sorted(range(len(removals)), key=cuts.__getitem__):
-                self._advance(positions, cuts[index])
-                with self._zeroed(removals[index] & ~base):
-                    losses[index] = self._mean(lambda b: runner.finish(positions[b]))
-            self._advance(positions, len(runner.nodes) - 1)
-            before = self._mean(lambda b: runner.finish(positions[b]))
-        return before, losses
-
-    def _advance(self, positions: list, cut: int) -> None:
-        for position in positions:
-            self.runner.advance(position, cut)
-
-    def _touched(self, removed: np.ndarray) -> list[torch.Tensor]:
-        return [tensor for tensor, _, classes in self.slots if removed[classes].any()]
-
-    def _mean(self, outputs: Callable[[int], torch.Tensor]) -> float:
-        """The mean loss over the batches, batch ``b`` giving ``outputs(b)``: one sum in
-        batch order for every path, so the paths round alike."""
-        total, count = 0.0, 0
-        for index, (_, targets) in enumerate(self.batches):
-            total += float(self.loss_fn(outputs(index), targets)) * len(targets)
-            count += len(targets)
-            self.forwards += 1
-        return total / count
-
-    @contextmanager
-    def _zeroed(self, removed: np.ndarray) -> Iterator[None]:
-        """Zero the slices of the classes where ``removed`` is True; write them back on exit."""
-        saved = []
-        try:
-            for tensor, dim, classes in self.slots:
-                hit = np.flatnonzero(removed[classes])
-                if hit.size:
-                    index = torch.from_numpy(hit).to(tensor.device)
-                    saved.append((tensor, dim, index, tensor.index_select(dim, index)))
-                    tensor.index_fill_(dim, index, 0.0)
-            yield
-        finally:
-            for tensor, dim, index, values in reversed(saved):
-                tensor.index_copy_(dim, index, values)
-
-    @contextmanager
-    def _eval(self) -> Iterator[None]:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            yield
-        finally:
-            self.model.train(was_training)
-
-
 # -- candidates -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GroupLimits:
@@ -296,6 +177,7 @@ class StepSettings:
     target: float  # cumulative MACs reduction to reach, of the original MACs
     step: float = 0.01  # MACs one step removes, as a fraction of the original MACs
     group_fraction: float | None = None  # instead: this fraction of the group's kept channels
+    shortlist: int | None = None  # evaluate only the K candidates with the lowest first-order loss estimate
 
 
 @dataclass(frozen=True)
@@ -340,12 +222,18 @@ class Selector:
         return steps
 
     def step(self) -> dict | None:
-        """Evaluate every candidate, apply the one with the lowest loss, log it."""
+        """Evaluate the candidates, apply the one with the lowest loss, log it."""
         candidates = self.candidates()
         if not candidates:
             return None
-        before, losses = self.evaluator.losses(~self.kept, [~self._kept_after(c) for c in candidates])
-        best = candidates[int(np.argmin(losses))]
+        base = ~self.kept
+        removals = [~self._kept_after(c) for c in candidates]
+        considered = len(candidates)
+        if self.settings.shortlist is not None and self.settings.shortlist < len(candidates):
+            keep = _lowest(self.evaluator.estimates(base, removals), self.settings.shortlist)
+            candidates, removals = [candidates[i] for i in keep], [removals[i] for i in keep]
+        evaluation = self.evaluator.evaluate(base, removals)
+        best = candidates[evaluation.best()]
         self.kept = self._kept_after(best)
         group = self.graph.group(best.group)
         return {
@@ -354,13 +242,11 @@ class Selector:
             "criteria": list(best.criteria),
             "removed": len(best.removed),
             "kept": int(np.count_nonzero(self.kept[group.classes])),
-            "loss": float(min(losses)),
-            "loss_before": before,
+            "loss": evaluation.losses[evaluation.best()],
+            "loss_before": evaluation.before,
             "macs_reduction": best.reduction,
-            "evaluated": [
-                {"group": c.group, "criteria": list(c.criteria), "removed": len(c.removed), "loss": loss}
-                for c, loss in zip(candidates, losses)
-            ],
+            "candidates": considered,
+            "evaluated": _evaluated(candidates, evaluation),
         }
 
     def plan(self) -> PruningPlan:
@@ -459,6 +345,23 @@ class Selector:
         return _without(self.kept, self.graph.group(candidate.group), np.array(candidate.removed, dtype=np.int64))
 
 
+def _lowest(values: Sequence[float], count: int) -> list[int]:
+    """Indices of the ``count`` lowest values (ties: the first), in index order, so the
+    shortlist keeps the candidates' order and with it the tie-break."""
+    return sorted(np.argsort(np.asarray(values), kind="stable")[:count].tolist())
+
+
+def _evaluated(candidates: Sequence[Candidate], evaluation: Evaluation) -> list[dict]:
+    """The step log's candidates: the loss, or null and the bound that stopped it."""
+    rows = []
+    for c, loss, bound in zip(candidates, evaluation.losses, evaluation.bounds):
+        row = {"group": c.group, "criteria": list(c.criteria), "removed": len(c.removed), "loss": loss}
+        if loss is None:
+            row["loss_at_least"] = bound
+        rows.append(row)
+    return rows
+
+
 def _without(kept: np.ndarray, group: ChannelGroup, positions: np.ndarray) -> np.ndarray:
     """A copy of the kept-class mask with ``positions`` of ``group`` removed."""
     result = kept.copy()
@@ -477,12 +380,14 @@ def prune_chunk(
     goal: float,
     loss_fn: LossFn | None = None,
     reuse_prefix: bool = True,
+    early_exit: bool = True,
 ) -> tuple[PruningPlan, list[dict]]:
     """Greedy loss-aware steps on ``model`` until ``goal``; the plan and the step log.
 
     ``model`` is left exactly as it was: the plan says what to slice.
-    ``reuse_prefix=False`` runs the whole model per candidate (the reference path)."""
-    evaluator = MaskedEvaluator(model, graph, batches, loss_fn, reuse_prefix)
+    ``reuse_prefix=False, early_exit=False`` runs the whole model on the whole subset
+    per candidate (the reference path); every setting makes the same choices."""
+    evaluator = MaskedEvaluator(model, graph, batches, loss_fn, reuse_prefix, early_exit)
     selector = Selector(model, graph, cost, dense_macs, limits, evaluator, settings)
     steps = selector.run(goal)
     return selector.plan(), steps

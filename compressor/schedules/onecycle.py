@@ -94,6 +94,9 @@ class PruneConfig:
     # dense one / speedup (the pruner then needs that target's latency table).  Last, so the
     # fields before it keep their positions.
     speedup: float | None = None
+    # laasp: evaluate only the K candidates of a step with the lowest first-order loss
+    # estimate (faster, not always the exhaustive choice); None evaluates every one
+    laasp_shortlist: int | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -130,6 +133,8 @@ class PruneConfig:
             raise CompressorError(f"--laasp-step must be in (0, 1), got {self.laasp_step}")
         if self.laasp_group_fraction is not None and not 0.0 < self.laasp_group_fraction <= 1.0:
             raise CompressorError(f"--laasp-group-fraction must be in (0, 1], got {self.laasp_group_fraction}")
+        if self.laasp_shortlist is not None and self.laasp_shortlist < 1:
+            raise CompressorError(f"--laasp-shortlist must be at least 1, got {self.laasp_shortlist}")
         if not 0.0 <= self.recover_macs < 1.0:
             raise CompressorError(f"--recover-macs must be in [0, 1), got {self.recover_macs}")
         if self.recover_epochs < 0:
@@ -779,7 +784,9 @@ class LaaspSchedule(_Schedule):
 
     def _settings(self) -> laasp.StepSettings:
         c = self.config
-        return laasp.StepSettings(tuple(c.criteria_pool), c.flops_reduction, c.laasp_step, c.laasp_group_fraction)
+        return laasp.StepSettings(
+            tuple(c.criteria_pool), c.flops_reduction, c.laasp_step, c.laasp_group_fraction, c.laasp_shortlist
+        )
 
     def state(self) -> dict:
         return {

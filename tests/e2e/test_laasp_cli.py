@@ -55,8 +55,9 @@ def test_laasp_prunes_in_chunks_with_recovery_epochs_and_writes_its_step_log(fin
     assert summary["laasp_steps"] == len(log) and sum(summary["criterion_wins"].values()) == len(log)
     assert [s["chunk"] for s in log] == sorted(s["chunk"] for s in log) and {s["chunk"] for s in log} == {0, 1}
     for step in log:
-        losses = [c["loss"] for c in step["evaluated"]]
+        losses = [c["loss"] for c in step["evaluated"] if c["loss"] is not None]  # None: stopped, cannot win
         assert step["loss"] == min(losses)  # the winner is the argmin of what was evaluated
+        assert all(c["loss_at_least"] > step["loss"] for c in step["evaluated"] if c["loss"] is None)
         assert step["criterion"] in step["criteria"] and step["criterion"] in ("l1", "l2", "euclidean", "cosine")
     chunk0 = [s for s in log if s["chunk"] == 0]
     assert chunk0[-1]["macs_reduction"] >= 0.2 and all(s["epoch"] == 2 for s in chunk0)

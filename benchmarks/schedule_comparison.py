@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from compressor.schedules.onecycle import SCHEDULES
+from compressor.schedules.registry import schedule_names
 
 
 def run(model: str, schedule: str, seed: int, args, workdir: Path) -> dict:
@@ -62,7 +62,7 @@ def table(rows: list[dict], models: list[str], args) -> str:
     for model in models:
         dense_runs = [r["wall_time_s"] for r in rows if r["model"] == model and r["schedule"] == "dense"]
         dense_time = statistics.mean(dense_runs) if dense_runs else float("nan")
-        for schedule in SCHEDULES:
+        for schedule in schedule_names():
             runs = [r for r in rows if r["model"] == model and r["schedule"] == schedule]
             if not runs:
                 continue
@@ -80,7 +80,7 @@ def table(rows: list[dict], models: list[str], args) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56"])
-    parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES))
+    parser.add_argument("--schedules", nargs="+", default=list(schedule_names()))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--train", type=int, default=2000)

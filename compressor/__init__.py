@@ -19,7 +19,9 @@ The engine underneath, in one call or step by step::
     model = apply_plan(model, graph, plan, optimizer, example_input)  # a smaller dense model, checked first
 
 A layer of your own is taught to the engine with ``register_handler(MyHandler())``, where
-``MyHandler`` subclasses ``LayerHandler`` (README, "Your own layer").
+``MyHandler`` subclasses ``LayerHandler`` (README, "Your own layer"); a schedule of your own
+(when to search and prune) with ``register_schedule("name", MySchedule)``, where ``MySchedule``
+subclasses ``Schedule``.
 """
 __version__ = "0.1.0"
 
@@ -41,9 +43,13 @@ _EXPORTS = {
     "count_params": "compressor.engine.flops",
     "group_l2": "compressor.engine.importance",
     "masked_copy": "compressor.engine.masking",
-    "EpochEvent": "compressor.schedules.onecycle",
-    "OneCyclePruner": "compressor.schedules.onecycle",
-    "PruneConfig": "compressor.schedules.onecycle",
+    "EpochEvent": "compressor.schedules.base",
+    "OneCyclePruner": "compressor.schedules.pruner",
+    "PruneConfig": "compressor.schedules.config",
+    "PrunerView": "compressor.schedules.pruner",  # what a schedule's hooks see of the pruner
+    "Schedule": "compressor.schedules.base",  # the extension point: your own schedule
+    "register_schedule": "compressor.schedules.registry",
+    "unregister_schedule": "compressor.schedules.registry",
     "GroupPlan": "compressor.engine.plan",
     "PruningPlan": "compressor.engine.plan",
     "SelectionConfig": "compressor.engine.selection",

@@ -15,7 +15,7 @@ BUILT_IN_DATASETS = ("digits", "synthetic")
 # across groups.  --criteria-pool (laasp): ranks one group's filters; the default pool.
 CRITERIA = ("ocs", "l2", "l1", "bn-scale", "taylor", "random")
 POOL_CRITERIA = ("l1", "l2", "euclidean", "cosine")
-SCHEDULES = ("ocs", "dense", "oneshot", "three-stage", "epi", "gradual", "laasp")
+# The --schedule names are not here: users add their own (compressor.schedules.registry, torch-free too).
 # How ocs sets the shrink's strength (compressor.schedules.shrink_control): to reach a
 # target by the prune cap, or the authors' constant schedule.
 REG_SCHEDULES = ("target", "fixed")

@@ -1,12 +1,13 @@
 """What every ``compress`` command shares: one-line user errors, the --input-size parser, an
 option's old spelling kept as a deprecated alias, the bounded number types every option uses,
-and the --trust-code flag.  Light on purpose (click only): ``compress --help`` imports it."""
+a choice over a registry's live names, and the --trust-code flag.  Light on purpose (click only): ``compress --help`` imports it."""
 from __future__ import annotations
 
 import functools
 import logging
 import math
 import re
+from typing import Callable, Iterable
 
 import click
 
@@ -50,6 +51,20 @@ def bounded_int(min: int, max: int = MAX_COUNT) -> click.IntRange:
     """An integer option's type: click's IntRange always with an upper bound, which its
     message states ("... is not in the range 1<=x<=2147483647")."""
     return click.IntRange(min, max)
+
+
+class LiveChoice(click.Choice):
+    """click's Choice over names read each time the option is parsed, completed or shown in
+    help, not once when the command is defined: a registry that user code extends
+    (``register_schedule``) offers its new names too."""
+
+    def __init__(self, names: Callable[[], Iterable[str]], case_sensitive: bool = True):
+        self._names = names
+        self.case_sensitive = case_sensitive
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._names())
 
 
 class FiniteFloat(click.FloatRange):

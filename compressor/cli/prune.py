@@ -14,13 +14,14 @@ from pathlib import Path
 import click
 
 from compressor.choices import (AMP_MODES, BENCH_BACKENDS, CRITERIA, DATASETS, DEFAULT_DEPLOY_BACKEND, LR_SCHEDULES, MAX_SEED,
-                                OPTIMIZERS, POOL_CRITERIA, REG_SCHEDULES, SCHEDULES)
-from compressor.cli.common import (MAX_COUNT, RenamedOption, bounded_int, bounded_number, finite_float,
+                                OPTIMIZERS, POOL_CRITERIA, REG_SCHEDULES)
+from compressor.cli.common import (MAX_COUNT, LiveChoice, RenamedOption, bounded_int, bounded_number, finite_float,
                                    parse_square_input_size, trust_code_flag, user_said)
 from compressor.cli.logs import verbosity_options
 from compressor.cli.sections import SectionedCommand
 from compressor.cli.speedup import speedup_options
 from compressor.errors import CompressorError
+from compressor.schedules.registry import schedule_names  # torch-free: --help lists them
 
 DEFAULT_EPOCHS = 10
 
@@ -150,7 +151,7 @@ OPTIONS = [
     click.option("--augment/--no-augment", default=True, show_default=True, help="CIFAR-style random crop + flip (digits: the crop only; imagefolder: random resized crop + flip)."),
     # pruning
     click.option("--flops-reduction", type=finite_float(0, 1, min_open=True, max_open=True), default=0.5, show_default=True, help="Fraction of MACs to remove (the default budget; exclusive with --speedup)."),
-    click.option("--schedule", type=click.Choice(SCHEDULES), default="ocs", show_default=True, help="ocs: one-cycle with stability search; dense, oneshot, three-stage, epi, gradual, laasp for comparison."),
+    click.option("--schedule", type=LiveChoice(schedule_names), default="ocs", show_default=True, help="ocs: one-cycle with stability search; dense, oneshot, three-stage, epi, gradual, laasp for comparison; or one a Python caller registered with compressor.register_schedule."),
     click.option("--criterion", type=click.Choice(list(CRITERIA)), default="ocs", show_default=True, help="Channel importance."),
     click.option("--cost-weighting", is_flag=True, help="Weight importance down for channels that cost more MACs."),
     click.option("--indicator", type=click.Choice(["jaccard", "epi"]), default="jaccard", show_default=True, help="Stability indicator of the ocs schedule."),

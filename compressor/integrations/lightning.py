@@ -33,7 +33,10 @@ from torch import nn
 
 from compressor.epochs import epoch_number
 from compressor.errors import CompressorError
-from compressor.schedules.onecycle import EpochEvent, OneCyclePruner, PruneConfig, release_ddp
+from compressor.schedules.base import EpochEvent
+from compressor.schedules.config import PruneConfig
+from compressor.schedules.distributed import release_ddp
+from compressor.schedules.pruner import OneCyclePruner
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,8 @@ from compressor.runfiles.modelfile import portable_state
 from compressor.data.datasets import DataBundle
 from compressor.devices import AUTO, auto_device
 from compressor.errors import CompressorError
-from compressor.schedules.onecycle import EpochEvent, OneCyclePruner
+from compressor.schedules.base import EpochEvent
+from compressor.schedules.pruner import OneCyclePruner
 from compressor.artifacts import PruneShock
 from compressor.epochs import epoch_number
 from compressor.training.report import EpochRecord, MetricsLog, format_epoch_line

@@ -27,7 +27,8 @@ from compressor.epochs import epoch_index, epoch_number
 from compressor.training.checkpoint import LATEST, check_continues, load_checkpoint
 from compressor.data.datasets import DataConfig, for_device, load_data
 from compressor.errors import CompressorError, one_line
-from compressor.schedules.onecycle import OneCyclePruner, PruneConfig
+from compressor.schedules.config import PruneConfig
+from compressor.schedules.pruner import OneCyclePruner
 from compressor.outdir import check_fresh_output, remove_stale_temps  # noqa: F401 - check_fresh_output: API
 from compressor.engine.latency import LatencyTable
 from compressor.engine.plan import PruningPlan

@@ -116,11 +116,13 @@ def test_the_choice_lists_are_the_registries():
     assert set(CRITERIA) == {*choices.CRITERIA, *choices.POOL_CRITERIA}  # one table, both uses
     assert all(SCORING[n] is CRITERIA[n] for n in SCORING) and all(POOL[n] is CRITERIA[n] for n in POOL)
     assert tuple(BACKENDS) == choices.BENCH_BACKENDS
-    from compressor.schedules.onecycle import SCHEDULE_FACTORIES, PruneConfig, _Schedule
+    from compressor.schedules.config import PruneConfig
+    from compressor.schedules.base import Schedule
+    from compressor.schedules.registry import SCHEDULE_FACTORIES, schedule_names
 
-    assert tuple(SCHEDULE_FACTORIES) == choices.SCHEDULES
+    assert tuple(SCHEDULE_FACTORIES) == schedule_names()  # the --schedule names: the registry, torch-free
     for name, factory in SCHEDULE_FACTORIES.items():  # each name builds a schedule
-        assert isinstance(factory(PruneConfig(epochs=10, schedule=name)), _Schedule), name
+        assert isinstance(factory(PruneConfig(epochs=10, schedule=name)), Schedule), name
     from compressor.bench.rounding import SweepConfig
     from compressor.cli.prune import prune_command as prune
 

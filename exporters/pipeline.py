@@ -26,7 +26,6 @@ from compressor.export.config import ExportConfig
 from compressor.export.fp16 import convert_to_fp16
 from compressor.export.manifest import files_section, tool_versions, write_manifest
 from compressor.export.onnx_export import OnnxExport, export_onnx, io_signature
-from compressor.export.opsets import check_opset
 from compressor.export.outputs import flatten_outputs, run_model
 from compressor.export.parity import ParityReport, check_onnx, check_onnx_top1
 from compressor.export.simplify import Simplified, simplify_onnx
@@ -60,34 +59,31 @@ class ExportResult:
         return self.out / name
 
 
-class ExportRefused(CompressorError):
-    """A gate refused: files renamed to ``*.failed`` and the manifest says ``failed``."""
+class ExportStopped(CompressorError):
+    """The export ended short of what was asked, with a verdict: ``result`` is what it wrote
+    (a manifest saying why, and the files that stand), which the CLI shows before the error."""
 
     def __init__(self, message: str, result: ExportResult) -> None:
         super().__init__(message)
         self.result = result
 
 
-class Fp16Unsupported(CompressorError):
+class ExportRefused(ExportStopped):
+    """A gate refused: files renamed to ``*.failed`` and the manifest says ``failed`` (or, for
+    the INT8 file alone, ``incomplete``: the files whose gates passed stand)."""
+
+
+class Fp16Unsupported(ExportStopped):
     """--fp16 cannot be done for this model; the fp32 ONNX part is written (and verified)."""
 
-    def __init__(self, message: str, result: ExportResult) -> None:
-        super().__init__(message)
-        self.result = result
 
-
-class TensorRTUnavailable(CompressorError):
+class TensorRTUnavailable(ExportStopped):
     """The ONNX part is done and verified; this machine cannot build the engine."""
-
-    def __init__(self, message: str, result: ExportResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 def export(source: str, config: ExportConfig, trust_code: bool = False) -> ExportResult:
     """Export SOURCE (run directory, pruned model file or model name) as ``config`` says;
     ``trust_code``: a file's ``module.path:factory`` model may be imported (``compressor.trust``)."""
-    check_opset(config.opset)  # refuse before loading anything
     return export_source(resolve_source(source, trust_code=trust_code), config)
 
 
@@ -113,7 +109,8 @@ def _claim_out_dir(config: ExportConfig) -> Path:
 def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
     from compressor.memory import check_fits
 
-    opset = check_opset(config.opset)
+    if config.out is None:
+        config = config.with_out(source.default_out)
     if config.int8 and source.postprocessing is not None:
         raise CompressorError(
             "--int8 is judged by top-1 class agreement on a classification dataset's images; it does not take a "
@@ -123,8 +120,8 @@ def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
     check_fits(source.model, tuple(config.input_size or source.input_size), max(batches), "--max-batch/--input-size")
     artifacts = Artifacts(_claim_out_dir(config), ARTIFACT_NAMES)
     try:
-        return _Job(source, config, opset, artifacts).run()
-    except (ExportRefused, TensorRTUnavailable, Fp16Unsupported):
+        return _Job(source, config, artifacts).run()
+    except ExportStopped:
         raise
     except BaseException:
         artifacts.cleanup()  # an error, not a verdict: leave no staged or partial files
@@ -150,8 +147,9 @@ def _check_outputs(model, example: torch.Tensor) -> None:
 class _Job:
     """The state of one export while it runs; each step fills one manifest section."""
 
-    def __init__(self, source: ExportSource, config: ExportConfig, opset: int, artifacts: Artifacts) -> None:
-        self.source, self.config, self.opset, self.artifacts = source, config, opset, artifacts
+    def __init__(self, source: ExportSource, config: ExportConfig, artifacts: Artifacts) -> None:
+        self.source, self.config, self.artifacts = source, config, artifacts
+        self.opset = config.export_opset
         self.model = source.model.eval().float().cpu()
         self.input_size = tuple(config.input_size or source.input_size)
         self.exported: OnnxExport | None = None

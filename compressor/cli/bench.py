@@ -85,6 +85,7 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
               "--plot name); nothing else is touched.")
 @trust_code_flag()
 @verbosity_options
+@user_errors
 def bench_command(sources, **options) -> None:
     """Time SOURCE's dense original against the pruned model on this machine.
 
@@ -98,7 +99,7 @@ def bench_command(sources, **options) -> None:
     post-processing (see compress export --help).
     """
 
-    user_errors(_bench)(sources, **options)
+    _bench(sources, **options)
 
 
 def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s, warmup_runs, min_runs, min_time_s,

@@ -21,7 +21,7 @@ import torch
 from compressor.artifacts import MODEL_FILE, SUMMARY_FILE, ExportManifest
 from compressor.errors import CompressorError
 from compressor.engine.flops import count_macs, count_params
-from compressor.export.artifacts import Artifacts, prepare_out_dir
+from compressor.export.artifacts import FAILED_SUFFIX, Artifacts, prepare_out_dir
 from compressor.export.config import ExportConfig
 from compressor.export.fp16 import convert_to_fp16
 from compressor.export.manifest import files_section, tool_versions, write_manifest
@@ -159,6 +159,7 @@ class _Job:
         self.images: torch.Tensor | None = None  # real images for the gate, when the source has a dataset
         self.calibration = None  # ``calibration.CalibrationSets`` with --int8
         self.int8_reference = None  # PyTorch fp32 logits on the calibration split's held-out images
+        self.refused: dict[str, str] = {}  # INT8 file name -> why its gate refused it (``_refuse_int8``)
 
     def run(self) -> ExportResult:
         with self._timed("count_s"):
@@ -180,6 +181,8 @@ class _Job:
             self._int8(onnx_path)
         if self.config.format == "tensorrt":
             self._tensorrt(onnx_path)
+        if self.refused:
+            self._end_int8_refused()
         return self._finish("ok" if self.config.verify else "unverified")
 
     def _start_line(self) -> str:
@@ -345,7 +348,7 @@ class _Job:
             "calibration": calibration, "check": check,
         }
         if c.verify and not outcome.passed:
-            self._refuse_int8(outcome.failure(INT8_FILE, calibration))
+            self._refuse_int8(INT8_FILE, outcome.failure(INT8_FILE, calibration))
 
     def _tensorrt(self, onnx_path: Path) -> None:
         from compressor.export import tensorrt as trt_export
@@ -365,7 +368,7 @@ class _Job:
         if self.config.fp16:
             source = self.artifacts.staged[FP16_FILE] if trt_export.fp16_from_onnx() else onnx_path
             self._engine(trt_export, source, FP16_PLAN_FILE, fp16=True)
-        if self.config.int8:
+        if self.config.int8 and INT8_FILE not in self.refused:  # no engine of a refused INT8 file
             self._int8_engine(trt_export)
 
     def _engine(self, trt_export, onnx_path: Path, name: str, fp16: bool) -> None:
@@ -416,9 +419,9 @@ class _Job:
         section["int8_check"] = {"agreement": agreement, "min_agreement": c.int8_min_agreement,
                                  "check_images": len(self.calibration.check), "passed": passed}
         if not passed:
-            self._refuse(f"{INT8_PLAN_FILE} agrees with PyTorch fp32 on top-1 for only {agreement:.1%} of "
-                         f"{len(self.calibration.check)} held-out images (needs {c.int8_min_agreement:.0%})",
-                         INT8_REMEDY, "INT8 gate")
+            self._refuse_int8(INT8_PLAN_FILE, f"{INT8_PLAN_FILE} agrees with PyTorch fp32 on top-1 for only "
+                              f"{agreement:.1%} of {len(self.calibration.check)} held-out images "
+                              f"(needs {c.int8_min_agreement:.0%})")
 
     def _output_names(self) -> list[str]:
         return [output["name"] for output in self.sections.get("outputs") or []]
@@ -433,25 +436,31 @@ class _Job:
             result,
         )
 
-    def _refuse_int8(self, reason: str) -> None:
-        """Only the INT8 file is refused: it becomes model_int8.onnx.failed beside the fp32 (and
-        FP16) files, whose gates passed, under a manifest with status 'incomplete'; a failed INT8
-        calibration must not take the verified model away from the user."""
-        from compressor.export.artifacts import FAILED_SUFFIX
+    def _refuse_int8(self, name: str, reason: str) -> None:
+        """One rule for every INT8 artifact (the QDQ file on ONNX Runtime, its TensorRT engine):
+        a failed INT8 gate refuses that file alone.  The export goes on (no engine is built of a
+        refused QDQ file); at its end the refused file becomes ``NAME.failed`` beside the fp32
+        and FP16 files, whose gates passed, under a manifest with status 'incomplete', and the
+        command fails: a failed INT8 calibration must not take the verified model away."""
+        self.refused[name] = reason  # said once, in the command's error line (and the manifest)
+        self.sections["int8"]["refused"] = dict(self.refused)
 
-        staged = self.artifacts.staged.pop(INT8_FILE)
-        files = self.artifacts.promote()  # also clears an earlier export's INT8 files
-        failed = self.artifacts.out / (INT8_FILE + FAILED_SUFFIX)
-        os.replace(staged, failed)
-        result = self._write([*files, failed], "incomplete", reason)
+    def _end_int8_refused(self) -> None:
+        result = self._finish("incomplete")
+        names = list(self.refused)
+        kept = [name for name in result.manifest["files"] if not name.endswith(FAILED_SUFFIX)]
+        renamed = ", ".join(name + FAILED_SUFFIX for name in names)
         raise ExportRefused(
-            f"INT8 gate refused {INT8_FILE}: {reason}; it is renamed {failed.name}, and {ONNX_FILE} (verified) and "
+            f"INT8 gate refused {', '.join(names)}: {'; '.join(self.refused.values())}; "
+            f"{'it is' if len(names) == 1 else 'they are'} renamed {renamed}, and {', '.join(kept)} (verified) and "
             f"manifest.json (status 'incomplete') are in {result.out} ({INT8_REMEDY})",
             result,
         )
 
     def _finish(self, status: str) -> ExportResult:
-        return self._write(self.artifacts.promote(), status, None)
+        """Every staged file under its real name, an INT8 one its gate refused as ``.failed``."""
+        error = "; ".join(self.refused.values()) or None
+        return self._write(self.artifacts.promote(self.refused), status, error)
 
     def _write(self, files: list[Path], status: str, error: str | None) -> ExportResult:
         manifest = self._manifest(files, status, error)

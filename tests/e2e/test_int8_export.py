@@ -102,7 +102,7 @@ def test_one_calibration_image_is_refused_keeping_the_verified_fp32_model(colour
 
 
 def test_an_int8_refusal_refuses_that_file_alone_and_says_so(colour_run, tmp_path):
-    """One rule for every INT8 artifact (``pipeline._Job._refuse_int8``; a TensorRT INT8 engine
+    """One rule for every INT8 artifact (``pipeline._Job._refuse_files``; a TensorRT INT8 engine
     follows it too): the refused file is ``.failed``, the fp32 and FP16 files whose gates passed
     stand, the manifest names the refusal, and the command fails in one line."""
     out = tmp_path / "fp16"

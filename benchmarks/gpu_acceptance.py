@@ -158,23 +158,16 @@ class Context:
 def step_environment(ctx: Context) -> Outcome:
     """The machine, driver, CUDA and versions, as ``compress bench`` records them."""
     from compressor.bench.environment import describe
+    from compressor.export.ort import available_providers
     from compressor.export.tensorrt import tensorrt_available
 
     environment = describe(ctx.settings.threads)
     environment["tensorrt_available"] = tensorrt_available()[1]
-    environment["onnxruntime_providers"] = _ort_providers()
+    environment["onnxruntime_providers"] = available_providers()
     gpu = environment["gpu"]
     detail = (f"{gpu['name']}, driver {gpu.get('driver')}, CUDA {gpu['cuda']}, cuDNN {gpu['cudnn']}" if gpu
               else f"no GPU ({environment['cpu']})")
     return Outcome("ok", detail, environment)
-
-
-def _ort_providers() -> list[str]:
-    try:
-        import onnxruntime
-    except ImportError:
-        return []
-    return list(onnxruntime.get_available_providers())
 
 
 def step_prune(ctx: Context) -> Outcome:

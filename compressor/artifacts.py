@@ -22,6 +22,8 @@ from typing import Any, Literal, TypedDict, Union
 # floor, because the output-directory checks of ``compressor.outdir`` need them too).
 SUMMARY_FILE = "summary.json"
 MODEL_FILE = "model.pt"  # the pruned model file (``compressor.runfiles.modelfile``)
+# What a pruned model file given as SOURCE (export, eval, bench, info) is named like.
+MODEL_FILE_SUFFIXES = (".pt", ".pth")
 CHECKPOINT_FILE = "checkpoint.pt"  # the latest checkpoint, what --resume continues from
 
 

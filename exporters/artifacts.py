@@ -59,10 +59,11 @@ class Artifacts:
         if path is not None:
             path.unlink(missing_ok=True)
 
-    def promote(self) -> list[Path]:
-        """All gates passed: give every staged file its real name."""
+    def promote(self, refused=()) -> list[Path]:
+        """Give every staged file its real name, but ``name.failed`` to the ``refused`` ones:
+        their own gate failed, the others' passed (an INT8 file beside its verified fp32 model)."""
         self._clear_leftovers()
-        moved = [self._move(name, name) for name in list(self.staged)]
+        moved = [self._move(name, name + FAILED_SUFFIX if name in refused else name) for name in list(self.staged)]
         self.cleanup()
         return moved
 

@@ -7,11 +7,13 @@ refused before an output directory is created.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from compressor.errors import CompressorError
+from compressor.export.opsets import check_opset, resolve_opset
 
 FORMATS = ("onnx", "tensorrt")
 DEFAULT_MAX_BATCH = 8
@@ -59,10 +61,11 @@ class ExportConfig:
 
     ``opset=None`` means the installed exporter's preferred opset (recorded in the
     manifest).  ``input_size`` overrides the source's native (C, H, W), for tests
-    that export ImageNet models at a small resolution.
+    that export ImageNet models at a small resolution.  ``out=None``: the source's
+    default folder (``export_source`` fills it in with ``with_out``).
     """
 
-    out: Path
+    out: Path | None = None
     format: str = "onnx"
     opset: int | None = None
     max_batch: int = DEFAULT_MAX_BATCH
@@ -94,7 +97,9 @@ class ExportConfig:
     int8_activations: str = "auto"  # see INT8_ACTIVATIONS; ``activation_form`` is the one used
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
+        if self.out is not None:
+            object.__setattr__(self, "out", Path(self.out))
+        check_opset(self.opset)  # refused here, before a source is loaded or a folder made
         if self.format not in FORMATS:
             raise CompressorError(f"unknown export format '{self.format}'; expected one of: {', '.join(FORMATS)}")
         if self.max_batch < 1:
@@ -106,6 +111,17 @@ class ExportConfig:
         self._check_int8()
         if self.input_size is not None and (len(self.input_size) != 3 or min(self.input_size) < 1):
             raise CompressorError(f"input size must be three positive integers C,H,W, got {self.input_size}")
+
+    @property
+    def export_opset(self) -> int:
+        """The opset written (``opset``, or the installed torch's default); checked at construction."""
+        return resolve_opset(self.opset)
+
+    def with_out(self, out: Path) -> ExportConfig:
+        """This config writing to ``out``: a copy whose other fields were validated already."""
+        config = copy.copy(self)
+        object.__setattr__(config, "out", Path(out))
+        return config
 
     @property
     def activation_form(self) -> str:

@@ -29,8 +29,7 @@ import torch
 
 from compressor.errors import CompressorError, one_line
 from compressor.export.config import INT8_MIN_AGREEMENT
-from compressor.export.parity import ort_runner, ort_session
-from compressor.export.providers import ORT_CPU
+from compressor.export.ort import ORT_CPU, open_session, session_runner
 from compressor.export.runlimit import check_bounded
 
 log = logging.getLogger(__name__)
@@ -261,7 +260,7 @@ class _Reader:
 
 def run_onnx(path: Path, images: torch.Tensor, provider: str = ORT_CPU) -> np.ndarray:
     """The first output of ``path`` on ``images``, in chunks."""
-    run = ort_runner(ort_session(path, provider), path.name)
+    run = session_runner(open_session(path, provider), path.name)
     return np.concatenate([run(batch)[0] for batch in images.split(CHUNK)])
 
 

@@ -74,9 +74,15 @@ def supported_range_text() -> str:
     )
 
 
+def resolve_opset(opset: int | None) -> int:
+    """The opset to export at: ``opset``, or the installed torch's default for None."""
+    return DEFAULT_OPSET if opset is None else int(opset)
+
+
 def check_opset(opset: int | None) -> int:
-    """The opset to export at; refuses one that no installed exporter can write."""
-    opset = DEFAULT_OPSET if opset is None else int(opset)
+    """The opset to export at; refuses one that no installed exporter can write.  Called once,
+    by ``ExportConfig`` (every export's options pass through it)."""
+    opset = resolve_opset(opset)
     if not (within(opset, DYNAMO_OPSETS) or within(opset, TORCHSCRIPT_OPSETS)):
         raise CompressorError(f"opset {opset} is not supported: {supported_range_text()}")
     return opset

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from compressor.errors import CompressorError, one_line
-from compressor.export.providers import ORT_CPU
+from compressor.export.ort import open_session, session_runner
 
 Runner = Callable[[torch.Tensor], list[np.ndarray]]
 # Relative errors are taken against |ref| floored at this fraction of the batch's largest
@@ -447,41 +447,6 @@ def torch_runner(model: nn.Module, device: str = "cpu") -> Runner:
     return run
 
 
-def ort_session(path: Path, provider: str = ORT_CPU, name: str | None = None):
-    """An ONNX Runtime session that really got ``provider`` (ORT falls back silently)."""
-    import onnxruntime as ort
-
-    name = name or path.name
-    options = ort.SessionOptions()
-    # fatal only: every error reaches us as an exception and is reported in one line; ORT's own
-    # log of it (e.g. a run stopped by RunLimit) would be a second, coloured line on stderr
-    options.log_severity_level = 4
-    # A verification run, not a benchmark: do not busy-wait on cores other work may need.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=[provider])
-    except Exception as error:  # noqa: BLE001 - ORT's load errors are the model's fault
-        raise CompressorError(f"ONNX Runtime cannot load {name}: {one_line(error)}") from error
-    got = session.get_providers()
-    if not got or got[0] != provider:
-        raise CompressorError(f"ONNX Runtime session for {name} got providers {got}, not {provider}")
-    return session
-
-
-def ort_runner(session, name: str) -> Runner:
-    """``session`` as a runner, each run stopped past the time limit (``RunLimit``; ``name``: the file)."""
-    from compressor.export.runlimit import RunLimit
-
-    limit = RunLimit(name)
-    input_name = session.get_inputs()[0].name
-
-    def run(x: torch.Tensor) -> list[np.ndarray]:
-        outputs = limit(lambda options: session.run(None, {input_name: x.numpy()}, options))
-        return [np.asarray(y) for y in outputs]
-
-    return run
-
-
 def ort_labels(session, model_file: str, reference: str = "pytorch-fp32-cpu") -> dict:
     provider = session.get_providers()[0]
     return {"backend": "onnxruntime", "provider": provider, "reference": reference, "model_file": model_file}
@@ -490,16 +455,16 @@ def ort_labels(session, model_file: str, reference: str = "pytorch-fp32-cpu") ->
 def check_onnx(model: nn.Module, path: Path, input_size, batch_sizes, atol: float, rtol: float, seed: int,
                name: str | None = None, scales=(), images: torch.Tensor | None = None, sweep=()) -> ParityReport:
     """The fp32 gate for an ONNX file on ONNX Runtime's CPU provider (cases: ``gate_cases``)."""
-    session = ort_session(path, name=name)
+    session = open_session(path, name=name)
     labels = ort_labels(session, name or path.name)
     cases = gate_cases(input_size, batch_sizes, seed, scales, images, sweep)
-    return check_parity(torch_runner(model), ort_runner(session, name or path.name), cases, atol, rtol, labels)
+    return check_parity(torch_runner(model), session_runner(session, name or path.name), cases, atol, rtol, labels)
 
 
 def check_onnx_top1(model: nn.Module, path: Path, input_size, batch: int, min_top1: float, seed: int,
                     name: str | None = None, class_scores: bool = True) -> Top1Report:
     """The FP16 check for an ONNX file on ONNX Runtime's CPU provider (``class_scores``: see check_top1)."""
-    session = ort_session(path, name=name)
+    session = open_session(path, name=name)
     labels = {key: value for key, value in ort_labels(session, name or path.name).items() if key != "reference"}
-    run = ort_runner(session, name or path.name)
+    run = session_runner(session, name or path.name)
     return check_top1(torch_runner(model), run, input_size, batch, batch, min_top1, seed, labels, class_scores)

@@ -1,4 +1,11 @@
-"""One export from start to finish: source -> ONNX -> simplify -> gates -> FP16 -> TensorRT -> manifest.
+"""One export from start to finish: a table of steps (``STEPS``: ONNX -> simplify and the
+parity gate -> FP16 -> INT8 -> TensorRT engines), then the manifest.
+
+Each step is a ``Step``: its name, the files it writes, the manifest section it fills,
+when it runs, and what its failure does (``Step.failure``): a refused gate of an
+``EXPORT`` step refuses the whole export; a refused gate of a ``FILES`` step (the INT8
+file, its engine) refuses that step's files alone, and the export ends 'incomplete' with
+the others standing.  ``register_step`` adds one (a test adds its own).
 
 The order is chosen so that nothing looks valid before it is: every file is
 written under a staging name, the gates run on the staged files, and only an
@@ -14,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import onnx
 import torch
@@ -21,12 +29,11 @@ import torch
 from compressor.artifacts import MODEL_FILE, SUMMARY_FILE, ExportManifest
 from compressor.errors import CompressorError
 from compressor.engine.flops import count_macs, count_params
-from compressor.export.artifacts import Artifacts, prepare_out_dir
+from compressor.export.artifacts import FAILED_SUFFIX, Artifacts, prepare_out_dir
 from compressor.export.config import ExportConfig
 from compressor.export.fp16 import convert_to_fp16
 from compressor.export.manifest import files_section, tool_versions, write_manifest
 from compressor.export.onnx_export import OnnxExport, export_onnx, io_signature
-from compressor.export.opsets import check_opset
 from compressor.export.outputs import flatten_outputs, run_model
 from compressor.export.parity import ParityReport, check_onnx, check_onnx_top1
 from compressor.export.simplify import Simplified, simplify_onnx
@@ -40,7 +47,6 @@ PLAN_FILE = "model.plan"
 FP16_PLAN_FILE = "model_fp16.plan"
 INT8_FILE = "model_int8.onnx"
 INT8_PLAN_FILE = "model_int8.plan"
-ARTIFACT_NAMES = (ONNX_FILE, FP16_FILE, INT8_FILE, PLAN_FILE, FP16_PLAN_FILE, INT8_PLAN_FILE)
 # Random-init or barely trained models have near-tied logits that half precision reorders.
 FP16_REMEDY = "FP16 changes this model's outputs too much: export without --fp16"
 INT8_REMEDY = ("calibrate on more or other images (--calib-samples, --calib-data, --calib-method), keep layers in "
@@ -60,34 +66,31 @@ class ExportResult:
         return self.out / name
 
 
-class ExportRefused(CompressorError):
-    """A gate refused: files renamed to ``*.failed`` and the manifest says ``failed``."""
+class ExportStopped(CompressorError):
+    """The export ended short of what was asked, with a verdict: ``result`` is what it wrote
+    (a manifest saying why, and the files that stand), which the CLI shows before the error."""
 
     def __init__(self, message: str, result: ExportResult) -> None:
         super().__init__(message)
         self.result = result
 
 
-class Fp16Unsupported(CompressorError):
+class ExportRefused(ExportStopped):
+    """A gate refused: files renamed to ``*.failed`` and the manifest says ``failed`` (or, for
+    the INT8 file alone, ``incomplete``: the files whose gates passed stand)."""
+
+
+class Fp16Unsupported(ExportStopped):
     """--fp16 cannot be done for this model; the fp32 ONNX part is written (and verified)."""
 
-    def __init__(self, message: str, result: ExportResult) -> None:
-        super().__init__(message)
-        self.result = result
 
-
-class TensorRTUnavailable(CompressorError):
+class TensorRTUnavailable(ExportStopped):
     """The ONNX part is done and verified; this machine cannot build the engine."""
-
-    def __init__(self, message: str, result: ExportResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 def export(source: str, config: ExportConfig, trust_code: bool = False) -> ExportResult:
     """Export SOURCE (run directory, pruned model file or model name) as ``config`` says;
     ``trust_code``: a file's ``module.path:factory`` model may be imported (``compressor.trust``)."""
-    check_opset(config.opset)  # refuse before loading anything
     return export_source(resolve_source(source, trust_code=trust_code), config)
 
 
@@ -99,7 +102,7 @@ def _claim_out_dir(config: ExportConfig) -> Path:
 
     out = config.out
     lexists(out, "--out")  # a name too long to look up is one line here, not a traceback below
-    theirs = [] if config.overwrite else foreign_files(out, ARTIFACT_NAMES)  # read-only: first
+    theirs = [] if config.overwrite else foreign_files(out, artifact_names())  # read-only: first
     if theirs:
         raise OutputDirError(
             f"{out} already holds {', '.join(theirs)}, not written by an export there; refused to replace "
@@ -113,7 +116,8 @@ def _claim_out_dir(config: ExportConfig) -> Path:
 def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
     from compressor.memory import check_fits
 
-    opset = check_opset(config.opset)
+    if config.out is None:
+        config = config.with_out(source.default_out)
     if config.int8 and source.postprocessing is not None:
         raise CompressorError(
             "--int8 is judged by top-1 class agreement on a classification dataset's images; it does not take a "
@@ -121,14 +125,55 @@ def export_source(source: ExportSource, config: ExportConfig) -> ExportResult:
         )
     batches = config.parity_batch_sizes if config.verify else (1,)  # the gate runs the largest one
     check_fits(source.model, tuple(config.input_size or source.input_size), max(batches), "--max-batch/--input-size")
-    artifacts = Artifacts(_claim_out_dir(config), ARTIFACT_NAMES)
+    artifacts = Artifacts(_claim_out_dir(config), artifact_names())
     try:
-        return _Job(source, config, opset, artifacts).run()
-    except (ExportRefused, TensorRTUnavailable, Fp16Unsupported):
+        return _Job(source, config, artifacts).run()
+    except ExportStopped:
         raise
     except BaseException:
         artifacts.cleanup()  # an error, not a verdict: leave no staged or partial files
         raise
+
+
+# What a step's refused gate does (``Step.failure``).
+EXPORT = "refuses the export: every file *.failed, status 'failed'"
+FILES = "refuses this step's files alone (*.failed); the others stand, status 'incomplete'"
+
+
+class StepFailed(Exception):
+    """A step's gate refused (not a CompressorError: the table applies the step's ``failure``)."""
+
+    def __init__(self, reason: str, remedy: str = "loosen --atol/--rtol", gate: str = "parity gate") -> None:
+        super().__init__(reason)
+        self.reason, self.remedy, self.gate = reason, remedy, gate
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row of the export table.  ``run(job)`` stages its files (``job.artifacts.stage``),
+    fills ``job.sections[section]`` and raises ``StepFailed`` when its gate refuses;
+    ``wanted(job)``: whether this export runs it.  A step that cannot be done at all ends the
+    export itself (``Fp16Unsupported``, ``TensorRTUnavailable``: status 'incomplete')."""
+
+    name: str
+    run: Callable[[_Job], None]
+    writes: tuple[str, ...] = ()
+    section: str | None = None
+    failure: str = EXPORT
+    wanted: Callable[[_Job], bool] = lambda job: True
+
+
+def register_step(step: Step, after: str | None = None) -> None:
+    """Add ``step`` to the table, after the step named ``after`` (default: at the end)."""
+    names = [known.name for known in STEPS]
+    if step.name in names:
+        raise ValueError(f"an export step named {step.name!r} is registered already")
+    STEPS.insert(names.index(after) + 1 if after is not None else len(STEPS), step)
+
+
+def artifact_names() -> tuple[str, ...]:
+    """Every file an export may write: the table's, in order."""
+    return tuple(name for step in STEPS for name in step.writes)
 
 
 def _check_outputs(model, example: torch.Tensor) -> None:
@@ -150,8 +195,9 @@ def _check_outputs(model, example: torch.Tensor) -> None:
 class _Job:
     """The state of one export while it runs; each step fills one manifest section."""
 
-    def __init__(self, source: ExportSource, config: ExportConfig, opset: int, artifacts: Artifacts) -> None:
-        self.source, self.config, self.opset, self.artifacts = source, config, opset, artifacts
+    def __init__(self, source: ExportSource, config: ExportConfig, artifacts: Artifacts) -> None:
+        self.source, self.config, self.artifacts = source, config, artifacts
+        self.opset = config.export_opset
         self.model = source.model.eval().float().cpu()
         self.input_size = tuple(config.input_size or source.input_size)
         self.exported: OnnxExport | None = None
@@ -161,6 +207,8 @@ class _Job:
         self.images: torch.Tensor | None = None  # real images for the gate, when the source has a dataset
         self.calibration = None  # ``calibration.CalibrationSets`` with --int8
         self.int8_reference = None  # PyTorch fp32 logits on the calibration split's held-out images
+        self.refused: dict[str, StepFailed] = {}  # file -> why its FILES step's gate refused it
+        self.onnx_path: Path | None = None  # the fp32 ONNX file, staged by the first step
 
     def run(self) -> ExportResult:
         with self._timed("count_s"):
@@ -174,15 +222,21 @@ class _Job:
         if self.config.verify:
             self._load_gate_images()
         log.info(self._start_line())
-        onnx_path = self._export()
-        self._simplify_and_verify(onnx_path)
-        if self.config.fp16:
-            self._fp16(onnx_path)
-        if self.config.int8:
-            self._int8(onnx_path)
-        if self.config.format == "tensorrt":
-            self._tensorrt(onnx_path)
+        for step in list(STEPS):
+            if step.wanted(self):
+                self._run_step(step)
+        if self.refused:
+            self._end_files_refused()
         return self._finish("ok" if self.config.verify else "unverified")
+
+    def _run_step(self, step: Step) -> None:
+        try:
+            step.run(self)
+        except StepFailed as failure:
+            if step.failure == FILES:
+                self._refuse_files(step, failure)
+            else:
+                self._refuse(failure.reason, failure.remedy, failure.gate)
 
     def _start_line(self) -> str:
         """Once the source, the output directory and the data are checked: what is exported where,
@@ -224,8 +278,8 @@ class _Job:
                                                             self.input_size)
             self.int8_reference = reference_logits(self.model, self.calibration.check)
 
-    def _export(self) -> Path:
-        path = self.artifacts.stage(ONNX_FILE)
+    def _export(self) -> None:
+        path = self.onnx_path = self.artifacts.stage(ONNX_FILE)
         with self._timed("export_s"):
             self.exported = export_onnx(self.model, self.input_size, path, self.opset, self.config.allow_trace)
         from compressor.export.bundle import bundle_section
@@ -233,10 +287,10 @@ class _Job:
         inputs, outputs = io_signature(onnx.load(str(path), load_external_data=False))
         self.sections.update(inputs=inputs, outputs=outputs, bundle=bundle_section(
             self._run_dir(), inputs, outputs, self.source.postprocessing))
-        return path
 
-    def _simplify_and_verify(self, onnx_path: Path) -> None:
+    def _simplify_and_verify(self) -> None:
         """Gate the simplified model; if it fails, fall back to (and gate) the unsimplified one."""
+        onnx_path = self.onnx_path
         simplified = self._simplify(onnx_path)
         if not self.config.verify:
             if simplified.applied:
@@ -246,7 +300,7 @@ class _Job:
             return
         report = self._gate_onnx(onnx_path)
         if not report.passed:
-            self._refuse(report.failure())
+            raise StepFailed(report.failure())
 
     def _adopt_simplified(self, simplified: Path, onnx_path: Path) -> bool:
         """Keep the simplified model only if it passes the gate on its own."""
@@ -283,8 +337,8 @@ class _Job:
         self.sections["parity"] = {**report.to_dict(), "dataset_images": self.sections.get("gate_images")}
         return report
 
-    def _fp16(self, onnx_path: Path) -> None:
-        c = self.config
+    def _fp16(self) -> None:
+        c, onnx_path = self.config, self.onnx_path
         path = self.artifacts.stage(FP16_FILE)
         try:
             with self._timed("fp16_s"):
@@ -301,7 +355,7 @@ class _Job:
             self._fp16_unsupported(str(error))
         self.sections["fp16"]["check"] = top1.to_dict()
         if not top1.passed:
-            self._refuse(top1.failure(), FP16_REMEDY)
+            raise StepFailed(top1.failure(), FP16_REMEDY)
 
     def _class_scores(self) -> bool:
         """Whether outputs with a class axis are class scores that top-1 can judge: not a
@@ -323,10 +377,10 @@ class _Job:
             result,
         )
 
-    def _int8(self, onnx_path: Path) -> None:
+    def _int8(self) -> None:
         from compressor.export.int8 import Int8Settings, quantize_gated
 
-        c = self.config
+        c, onnx_path = self.config, self.onnx_path
         path = self.artifacts.stage(INT8_FILE)
         settings = Int8Settings(c.calib_method, c.int8_min_agreement if c.verify else 0.0, c.int8_exclude,
                                 c.activation_form == "symmetric", c.int8_fallback and c.verify)
@@ -347,11 +401,13 @@ class _Job:
             "calibration": calibration, "check": check,
         }
         if c.verify and not outcome.passed:
-            self._refuse_int8(outcome.failure(INT8_FILE, calibration))
+            raise StepFailed(outcome.failure(INT8_FILE, calibration), INT8_REMEDY, "INT8 gate")
 
-    def _tensorrt(self, onnx_path: Path) -> None:
+    def _tensorrt(self) -> None:
+        """The fp32 engine (and the FP16 one with --fp16): gated like model.onnx."""
         from compressor.export import tensorrt as trt_export
 
+        onnx_path = self.onnx_path
         available, found = trt_export.tensorrt_available()
         if not available:
             self.sections["tensorrt"] = {"status": "unavailable", "reason": found}
@@ -367,8 +423,6 @@ class _Job:
         if self.config.fp16:
             source = self.artifacts.staged[FP16_FILE] if trt_export.fp16_from_onnx() else onnx_path
             self._engine(trt_export, source, FP16_PLAN_FILE, fp16=True)
-        if self.config.int8:
-            self._int8_engine(trt_export)
 
     def _engine(self, trt_export, onnx_path: Path, name: str, fp16: bool) -> None:
         c = self.config
@@ -394,11 +448,13 @@ class _Job:
                                                  self._output_names(), c.parity_sweep_sizes)
         section["fp16_parity" if fp16 else "parity"] = report.to_dict()
         if not report.passed:
-            self._refuse(report.failure(), FP16_REMEDY if fp16 else "loosen --atol/--rtol")
+            raise StepFailed(report.failure(), FP16_REMEDY if fp16 else "loosen --atol/--rtol")
 
-    def _int8_engine(self, trt_export) -> None:
+    def _int8_engine(self) -> None:
         """TensorRT's explicit quantization of model_int8.onnx, judged like the ONNX file: top-1
         agreement with PyTorch fp32 on the held-out calibration-split images."""
+        from compressor.export import tensorrt as trt_export
+
         c = self.config
         spec = trt_export.EngineSpec(
             self.artifacts.staged[INT8_FILE], self.artifacts.stage(INT8_PLAN_FILE), c.max_batch, False,
@@ -418,9 +474,9 @@ class _Job:
         section["int8_check"] = {"agreement": agreement, "min_agreement": c.int8_min_agreement,
                                  "check_images": len(self.calibration.check), "passed": passed}
         if not passed:
-            self._refuse(f"{INT8_PLAN_FILE} agrees with PyTorch fp32 on top-1 for only {agreement:.1%} of "
-                         f"{len(self.calibration.check)} held-out images (needs {c.int8_min_agreement:.0%})",
-                         INT8_REMEDY, "INT8 gate")
+            raise StepFailed(f"{INT8_PLAN_FILE} agrees with PyTorch fp32 on top-1 for only {agreement:.1%} of "
+                             f"{len(self.calibration.check)} held-out images (needs {c.int8_min_agreement:.0%})",
+                             INT8_REMEDY, "INT8 gate")
 
     def _output_names(self) -> list[str]:
         return [output["name"] for output in self.sections.get("outputs") or []]
@@ -435,25 +491,35 @@ class _Job:
             result,
         )
 
-    def _refuse_int8(self, reason: str) -> None:
-        """Only the INT8 file is refused: it becomes model_int8.onnx.failed beside the fp32 (and
-        FP16) files, whose gates passed, under a manifest with status 'incomplete'; a failed INT8
-        calibration must not take the verified model away from the user."""
-        from compressor.export.artifacts import FAILED_SUFFIX
+    def _refuse_files(self, step: Step, failure: StepFailed) -> None:
+        """One rule for every ``FILES`` step (the INT8 file on ONNX Runtime, its TensorRT engine):
+        a refused gate refuses that step's files alone.  The export goes on (no engine is built
+        of a refused INT8 file); at its end the refused files become ``NAME.failed`` beside the
+        fp32 and FP16 files, whose gates passed, under a manifest with status 'incomplete', and
+        the command fails: a failed INT8 calibration must not take the verified model away."""
+        for name in step.writes:
+            if name in self.artifacts.staged:
+                self.refused[name] = failure
+        if step.section is not None and isinstance(self.sections.get(step.section), dict):
+            self.sections[step.section]["refused"] = {name: self.refused[name].reason for name in step.writes
+                                                      if name in self.refused}
 
-        staged = self.artifacts.staged.pop(INT8_FILE)
-        files = self.artifacts.promote()  # also clears an earlier export's INT8 files
-        failed = self.artifacts.out / (INT8_FILE + FAILED_SUFFIX)
-        os.replace(staged, failed)
-        result = self._write([*files, failed], "incomplete", reason)
+    def _end_files_refused(self) -> None:
+        result = self._finish("incomplete")
+        names, failures = list(self.refused), list(dict.fromkeys(self.refused.values()))
+        kept = [name for name in result.manifest["files"] if not name.endswith(FAILED_SUFFIX)]
+        renamed = ", ".join(name + FAILED_SUFFIX for name in names)
         raise ExportRefused(
-            f"INT8 gate refused {INT8_FILE}: {reason}; it is renamed {failed.name}, and {ONNX_FILE} (verified) and "
-            f"manifest.json (status 'incomplete') are in {result.out} ({INT8_REMEDY})",
+            f"{failures[0].gate} refused {', '.join(names)}: {'; '.join(f.reason for f in failures)}; "
+            f"{'it is' if len(names) == 1 else 'they are'} renamed {renamed}, and {', '.join(kept)} (verified) and "
+            f"manifest.json (status 'incomplete') are in {result.out} ({failures[0].remedy})",
             result,
         )
 
     def _finish(self, status: str) -> ExportResult:
-        return self._write(self.artifacts.promote(), status, None)
+        """Every staged file under its real name, an INT8 one its gate refused as ``.failed``."""
+        error = "; ".join(dict.fromkeys(f.reason for f in self.refused.values())) or None
+        return self._write(self.artifacts.promote(self.refused), status, error)
 
     def _write(self, files: list[Path], status: str, error: str | None) -> ExportResult:
         manifest = self._manifest(files, status, error)
@@ -490,6 +556,9 @@ class _Job:
             "versions": tool_versions(),
             "options": self.config.to_dict(),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            # a registered step's own section (the built-in steps' are named above)
+            **{step.section: self.sections.get(step.section) for step in STEPS
+               if step.section is not None and step.section not in _BUILT_IN_SECTIONS},
         }
 
     def _source_record(self) -> dict:
@@ -507,3 +576,23 @@ class _Job:
             yield
         finally:
             self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - started
+
+
+def _wants_tensorrt(job: _Job) -> bool:
+    return job.config.format == "tensorrt"
+
+
+# The export, in order.  Sections the manifest names itself (ExportManifest); a registered
+# step's section is added under its own key.
+STEPS: list[Step] = [
+    Step("onnx", _Job._export, (ONNX_FILE,), "inputs"),
+    Step("simplify", _Job._simplify_and_verify, (), "parity"),
+    Step("fp16", _Job._fp16, (FP16_FILE,), "fp16", wanted=lambda job: job.config.fp16),
+    Step("int8", _Job._int8, (INT8_FILE,), "int8", FILES, wanted=lambda job: job.config.int8),
+    Step("tensorrt", _Job._tensorrt, (PLAN_FILE, FP16_PLAN_FILE), "tensorrt", wanted=_wants_tensorrt),
+    # no engine of a refused INT8 file
+    Step("tensorrt-int8", _Job._int8_engine, (INT8_PLAN_FILE,), "tensorrt", FILES,
+         wanted=lambda job: _wants_tensorrt(job) and job.config.int8 and INT8_FILE not in job.refused),
+]
+_BUILT_IN_SECTIONS = ("inputs", "outputs", "bundle", "macs", "params", "simplify", "parity", "fp16", "int8", "tensorrt")
+ARTIFACT_NAMES = artifact_names()  # the built-in table's files (with registered steps: artifact_names())

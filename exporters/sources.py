@@ -14,14 +14,13 @@ from pathlib import Path
 
 from torch import nn
 
-from compressor.artifacts import MODEL_FILE
+from compressor.artifacts import MODEL_FILE, MODEL_FILE_SUFFIXES
 from compressor.errors import CompressorError
 from compressor.hashing import file_sha256
 from compressor.runfiles.modelfile import load_pruned
 from compressor.models.deployable import deployable
 from compressor.models.zoo import build, entry
 
-MODEL_FILE_SUFFIXES = (".pt", ".pth")
 
 
 @dataclass

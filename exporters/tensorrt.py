@@ -254,6 +254,33 @@ def _save_timing_cache(cache, path: Path) -> None:
         log.warning("could not save the TensorRT timing cache to %s: %s", path, error)
 
 
+def engine_provider() -> str:
+    """Where an engine runs, as the gate's, eval's and bench's reports name it."""
+    return f"TensorRT {tensorrt_version()} on {torch.cuda.get_device_name(0)}"
+
+
+@dataclass(frozen=True)
+class LoadedEngine:
+    engine: object  # tensorrt.ICudaEngine
+    inputs: list[str]
+    outputs: list[str]
+
+
+def load_engine(plan_path: Path) -> LoadedEngine:
+    """A serialized engine read back (for the gate, ``compress eval`` and ``compress bench``),
+    with its input and output tensor names; one ``CompressorError`` when TensorRT cannot."""
+    import tensorrt as trt
+
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
+    if engine is None:
+        raise CompressorError(f"TensorRT could not load {plan_path.name} (built for another GPU or TensorRT version?)")
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    modes = {name: engine.get_tensor_mode(name) for name in names}
+    return LoadedEngine(engine, [n for n in names if modes[n] == trt.TensorIOMode.INPUT],
+                        [n for n in names if modes[n] == trt.TensorIOMode.OUTPUT])
+
+
 class EngineRunner:
     """Runs a serialized engine on torch CUDA tensors (``execute_async_v3``)."""
 
@@ -261,15 +288,11 @@ class EngineRunner:
         import tensorrt as trt
 
         self.trt = trt
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
-        if self.engine is None:
-            raise CompressorError(f"TensorRT could not load {plan_path.name}")
+        loaded = load_engine(plan_path)
+        self.engine = loaded.engine
         self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        modes = {name: self.engine.get_tensor_mode(name) for name in names}
-        self.input = next(n for n in names if modes[n] == trt.TensorIOMode.INPUT)
-        self.outputs = [n for n in names if modes[n] == trt.TensorIOMode.OUTPUT]
+        self.input = loaded.inputs[0]
+        self.outputs = list(loaded.outputs)
         if output_order is not None and sorted(output_order) == sorted(self.outputs):
             self.outputs = list(output_order)  # the ONNX graph's order, which the parity gate compares in
         self.stream = torch.cuda.Stream()
@@ -315,11 +338,7 @@ def strict_fp32():
 
 
 def _labels(name: str) -> dict:
-    return {
-        "backend": "tensorrt",
-        "provider": f"TensorRT {tensorrt_version()} on {torch.cuda.get_device_name(0)}",
-        "model_file": name,
-    }
+    return {"backend": "tensorrt", "provider": engine_provider(), "model_file": name}
 
 
 def check_engine(model: nn.Module, plan_path: Path, input_size, batch_sizes, atol: float, rtol: float,

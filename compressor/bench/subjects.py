@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from compressor.artifacts import MODEL_FILE
+from compressor.artifacts import MODEL_FILE, MODEL_FILE_SUFFIXES
 from compressor.bench.backends.base import BackendError, Workload
 from compressor.bench.provenance import cached, checked_macs, model_identity, onnx_macs
 from compressor.errors import CompressorError, one_line
@@ -33,7 +33,6 @@ from compressor.engine.flops import count_macs, count_params
 from compressor.export.manifest import MANIFEST_NAME
 from compressor.export.sources import default_export_dir
 
-MODEL_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 
@@ -209,14 +208,14 @@ def resolve(sources: list[str], trust_code: bool = False) -> list[Group]:
             groups.append(_model_pair(path / MODEL_FILE, path / "bench" / "cache", trust_code, default_export_dir(path)))
         elif not path.exists():
             raise CompressorError(f"no such run directory, model file, ONNX or engine file: {path}")
-        elif path.suffix in MODEL_SUFFIXES:
+        elif path.suffix in MODEL_FILE_SUFFIXES:
             groups.append(_model_pair(path, path.parent / f"{path.stem}-bench" / "cache", trust_code,
                                       default_export_dir(path)))
         elif path.suffix in ONNX_SUFFIXES + ENGINE_SUFFIXES:
             files.append(_file_subject(path))
         else:
             raise CompressorError(
-                f"{path}: not a run directory, model file ({', '.join(MODEL_SUFFIXES)}), ONNX file or TensorRT engine "
+                f"{path}: not a run directory, model file ({', '.join(MODEL_FILE_SUFFIXES)}), ONNX file or TensorRT engine "
                 f"({', '.join(ENGINE_SUFFIXES)})"
             )
     if files:

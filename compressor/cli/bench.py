@@ -106,6 +106,7 @@ timing_options = stacked(TIMING_OPTIONS.values())
               "--plot name); nothing else is touched.")
 @trust_code_flag()
 @verbosity_options
+@user_errors
 def bench_command(sources, **options) -> None:
     """Time SOURCE's dense original against the pruned model on this machine.
 
@@ -119,7 +120,7 @@ def bench_command(sources, **options) -> None:
     post-processing (see compress export --help).
     """
 
-    user_errors(_bench)(sources, **options)
+    _bench(sources, **options)
 
 
 def _bench(sources, backends, device, batch_sizes, precisions, threads, warmup_s, warmup_runs, min_runs, min_time_s,

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from compressor.choices import DATASETS
-from compressor.cli.common import bounded_int, trust_code_flag
+from compressor.cli.common import bounded_int, trust_code_flag, user_errors
 from compressor.cli.logs import verbosity_options
 from compressor.cli.sections import SectionedCommand
 from compressor.errors import CompressorError
@@ -53,6 +53,7 @@ SPLITS = ("val", "train")  # compressor.evaluation.data.SPLITS, named here witho
               help="Let --json replace an existing file that is not an earlier eval report.")
 @trust_code_flag()
 @verbosity_options
+@user_errors
 def eval_command(source: tuple[str, ...], data, data_dir, split, limit, batch_size, json_path, overwrite,
                  trust_code) -> None:
     """Measure top-1, top-5 and loss of SOURCE's models on the same images.
@@ -71,16 +72,13 @@ def eval_command(source: tuple[str, ...], data, data_dir, split, limit, batch_si
     """
     from compressor.evaluation import evaluate
 
-    try:
-        target = _json_target(json_path, overwrite)
-        report = evaluate(
-            list(source), data=data, data_dir=data_dir, split=split, limit=limit, batch_size=batch_size,
-            trust_code=trust_code,
-        )
-        if target is not None:
-            _write_json(target, report.to_dict())
-    except CompressorError as error:
-        raise click.ClickException(str(error)) from error
+    target = _json_target(json_path, overwrite)
+    report = evaluate(
+        list(source), data=data, data_dir=data_dir, split=split, limit=limit, batch_size=batch_size,
+        trust_code=trust_code,
+    )
+    if target is not None:
+        _write_json(target, report.to_dict())
     click.echo(report.table())
     if target is not None:
         click.echo(f"  report in {target}")

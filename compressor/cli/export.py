@@ -9,16 +9,16 @@ from pathlib import Path
 
 import click
 
-from compressor.cli.common import INPUT_SIZE_FORMS, bounded_int, finite_float, parse_input_size, trust_code_flag
+from compressor.cli.common import (INPUT_SIZE_FORMS, bounded_int, finite_float, parse_input_size, trust_code_flag,
+                                   user_errors)
 from compressor.cli.logs import verbosity_options
 from compressor.cli.sections import SectionedCommand
-from compressor.errors import CompressorError
 from compressor.choices import DATASETS
 from compressor.export.config import (
     CALIB_METHODS, DEFAULT_ATOL, INT8_ACTIVATIONS, DEFAULT_CALIB_SAMPLES, DEFAULT_MAX_BATCH, DEFAULT_RTOL, FORMATS, INT8_CHECK_IMAGES,
     INT8_MIN_AGREEMENT, MAX_ATOL, MAX_RTOL, ExportConfig,
 )
-from compressor.export.opsets import DEFAULT_OPSET, check_opset, supported_range_text
+from compressor.export.opsets import DEFAULT_OPSET, supported_range_text
 
 
 
@@ -153,6 +153,7 @@ def export_options(command):
 @click.argument("source")
 @export_options
 @verbosity_options
+@user_errors
 def export_command(
     source: str, format_: str, out, input_size, opset, max_batch, fp16, int8, calib_data, calib_data_dir,
     calib_samples, calib_method, int8_min_agreement, int8_exclude, int8_activations, int8_fallback, simplify, atol, rtol, allow_trace,
@@ -175,25 +176,21 @@ def export_command(
     images in 0-1 at the network's input size to the head's raw per-anchor outputs, every
     one gated; resizing, anchor decoding and NMS stay outside, described with the detector's
     numbers in the manifest's bundle.postprocessing. Two-stage detectors (R-CNN) are refused."""
-    from compressor.export.pipeline import ExportRefused, Fp16Unsupported, TensorRTUnavailable, export_source
+    from compressor.export.pipeline import ExportStopped, export_source
     from compressor.export.sources import resolve_source
 
     try:
-        check_opset(opset)
-        resolved = resolve_source(source, input_size, trust_code)
-        config = ExportConfig(
-            out=Path(out) if out else resolved.default_out, format=format_, opset=opset, max_batch=max_batch,
+        config = ExportConfig(  # every option refused before the model is loaded; out None: the source's default
+            out=Path(out) if out else None, format=format_, opset=opset, max_batch=max_batch,
             fp16=fp16, simplify=simplify, atol=atol, rtol=rtol, verify=not no_verify, overwrite=overwrite,
             allow_trace=allow_trace, int8=int8, calib_data=calib_data, calib_data_dir=calib_data_dir,
             calib_samples=calib_samples, calib_method=calib_method, int8_min_agreement=int8_min_agreement,
             int8_exclude=tuple(int8_exclude), int8_fallback=int8_fallback, int8_activations=int8_activations,
         )
-        result = export_source(resolved, config)
-    except (TensorRTUnavailable, Fp16Unsupported, ExportRefused) as error:
+        result = export_source(resolve_source(source, input_size, trust_code), config)
+    except ExportStopped as error:  # what was written, then the one-line reason (user_errors)
         _print_summary(error.result.manifest, error.result.out)
-        raise click.ClickException(str(error)) from error
-    except CompressorError as error:
-        raise click.ClickException(str(error)) from error
+        raise
     _print_summary(result.manifest, result.out)
 
 

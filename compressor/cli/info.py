@@ -151,12 +151,13 @@ def _latency_model(network, graph, size, target, config, ignore, given: str | No
 
 
 def _load_for_info(model: str, input_size, num_classes, trust_code: bool):
+    from compressor.artifacts import MODEL_FILE_SUFFIXES
     from compressor.memory import check_fits
     from compressor.runfiles.modelfile import load_pruned
     from compressor.models.zoo import build, entry
 
     path = Path(model)
-    if path.suffix in (".pt", ".pth") or path.is_file():
+    if path.suffix in MODEL_FILE_SUFFIXES or path.is_file():
         network, spec, _ = load_pruned(path, trust_code)
         family = _family(spec.name)
         return network, f"{spec.name} (pruned, {path})", input_size or spec.input_size, spec.num_classes, family

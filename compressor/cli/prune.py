@@ -16,7 +16,7 @@ import click
 from compressor.choices import (AMP_MODES, BENCH_BACKENDS, CRITERIA, DATASETS, DEFAULT_DEPLOY_BACKEND, LR_SCHEDULES, MAX_SEED,
                                 OPTIMIZERS, POOL_CRITERIA, REG_SCHEDULES)
 from compressor.cli.common import (MAX_COUNT, LiveChoice, RenamedOption, bounded_int, bounded_number, finite_float,
-                                   parse_square_input_size, trust_code_flag, user_said)
+                                   parse_square_input_size, trust_code_flag, user_errors, user_said)
 from compressor.cli.logs import verbosity_options
 from compressor.cli.sections import SectionedCommand
 from compressor.cli.speedup import speedup_options
@@ -213,6 +213,7 @@ def prune_options(command):
 @prune_options
 @verbosity_options
 @click.pass_context
+@user_errors
 def prune_command(ctx: click.Context, **options) -> None:
     """Train MODEL once and prune it during training to a MACs budget (or, with --speedup,
     to a latency measured on the deploy target).
@@ -221,8 +222,6 @@ def prune_command(ctx: click.Context, **options) -> None:
     --out.  The default runs in a few minutes on a laptop CPU, offline."""
     try:
         train(*plan_prune(ctx, options))
-    except CompressorError as error:
-        raise click.ClickException(str(error)) from error
     except KeyboardInterrupt:
         click.echo("interrupted; continue with --resume", err=True)
         sys.exit(130)

@@ -24,7 +24,7 @@ import click
 from compressor.choices import BENCH_BACKENDS, BENCH_PRECISIONS
 from compressor.cli.bench import (BACKEND_HELP, BATCH_SIZE_HELP, PRECISION_HELP, TIMING_OPTIONS, _batch_sizes, _names,
                                   bench_command)
-from compressor.cli.common import stacked
+from compressor.cli.common import stacked, user_errors
 from compressor.cli.evaluate import eval_command
 from compressor.cli.export import CALIB_SAMPLES_OPTION, INT8_OPTION, export_command
 from compressor.cli.logs import verbosity_options
@@ -67,6 +67,7 @@ run_options = stacked([*OPTIONS, *TIMING_OPTIONS.values()])
 @run_options
 @verbosity_options
 @click.pass_context
+@user_errors
 def run_command(ctx: click.Context, **options) -> None:
     """Prune MODEL, export it, evaluate and time every artifact, and write one report.
 
@@ -93,8 +94,6 @@ def run_command(ctx: click.Context, **options) -> None:
 
             stages = Stages(out, _jsonable(settings))
         _run(ctx, stages, spec, payload, trust_code)
-    except CompressorError as error:
-        raise click.ClickException(str(error)) from error
     except KeyboardInterrupt:
         click.echo(f"interrupted; continue with compress run --resume {out or resume or '--out'}", err=True)
         sys.exit(130)

@@ -53,13 +53,10 @@ def check_exclusive(ctx: click.Context, speedup: float | None) -> None:
 
 
 def deploy_target(backend: str, device: str, precision: str, batch: int, threads: int | None = None):
-    import torch
-
     from compressor.bench.latency import DeployTarget
+    from compressor.devices import auto_device
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    target = DeployTarget(backend, device, precision, batch, threads)
+    target = DeployTarget(backend, auto_device(device), precision, batch, threads)
     target.check_supported()
     return target
 

@@ -21,7 +21,7 @@ import torch
 
 from compressor.errors import CompressorError, one_line
 from compressor.evaluation.subjects import NOT_A_CLASSIFIER, ONNX, PYTORCH, TENSORRT, Subject
-from compressor.export.providers import ORT_CPU, ORT_CUDA
+from compressor.export.ort import ORT_CPU, open_session, preferred_provider
 
 log = logging.getLogger(__name__)
 
@@ -85,27 +85,17 @@ def pytorch_runner(path: Path, trust_code: bool = False) -> Runner:
                   spec.num_classes, model=model)
 
 
-def ort_provider() -> str:
-    """CUDA when ONNX Runtime has the provider and PyTorch sees a GPU, else the CPU."""
-    import onnxruntime as ort
-
-    if ORT_CUDA in ort.get_available_providers() and torch.cuda.is_available():
-        return ORT_CUDA
-    return ORT_CPU
-
-
 def onnx_runner(path: Path, name: str) -> Runner:
-    from compressor.export.parity import ort_session
     from compressor.export.runlimit import RunLimit
 
-    provider = ort_provider()
+    provider = preferred_provider()
     try:
-        session = ort_session(path, provider, name)
+        session = open_session(path, provider, name)
     except CompressorError as error:
         if provider == ORT_CPU:
             raise
         log.warning("%s on %s failed (%s); using %s", name, provider, error, ORT_CPU)
-        session = ort_session(path, ORT_CPU, name)
+        session = open_session(path, ORT_CPU, name)
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise CompressorError(f"{name} takes {len(inputs)} inputs; eval feeds one batch of images")
@@ -151,7 +141,7 @@ def _in_chunks(run_once, x: np.ndarray, batch: int) -> np.ndarray:
 
 
 def tensorrt_runner(path: Path, name: str) -> Runner:
-    from compressor.export.tensorrt import EngineRunner, tensorrt_version
+    from compressor.export.tensorrt import EngineRunner, engine_provider
 
     try:
         engine = EngineRunner(path)
@@ -167,8 +157,7 @@ def tensorrt_runner(path: Path, name: str) -> Runner:
         return np.concatenate(outputs).astype(np.float32, copy=False)
 
     size = tuple(d if d > 0 else None for d in shape[1:])
-    provider = f"TensorRT {tensorrt_version()} on {torch.cuda.get_device_name(0)}"
-    return Runner(name, "tensorrt", provider, size, run)
+    return Runner(name, "tensorrt", engine_provider(), size, run)
 
 
 def check_input_size(runner: Runner, input_size: tuple) -> None:

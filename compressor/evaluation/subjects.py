@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compressor.artifacts import MODEL_FILE, SUMMARY_FILE
+from compressor.artifacts import MODEL_FILE, MODEL_FILE_SUFFIXES, SUMMARY_FILE
 from compressor.errors import CompressorError, one_line
 from compressor.export.artifacts import file_record
 from compressor.export.manifest import FORMAT_VERSION, MANIFEST_NAME
@@ -28,7 +28,6 @@ from compressor.export.manifest import FORMAT_VERSION, MANIFEST_NAME
 log = logging.getLogger(__name__)
 
 EXPORT_DIR = "export"
-MODEL_FILE_SUFFIXES = (".pt", ".pth")
 ONNX_SUFFIX = ".onnx"
 ENGINE_SUFFIX = ".plan"
 PYTORCH = "pytorch"

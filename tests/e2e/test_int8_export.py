@@ -101,6 +101,23 @@ def test_one_calibration_image_is_refused_keeping_the_verified_fp32_model(colour
     assert manifest["files"]["model.onnx"]["sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
 
 
+def test_an_int8_refusal_refuses_that_file_alone_and_says_so(colour_run, tmp_path):
+    """One rule for every INT8 artifact (``pipeline._Job._refuse_files``; a TensorRT INT8 engine
+    follows it too): the refused file is ``.failed``, the fp32 and FP16 files whose gates passed
+    stand, the manifest names the refusal, and the command fails in one line."""
+    out = tmp_path / "fp16"
+    result = invoke(str(colour_run), "--int8", "--fp16", "--calib-samples", "1", "--no-int8-fallback",
+                    "--out", str(out))
+    line = assert_one_line_error(result, 1, "INT8 gate refused model_int8.onnx", "renamed model_int8.onnx.failed",
+                                 "model.onnx, model_fp16.onnx (verified)")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete" and manifest["fp16"]["check"]["passed"]
+    assert set(manifest["files"]) == {"model.onnx", "model_fp16.onnx", "model_int8.onnx.failed"}
+    assert list(manifest["int8"]["refused"]) == ["model_int8.onnx"]
+    assert manifest["error"] == manifest["int8"]["refused"]["model_int8.onnx"] and manifest["error"] in line
+    assert "int8" in result.stdout and "FAILED" in result.stdout  # the summary shows the failed gate
+
+
 def test_constant_calibration_is_refused_even_with_the_fallback(colour_run, tmp_path):
     """Ranges fitted to one flat grey image clip every real activation: keeping the worst
     layers in float cannot save that, and the fallback stops at its cap instead of

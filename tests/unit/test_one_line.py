@@ -33,3 +33,15 @@ def test_no_module_squeezes_messages_on_its_own():
                for path in (ROOT / folder).rglob("*.py")
                if re.search(r"^def _?one_line\(", path.read_text(), re.M) and path != ROOT / "compressor" / "errors.py"]
     assert helpers == []
+
+
+def test_every_command_turns_user_errors_into_one_line_in_one_place():
+    """Each command's function is wrapped in ``compressor.cli.common.user_errors``, and no
+    command module converts ``CompressorError`` itself: one place says how a user error ends."""
+    from compressor.cli import main
+
+    unwrapped = [name for name, command in main.commands.items() if not getattr(command.callback, "user_errors", False)]
+    assert unwrapped == []
+    converting = [str(path.relative_to(ROOT)) for path in (ROOT / "compressor" / "cli").glob("*.py")
+                  if path.name != "common.py" and "ClickException(" in path.read_text()]
+    assert converting == []

@@ -58,9 +58,9 @@ def looping_onnx(path: Path, trips: int = FOREVER, classes: int = 10, size: int 
 
 
 def _session(path: Path):
-    from compressor.export.parity import ort_session
+    from compressor.export.ort import open_session
 
-    return ort_session(path)
+    return open_session(path)
 
 
 def _feed(batch: int = 2) -> dict:

@@ -18,8 +18,9 @@ import numpy as np
 
 from compressor.bench.backends.base import BackendError, Workload, gpu_missing
 from compressor.bench.timing import timer_for
-from compressor.errors import one_line
-from compressor.export.providers import ORT_CPU as CPU, ORT_CUDA as CUDA, ORT_TENSORRT as TENSORRT
+from compressor.errors import CompressorError
+from compressor.export.ort import ORT_CPU as CPU, ORT_CUDA as CUDA, ORT_TENSORRT as TENSORRT
+from compressor.export.ort import available_providers, open_session
 
 # ORT's session option that makes a session refuse to load when some node would run on
 # the CPU provider instead of the one asked for (onnxruntime_session_options_config_keys.h).
@@ -76,14 +77,6 @@ def session_plan(provider: str, precision: str) -> SessionPlan:
     return SessionPlan(provider, {}, {}, precision)
 
 
-def _available_providers() -> list[str]:
-    try:
-        import onnxruntime as ort
-    except Exception:  # noqa: BLE001
-        return []
-    return list(ort.get_available_providers())
-
-
 class OrtRunnable:
     def __init__(self, session, workload: Workload, device_name: str, plan: SessionPlan, name: str):
         import onnxruntime as ort
@@ -138,7 +131,7 @@ class OnnxRuntime:
         if provider == CUDA and precision == "int8":
             return ("the CUDA provider runs a QDQ graph by dequantizing to float kernels, not as an INT8 deployment; "
                     "time int8 with onnxruntime-trt or tensorrt")
-        available = _available_providers()
+        available = available_providers()
         if not available:
             return "onnxruntime is not installed"
         if provider not in available:
@@ -146,31 +139,18 @@ class OnnxRuntime:
         return None
 
     def prepare(self, artifacts, workload: Workload) -> OrtRunnable:
-        import onnxruntime as ort
-
         provider = self.provider_for(workload.device)
         plan = session_plan(provider, workload.precision)
         path = artifacts.onnx(plan.onnx_precision)
-        options = ort.SessionOptions()
-        options.log_severity_level = 4  # fatal only, as parity.ort_session: errors come back as exceptions
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if workload.threads:
-            options.intra_op_num_threads = workload.threads
-        options.inter_op_num_threads = 1
-        for key, value in plan.config_entries.items():
-            options.add_session_config_entry(key, value)
         try:
-            session = ort.InferenceSession(str(path), sess_options=options, providers=[provider],
-                                           provider_options=[plan.provider_options])
-        except Exception as error:  # noqa: BLE001 - load failures belong to the model/provider pair
+            session = open_session(path, provider, timed=True, threads=workload.threads,
+                                   config_entries=plan.config_entries, provider_options=plan.provider_options)
+        except CompressorError as error:  # the model/provider pair's fault: a skipped cell, with the reason
             if plan.config_entries.get(DISABLE_CPU_FALLBACK) == "1" and "fallback" in str(error).lower():
                 raise BackendError(
                     f"{provider} does not take every node of {path.name}; not timing a partial CPU fallback"
                 ) from error
-            raise BackendError(f"ONNX Runtime could not load {path.name} with {provider}: {one_line(error, 200)}") from error
-        got = session.get_providers()
-        if not got or got[0] != provider:
-            raise BackendError(f"ONNX Runtime gave providers {got} instead of {provider}; not timing a fallback")
+            raise BackendError(f"{error}; not timing {provider} on it") from error
         runnable = OrtRunnable(session, workload, "cpu" if provider == CPU else "cuda", plan, path.name)
         runnable.timed_file = path
         return runnable

@@ -12,7 +12,7 @@ import torch
 from compressor.bench.backends.base import BackendError, Workload, gpu_missing
 from compressor.bench.timing import CUDA_WALL
 from compressor.errors import CompressorError
-from compressor.export.tensorrt import tensorrt_available, tensorrt_version
+from compressor.export.tensorrt import engine_provider, load_engine, tensorrt_available
 
 
 class EngineRunnable:
@@ -23,14 +23,12 @@ class EngineRunnable:
     def __init__(self, plan_path, workload: Workload):
         import tensorrt as trt
 
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
-        if self.engine is None:
-            raise BackendError(f"TensorRT could not deserialize {plan_path.name} (built for another GPU or version?)")
+        try:
+            loaded = load_engine(plan_path)
+        except CompressorError as error:  # a skipped cell, with the reason
+            raise BackendError(str(error)) from error
+        self.engine, inputs, outputs = loaded.engine, loaded.inputs, loaded.outputs
         self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         check_profile(self.engine, inputs[0], workload.batch_size, plan_path.name)
         # set_input_shape returns False (it does not raise) for a shape the profile does not take
         if not self.context.set_input_shape(inputs[0], workload.shape):
@@ -47,7 +45,7 @@ class EngineRunnable:
             self.buffers[name] = torch.randn(shape, device="cuda").to(dtype)
             self.context.set_tensor_address(name, self.buffers[name].data_ptr())
         torch.cuda.synchronize()
-        self.provider = f"TensorRT {tensorrt_version()} on {torch.cuda.get_device_name(0)}"
+        self.provider = engine_provider()
 
     def __call__(self) -> None:
         if not self.context.execute_async_v3(self.stream.cuda_stream):

@@ -267,8 +267,7 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
     options["ignore"] = tuple(options["ignore"])
     if resume is None:
         _refuse_unused_data_options(ctx, options)
-        if not user_said(ctx, "model"):  # typed, or COMPRESS_PRUNE_MODEL: the user's word; a file's is not
-            check_trusted(model, "the --config file", trust_code)
+        _check_model_trusted(ctx, model, trust_code)
         out_dir = Path(out or f"runs/{model}-{options['schedule']}")
         check_fresh_output(out_dir, overwrite)
         ensure_writable_dir(out_dir, "--out", keep=False)  # now, not after the first epoch has trained
@@ -298,6 +297,21 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
     ensure_writable_dir(out_dir, "--resume directory")  # last: every refusal above leaves the run untouched
     data, train, prune = configs_from_dict({**payload["config"], **display}, str(out_dir / LATEST))
     return RunSpec(payload["model_name"], out_dir, data, train, prune, trust_code=trust_code), payload
+
+
+def _check_model_trusted(ctx: click.Context, model: str, trust_code: bool) -> None:
+    """Only a --model typed on this command line may name a ``module:factory`` without
+    --trust-code: one read from a --config file or from the environment (a variable a shell
+    profile or a CI job may have set long ago) is data until the user opts in."""
+    from compressor.cli.common import ENV_PREFIX
+    from compressor.trust import check_trusted
+
+    source = ctx.get_parameter_source("model")
+    if source == click.core.ParameterSource.COMMANDLINE:
+        return
+    where = (f"the variable {ENV_PREFIX}_{ctx.info_name.upper()}_MODEL" if source == click.core.ParameterSource.ENVIRONMENT
+             else "the --config file")
+    check_trusted(model, where, trust_code)
 
 
 def _refuse_unused_data_options(ctx: click.Context, options: dict) -> None:

@@ -92,17 +92,13 @@ def measure(name: str, batch: int, precision: str, targets: tuple[float, ...], t
             continue
         with tempfile.TemporaryDirectory(prefix="speedup-target-") as scratch:
             ms = time_cell(model, input_size, fast, macs, batch, precision, threads, Path(scratch))[precision]
-        row.update(predicted=latency.speedup(_kept(latency, fast)), macs_reduction=reduction, ms=ms,
+        row.update(predicted=latency.speedup(kept_class_mask(fast.graph, fast.plan)), macs_reduction=reduction, ms=ms,
                    measured=ms["dense"] / ms["speedup-plan"], macs_plan=ms["dense"] / ms["macs-plan"])
         row["within_tolerance"] = abs(row["measured"] / x - 1.0) <= TOLERANCE
         rows.append(row)
         print(f"  {x}x: predicted {row['predicted']:.2f}x, measured {row['measured']:.2f}x, same-MACs plan "
               f"{row['macs_plan']:.2f}x", flush=True)
     return rows
-
-
-def _kept(latency: LatencyModel, pruned):
-    return kept_class_mask(pruned.graph, pruned.plan)
 
 
 def markdown(data: dict) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from compressor.choices import (AMP_MODES, BENCH_BACKENDS, CRITERIA, DATASETS, DEFAULT_DEPLOY_BACKEND, LR_SCHEDULES, MAX_SEED,
+from compressor.choices import (AMP_MODES, BENCH_BACKENDS, BUILT_IN_DATASETS, CRITERIA, DATASETS, DEFAULT_DEPLOY_BACKEND, LR_SCHEDULES, MAX_SEED,
                                 OPTIMIZERS, POOL_CRITERIA, REG_SCHEDULES)
 from compressor.cli.common import (MAX_COUNT, LiveChoice, RenamedOption, bounded_int, bounded_number, finite_float,
                                    parse_square_input_size, trust_code_flag, user_errors, user_said)
@@ -315,15 +315,22 @@ def _check_model_trusted(ctx: click.Context, model: str, trust_code: bool) -> No
 
 
 def _refuse_unused_data_options(ctx: click.Context, options: dict) -> None:
-    """--synthetic-train/--synthetic-val size only the generated set: given with another
-    dataset they would be ignored without a word (and the default is now digits)."""
-    if options["dataset"] == "synthetic":
+    """Options that another dataset would ignore without a word are refused: the sizes
+    of the generated set, and a folder or a download for a set the package carries."""
+    dataset = options["dataset"]
+    if dataset in BUILT_IN_DATASETS:
+        for name, what in (("data_dir", "a folder"), ("download", "a download")):
+            if user_said(ctx, name) and options[name]:
+                flag = f"--{name.replace('_', '-')}"
+                raise CompressorError(f"{flag}: --dataset {dataset} comes with the package and needs no {what[2:]}; "
+                                      f"drop {flag}, or name the dataset it is for with --dataset")
+    if dataset == "synthetic":
         return
     typed = [f"--{name.replace('_', '-')}" for name in ("synthetic_train", "synthetic_val")
              if user_said(ctx, name)]
     if typed:
         raise CompressorError(f"{' and '.join(typed)} size(s) the generated synthetic set, but --dataset is "
-                              f"{options['dataset']}; add --dataset synthetic or drop {' and '.join(typed)}")
+                              f"{dataset}; add --dataset synthetic or drop {' and '.join(typed)}")
 
 
 DISPLAY_ONLY = ("progress",)  # options that change what is shown, never what is computed

@@ -96,3 +96,12 @@ def test_synthetic_sizes_without_the_synthetic_set_are_refused(tmp_path):
     result = hostile.invoke("prune", "--synthetic-train", "64", "--out", tmp_path / "run")
     hostile.one_line_error(result, "--synthetic-train", "--dataset synthetic")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("options", [["--data-dir", "FOLDER"], ["--dataset", "synthetic", "--download"]])
+def test_a_folder_or_a_download_for_a_built_in_set_is_refused_by_prune(tmp_path, options):
+    """They would be ignored without a word: the set comes with the package."""
+    options = [str(tmp_path) if option == "FOLDER" else option for option in options]
+    result = hostile.invoke("prune", *options, "--out", tmp_path / "run")
+    hostile.one_line_error(result, options[-2] if options[-1] == str(tmp_path) else options[-1], "comes with the package")
+    assert not (tmp_path / "run").exists()

@@ -19,6 +19,14 @@ Three ways to evaluate a step's candidates, each giving the choice of the one be
   and the argmin (ties: the first candidate) is the one every candidate's full loss
   would give.  Which candidate completes first decides how early the others stop:
   every candidate runs the first slice, and the lowest there completes first.
+  The images are raced hardest first: ordered by their loss with only the step's
+  base removed (one forward a step, which also gives the loss before the step).  On
+  a network in training most of the loss sits on a few images, and a candidate's
+  removal moves those most, so a loser's running sum passes the bound after a few
+  slices instead of most of them.  The order changes which images a slice holds,
+  never which losses are summed, so the choice is the one of any order.  The
+  winner ran every image, and its per-image losses are the next step's (its
+  removal is the next base): inside a chunk that forward comes free.
 
 ``estimates`` is the first-order (Taylor) guess of each candidate's loss, for the
 optional shortlist (``StepSettings.shortlist``): it is an approximation, and the
@@ -86,8 +94,9 @@ class MaskedEvaluator:
         self.batches = [(x.to(device), y.to(device)) for x, y in batches]
         if not self.batches:
             raise CompressorError("loss-aware selection needs at least one batch of selection data")
-        self.slices = _slices(self.batches, SLICES)
         self.images = sum(len(y) for _, y in self.batches)
+        self.inputs = torch.cat([x for x, _ in self.batches])
+        self.targets = torch.cat([y for _, y in self.batches])
         params = {id(p) for p in model.parameters()}
         self.slots = []  # (tensor, dim, class id per index)
         for slot in graph.slots:
@@ -96,6 +105,7 @@ class MaskedEvaluator:
             if id(tensor) in params:  # running statistics need no zeroing: scale and shift are zero
                 self.slots.append((tensor, slot.dim, graph.labels[slot.atoms.ravel()]))
         self.runner = PrefixRunner.build(model, self.batches[0][0]) if reuse_prefix else None
+        self.carried: _Known | None = None  # the last winner's per-image losses
         self.forwards = 0  # passes over one batch or slice, whole or from a cut
 
     # -- every candidate to the end -------------------------------------------------------------
@@ -151,8 +161,42 @@ class MaskedEvaluator:
         if not self.early_exit:
             before, losses = self.losses(base, removals)
             return Evaluation(before, tuple(losses), tuple(losses))
+        known = self._known(base)  # checked before zeroing, which writes the weights
         with torch.no_grad(), self._zeroed(base), self._eval():
-            return _Race(self, base, removals).run()
+            race = _Race(self, base, removals, known)
+            evaluation = race.run()
+        self.carried = race.winner_losses(evaluation.best(), removals, self._version())
+        return evaluation
+
+    def _known(self, base: np.ndarray) -> torch.Tensor | None:
+        """The per-image losses with ``base`` removed if the last winner's are those."""
+        known = self.carried
+        if known is not None and known.removed == base.tobytes() and known.version == self._version():
+            return known.losses
+        return None
+
+    def _hardest_first(self, known: torch.Tensor | None) -> tuple[float, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """With the base zeroed (the caller's context): the mean loss, the order of the
+        images by their loss (``known``, or measured now), highest first (ties: subset
+        order), and the subset in that order in slices of about 1/``SLICES``."""
+        per_image = known
+        if per_image is None:
+            per_image = torch.cat([self._per_image(self.model(inputs), targets) for inputs, targets in self.batches])
+        order = torch.sort(per_image, descending=True, stable=True).indices
+        inputs, targets = self.inputs[order], self.targets[order]
+        size = max(MIN_SLICE, math.ceil(self.images / SLICES))
+        slices = [(inputs[i:i + size], targets[i:i + size]) for i in range(0, self.images, size)]
+        return float(per_image.sum()) / self.images, order, slices
+
+    def _per_image(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Each image's cross-entropy (the race's loss: the default, never negative)."""
+        self.forwards += 1
+        return F.cross_entropy(outputs, targets, reduction="none")
+
+    def _version(self) -> tuple[int, ...]:
+        """Changes whenever a parameter or buffer is written in place (training, a
+        slice written back): carried losses are used only for the weights they came from."""
+        return tuple(t._version for t in (*self.model.parameters(), *self.model.buffers()))
 
     def _touched(self, removed: np.ndarray) -> list[torch.Tensor]:
         return [tensor for tensor, _, classes in self.slots if removed[classes].any()]
@@ -213,12 +257,6 @@ class MaskedEvaluator:
             self.model.train(was_training)
 
 
-def _slices(batches: Batches, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches cut into about ``count`` slices of equal size (none across batches)."""
-    size = max(MIN_SLICE, math.ceil(sum(len(y) for _, y in batches) / count))
-    return [(x[i:i + size], y[i:i + size]) for x, y in batches for i in range(0, len(y), size)]
-
-
 class _Whole:
     """The ``PrefixRunner`` interface for a model it cannot trace: every cut is the
     input, every evaluation the whole forward."""
@@ -254,6 +292,15 @@ class _Cursors:
         return self.positions[index]
 
 
+@dataclass(frozen=True)
+class _Known:
+    """Per-image losses (subset order) of the model with ``removed`` zeroed, at ``version``."""
+
+    removed: bytes
+    version: tuple[int, ...]
+    losses: torch.Tensor
+
+
 class _Race:
     """One step's early-exit evaluation, with ``base`` zeroed and the model in eval
     mode (the caller's contexts).
@@ -268,13 +315,16 @@ class _Race:
     without.  Candidates cut before the leader's cut run from a second set of cursors
     (the leader's have passed them)."""
 
-    def __init__(self, evaluator: MaskedEvaluator, base: np.ndarray, removals: Sequence[np.ndarray]):
-        self.evaluator, self.slices = evaluator, evaluator.slices
+    def __init__(self, evaluator: MaskedEvaluator, base: np.ndarray, removals: Sequence[np.ndarray],
+                 known: torch.Tensor | None = None):
+        self.evaluator = evaluator
+        self.before, self.order, self.slices = evaluator._hardest_first(known)
         self.runner = evaluator.runner or _Whole(evaluator.model)
         self.extras = [removed & ~base for removed in removals]
         self.cuts = [self.runner.cut(evaluator._touched(extra)) for extra in self.extras]
         self.sums = [0.0] * len(removals)
         self.done = [0] * len(removals)  # slices evaluated
+        self.pieces: list[list[torch.Tensor]] = [[] for _ in removals]  # per-image losses, slice by slice
 
     def run(self) -> Evaluation:
         order = sorted(range(len(self.extras)), key=self.cuts.__getitem__)
@@ -289,7 +339,7 @@ class _Race:
             if index != leader and self.sums[index] <= best:
                 cursors = early if self.cuts[index] < self.cuts[leader] else late
                 best = min(best, self._extend(index, cursors, len(self.slices), best))
-        return Evaluation(self._before(first, late), *self._results())
+        return Evaluation(self.before, *self._results())
 
     def _extend(self, index: int, cursors: _Cursors, until: int, bound: float = math.inf) -> float:
         """Run candidate ``index`` on its next slices up to ``until`` or until its sum
@@ -299,19 +349,18 @@ class _Race:
             while self.done[index] < until and self.sums[index] <= bound:
                 slice_index = self.done[index]
                 outputs = self.runner.finish(cursors.at(slice_index, cut))
-                self.sums[index] += evaluator._summed(outputs, self.slices[slice_index][1])
+                losses = evaluator._per_image(outputs, self.slices[slice_index][1])
+                self.pieces[index].append(losses)
+                self.sums[index] += float(losses.sum())
                 self.done[index] += 1
         complete = self.done[index] == len(self.slices)
         return self.sums[index] if complete else math.inf
 
-    def _before(self, first: _Cursors, late: _Cursors) -> float:
-        """The loss with only ``base`` removed: the cursors, run to the end."""
-        end = len(self.runner.nodes) - 1 if isinstance(self.runner, PrefixRunner) else 0
-        total = 0.0
-        for index, (_, targets) in enumerate(self.slices):
-            cursors = first if index == 0 else late
-            total += self.evaluator._summed(self.runner.finish(cursors.at(index, end)), targets)
-        return total / self.evaluator.images
+    def winner_losses(self, winner: int, removals: Sequence[np.ndarray], version: tuple[int, ...]) -> _Known:
+        """The winner's per-image losses in subset order (it ran every slice)."""
+        losses = torch.empty_like(torch.cat(self.pieces[winner]))
+        losses[self.order] = torch.cat(self.pieces[winner])
+        return _Known(removals[winner].tobytes(), version, losses)
 
     def _results(self) -> tuple[tuple[float | None, ...], tuple[float, ...]]:
         images, count = self.evaluator.images, len(self.slices)

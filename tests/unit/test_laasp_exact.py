@@ -156,3 +156,26 @@ def test_a_shortlist_evaluates_only_its_candidates_and_as_many_as_there_are_is_e
 def test_a_shortlist_below_one_is_refused():
     with pytest.raises(CompressorError, match="--laasp-shortlist"):
         PruneConfig(epochs=5, schedule="laasp", laasp_shortlist=0)
+
+
+def test_a_step_reads_the_last_winners_per_image_losses_only_while_the_weights_are_those():
+    """The winner ran every image with its removal zeroed, which is the next step's
+    base: those losses order the next race and give its loss before.  A weight
+    written in place since (training, even a write of the same values) measures again."""
+    model, graph, cost, limits, batches = _setup(images=32)
+    evaluator = MaskedEvaluator(model, graph, batches)
+    selector = Selector(model, graph, cost, graph.dense_macs, limits, evaluator, SETTINGS)
+    first = selector.step()
+    base = ~selector.kept
+    carried = evaluator._known(base)
+    assert carried is not None
+    with evaluator._zeroed(base), evaluator._eval(), torch.no_grad():
+        measured = torch.cat([F.cross_entropy(model(x), y, reduction="none") for x, y in batches])
+    torch.testing.assert_close(carried, measured, atol=LOSS_TOL, rtol=0)
+    forwards = evaluator.forwards
+    second = selector.step()
+    assert second["loss_before"] == pytest.approx(first["loss"], abs=LOSS_TOL)
+    assert evaluator._known(~selector.kept) is not None and evaluator.forwards > forwards
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.0)
+    assert evaluator._known(~selector.kept) is None

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -310,15 +310,20 @@ class Selector:
 
     def _admissible(self, candidates: list[Candidate]) -> list[Candidate]:
         """Candidates that land within the tolerance of the target, or stop short of it
-        by a gap that is either wider than any one step (later steps will shape it)
-        or that one more step can close within the tolerance.  If none qualifies:
-        the least overshoot, else every candidate."""
+        by a gap that later steps can still close within the tolerance: one more step
+        (checked exactly), or several of the sizes on offer now (``_closable_later``).
+        If none qualifies: the least overshoot, else every candidate.
+
+        The several-steps check replaced "a gap wider than any one step": a group whose
+        smallest step is a fifth of the network (a 16-channel stem cut in blocks of 8)
+        made every small step look too close to the target to take, and forced that
+        giant one (ResNet-20: loss 0.22 -> 5.2 in one step)."""
         target = self.settings.target
-        widest = max((c.reduction for c in candidates), default=0.0) - self.reduction()
+        closable_later = self._closable_later(candidates)
         good = [
             c for c in candidates
             if target <= c.reduction <= target + TOLERANCE
-            or (c.reduction < target and (target - c.reduction > widest or self._closable(c)))
+            or (c.reduction < target and (closable_later(target - c.reduction) or self._closable(c)))
         ]
         if good or not candidates:
             return good
@@ -327,6 +332,32 @@ class Selector:
             return candidates
         least = min(c.reduction for c in over)
         return [c for c in over if c.reduction <= least + 1e-12]
+
+    def _closable_later(self, candidates: list[Candidate]) -> Callable[[float], bool]:
+        """Whether some steps of the sizes on offer now (each group's step, as many
+        times as its cap allows) add up to a gap within the tolerance: a knapsack on
+        a grid of a fifth of the tolerance, the steps' savings taken as additive (the
+        exact check of every step corrects it)."""
+        now, unit = self.reduction(), TOLERANCE / 5
+        steps = {}
+        for c in candidates:
+            group = self.graph.group(c.group)
+            limits = self.limits.get(c.group) or GroupLimits(group.size, 1, 1)
+            kept = int(np.count_nonzero(self.kept[group.classes]))
+            steps[c.group] = (max(1, round((c.reduction - now) / unit)), max(1, (kept - limits.min_keep) // len(c.removed)))
+        width = round(1.0 / unit) + 1
+        reach = 1  # bit k set: k units can be removed by the steps seen so far
+        for size, count in steps.values():
+            for _ in range(count):
+                reach |= (reach << size) & ((1 << width) - 1)
+        span = round(TOLERANCE / unit)
+
+        def closable(gap: float) -> bool:
+            low = max(0, math.ceil(gap / unit - 1e-9))
+            window = (reach >> low) & ((1 << (span + 1)) - 1)
+            return low > 0 and window != 0
+
+        return closable
 
     def _closable(self, candidate: Candidate) -> bool:
         """Can one more step after ``candidate`` land within the tolerance?  Checked

@@ -171,7 +171,7 @@ OPTIONS = [
     click.option("--selection-samples", type=bounded_int(min=1), default=256, show_default=True, help="laasp: training images (a fixed subset) each candidate's loss is measured on."),
     click.option("--laasp-step", type=finite_float(0, 1, min_open=True, max_open=True), default=0.01, show_default=True, help="laasp: fraction of the MACs one step removes."),
     click.option("--laasp-group-fraction", type=finite_float(0, 1, min_open=True), help="laasp: instead, remove this fraction of the group's channels per step."),
-    click.option("--laasp-shortlist", type=bounded_int(min=1), help="laasp: evaluate only the K candidates of a step with the lowest first-order (Taylor) loss estimate: faster, but a step can choose differently from evaluating every candidate [default: every candidate]."),
+    click.option("--laasp-shortlist", type=bounded_int(min=1), help="laasp: evaluate only the K candidates of a step with the lowest first-order (Taylor) loss estimate. Approximate: a step can choose differently from evaluating every candidate, and on ResNets it is no faster than the exact default (benchmarks/results/laasp_step.md) [default: every candidate]."),
     click.option("--recover-macs", type=finite_float(0, 1, max_open=True), default=0.1, show_default=True, help="laasp: slice and recover after each this much more MACs reduction (0: after every step)."),
     click.option("--recover-epochs", type=bounded_int(min=0), default=1, show_default=True, help="laasp: training epochs between pruning chunks (0: prune to the target at once)."),
     click.option("--max-prune-fraction", type=finite_float(0, 1, min_open=True), default=0.75, show_default=True, help="Per-group cap on the fraction of channels removed."),

@@ -96,8 +96,11 @@ class MaskedEvaluator:
         if not self.batches:
             raise CompressorError("loss-aware selection needs at least one batch of selection data")
         self.images = sum(len(y) for _, y in self.batches)
+        # One copy of the subset on the device: the batches become views of it.
         self.inputs = torch.cat([x for x, _ in self.batches])
         self.targets = torch.cat([y for _, y in self.batches])
+        edges = np.cumsum([0, *(len(y) for _, y in self.batches)]).tolist()
+        self.batches = [(self.inputs[a:b], self.targets[a:b]) for a, b in zip(edges, edges[1:])]
         params = {id(p) for p in model.parameters()}
         self.slots = []  # (tensor, dim, class id per index)
         for slot in graph.slots:

@@ -51,7 +51,7 @@ from compressor.schedules.prefix_cache import PrefixRunner
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SLICES = 16  # the subset is raced in about this many slices: the first one is every candidate's minimum cost
-SCOUTS = (16,)  # candidates that run one more slice before the leader is picked (then the next count, ...)
+SCOUTS = 16  # the lowest on the first slice run a second one before the leader is picked
 MIN_SLICE = 8  # images; smaller slices lose more to the per-layer overhead than early exit saves
 
 
@@ -316,9 +316,8 @@ class _Race:
     mode (the caller's contexts).
 
     1. Every candidate runs the first slice (in the order of its cut).
-    2. Scouting: the ``SCOUTS[0]`` lowest there run the second slice, the
-       ``SCOUTS[1]`` lowest of those the third, and so on.  The first slice alone
-       picks the eventual winner poorly (it was 2nd-13th of 116 on a ResNet-56), and
+    2. Scouting: the ``SCOUTS`` lowest there run the second slice.  The first
+       slice alone picks the eventual winner poorly (it was 2nd-13th of 116 on a ResNet-56), and
        every candidate that completes before the winner costs a whole subset.
     3. The lowest scout runs every other slice: its total is the first bound.
     4. The others, in the order of their cuts, run slice after slice until their
@@ -348,16 +347,12 @@ class _Race:
         first = _Cursors(self.runner, self.slices[:1])
         for index in order:
             self._extend(index, first, 1)
-        leader = min(order, key=lambda i: (self.sums[i], i))
-        scouts = order
-        for depth, count in enumerate(SCOUTS, start=2):
-            if depth > len(self.slices):
-                break
-            scouts = sorted(scouts, key=lambda i: (self.sums[i], i))[:count]
-            cursors = _Cursors(self.runner, self.slices)
+        scouts = sorted(order, key=lambda i: (self.sums[i], i))[:SCOUTS]
+        if len(self.slices) > 1:
+            second = _Cursors(self.runner, self.slices)
             for index in sorted(scouts, key=self.cuts.__getitem__):
-                self._extend(index, cursors, depth)
-            leader = min(scouts, key=lambda i: (self.sums[i], i))
+                self._extend(index, second, 2)
+        leader = min(scouts, key=lambda i: (self.sums[i], i))
         late = _Cursors(self.runner, self.slices)
         best = self._extend(leader, late, len(self.slices))
         early = _Cursors(self.runner, self.slices)
@@ -384,8 +379,9 @@ class _Race:
 
     def winner_losses(self, winner: int, removals: Sequence[np.ndarray], version: tuple[int, ...]) -> _Known:
         """The winner's per-image losses in subset order (it ran every slice)."""
-        losses = torch.empty_like(torch.cat(self.pieces[winner]))
-        losses[self.order] = torch.cat(self.pieces[winner])
+        ranked = torch.cat(self.pieces[winner])
+        losses = torch.empty_like(ranked)
+        losses[self.order] = ranked
         return _Known(removals[winner].tobytes(), version, losses)
 
     def _results(self) -> tuple[tuple[float | None, ...], tuple[float, ...]]:

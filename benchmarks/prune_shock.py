@@ -16,8 +16,8 @@ On the shipped digits (real images; the default) with the 60-epoch recipe::
         --jobs 2 --out benchmarks/results/schedules_digits_60ep
 
 ``--dataset synthetic --train N --val N`` gives the generated set of any size (which a model
-barely learns: it cannot rank schedules).  Rows are written after every run, so a sweep
-stopped early keeps what it measured.
+barely learns: it cannot rank schedules).  Rows are written after every run, a row's seeds one after another, so a sweep
+stopped early keeps what it measured; ``--append`` then skips the runs already saved.
 """
 from __future__ import annotations
 
@@ -168,20 +168,27 @@ def main() -> None:
     parser.add_argument("--recipe", default="", help="further compress prune flags, the same for every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (one thread each)")
     parser.add_argument("--out", default="benchmarks/results/schedules_digits_60ep")
-    parser.add_argument("--append", action="store_true", help="add these rows to the saved ones (same settings)")
+    parser.add_argument("--append", action="store_true", help="add these rows to the saved ones (same settings); runs already saved are skipped")
     args = parser.parse_args()
     saved = Path(f"{args.out}.json")
     rows = [numbered_from_one(row) for row in json.loads(saved.read_text())] if args.append and saved.exists() else []
     args.commands = _commands(args)
-    todo = [(model, variant, reduction, seed) for seed in args.seeds for model in args.models
-            for reduction in args.reductions for variant in args.variants
-            if variant != "dense" or reduction == args.reductions[0]]  # dense does not depend on the target
+    todo = _todo(args, done={(r["model"], r["variant"], r["reduction"], r["seed"]) for r in rows})
     with tempfile.TemporaryDirectory() as workdir, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(run, model, variant, reduction, seed, args, Path(workdir))
                    for model, variant, reduction, seed in todo]
         for future in concurrent.futures.as_completed(futures):
             rows.append(future.result())
             _write(rows, args)
+
+
+def _todo(args, done: set[tuple]) -> list[tuple]:
+    """The runs to make, a row's seeds one after another so that a sweep stopped early
+    leaves whole rows; runs already saved (with --append) are not made again."""
+    todo = [(model, variant, reduction, seed) for model in args.models for reduction in args.reductions
+            for variant in args.variants for seed in args.seeds
+            if variant != "dense" or reduction == args.reductions[0]]  # dense does not depend on the target
+    return [run for run in todo if run not in done]
 
 
 def _commands(args) -> list[str]:

@@ -22,3 +22,16 @@ def test_the_table_prints_the_prune_epoch_as_saved_in_todays_numbering():
     row = _row(prune_epoch=34, shocks=[{**SHOCK, "epoch": 34}], epochs_from=1)
     line = next(line for line in table([row]).splitlines() if line.startswith("| resnet20"))
     assert "| 34 |" in line and "| 33 |" not in line
+
+
+def test_a_sweep_runs_a_rows_seeds_together_and_skips_runs_already_saved():
+    from argparse import Namespace
+
+    from benchmarks.prune_shock import _todo
+
+    args = Namespace(models=["resnet56"], reductions=[0.5, 0.8], variants=["dense", "ocs", "epi"], seeds=[0, 1])
+    todo = _todo(args, done={("resnet56", "ocs", 0.5, 1)})
+    assert todo == [("resnet56", "dense", 0.5, 0), ("resnet56", "dense", 0.5, 1), ("resnet56", "ocs", 0.5, 0),
+                    ("resnet56", "epi", 0.5, 0), ("resnet56", "epi", 0.5, 1),
+                    ("resnet56", "ocs", 0.8, 0), ("resnet56", "ocs", 0.8, 1),
+                    ("resnet56", "epi", 0.8, 0), ("resnet56", "epi", 0.8, 1)]

@@ -81,9 +81,10 @@ def info_command(
     """Print params, MACs and channel groups of MODEL (a zoo/torchvision name, timm:NAME,
     module.path:factory or a pruned model file); with --flops-reduction (or --speedup X,
     priced with the deploy target's latency table), really prune a copy and count it."""
-    from compressor.cli.speedup import check_exclusive, deploy_target
+    from compressor.cli.speedup import check_deploy_options_read, check_exclusive, deploy_target
 
     check_exclusive(click.get_current_context(), speedup)
+    check_deploy_options_read(click.get_current_context(), speedup)
     target = deploy_target(deploy_backend, deploy_device, deploy_precision, deploy_batch, deploy_threads) \
         if speedup is not None and latency_table is None else None
 

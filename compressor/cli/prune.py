@@ -256,7 +256,8 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
     from compressor.training.run import RunSpec, configs_from_dict, conflicts
     from compressor.trust import check_trusted
 
-    from compressor.cli.speedup import check_exclusive, deploy_target, table_maker
+    from compressor.cli.speedup import (check_deploy_options_read, check_exclusive,
+                                        check_no_deploy_options_on_resume, deploy_target, table_maker)
 
     model, weights, out = options.pop("model"), options.pop("weights"), options.pop("out")
     deploy = options.pop("deploy_backend"), options.pop("deploy_device")
@@ -267,6 +268,7 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
     options["ignore"] = tuple(options["ignore"])
     if resume is None:
         _refuse_unused_data_options(ctx, options)
+        check_deploy_options_read(ctx, options["speedup"], round_to_auto=options["round_to"] == "auto")
         _check_model_trusted(ctx, model, trust_code)
         out_dir = Path(out or f"runs/{model}-{options['schedule']}")
         check_fresh_output(out_dir, overwrite)
@@ -280,7 +282,8 @@ def _plan_run(ctx: click.Context, options: dict, resume: str | None, trust_code:
                                                                 prune.min_width, prune.ignore, given_table)
         return RunSpec(model, out_dir, data, train, prune, weights, latency_table=tables), None
     out_dir = Path(resume)
-    _refuse_with_resume(ctx, weights, given_table)
+    _refuse_with_resume(ctx, weights)
+    check_no_deploy_options_on_resume(ctx)
     payload = load_checkpoint(out_dir / LATEST)
     check_trusted(str(payload.get("model_name")), str(out_dir / LATEST), trust_code)
     given = {k: v for k, v in options.items() if user_said(ctx, k)}
@@ -336,17 +339,15 @@ def _refuse_unused_data_options(ctx: click.Context, options: dict) -> None:
 DISPLAY_ONLY = ("progress",)  # options that change what is shown, never what is computed
 
 
-def _refuse_with_resume(ctx: click.Context, weights: str | None, latency_table: str | None = None) -> None:
-    """--config, --weights and --latency-table describe a fresh run; with --resume they would be ignored."""
+def _refuse_with_resume(ctx: click.Context, weights: str | None) -> None:
+    """--config and --weights describe a fresh run; with --resume they would be ignored
+    (the deploy options: ``check_no_deploy_options_on_resume``)."""
     if "config_file" in ctx.meta:
         raise CompressorError(f"--resume continues the run with its own settings; --config {ctx.meta['config_file']} "
                               "would be ignored, so it is refused (drop --config)")
     if weights is not None:
         raise CompressorError(f"--resume continues from the run's checkpoint; --weights {weights} would be ignored, "
                               "so it is refused (drop --weights)")
-    if latency_table is not None:
-        raise CompressorError(f"--resume prices the plan with the run's own latency table; --latency-table "
-                              f"{latency_table} would be ignored, so it is refused (drop --latency-table)")
 
 
 def _measure_round_to(backend: str, device: str, out_dir: Path) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 
 from compressor.choices import BENCH_PRECISIONS
-from compressor.cli.common import bounded_int, finite_float
+from compressor.cli.common import bounded_int, finite_float, user_said
 from compressor.errors import CompressorError
 
 SPEEDUP_HELP = ("Instead of --flops-reduction: prune until the latency on the deploy target (--deploy-backend, "
@@ -50,6 +50,39 @@ def check_exclusive(ctx: click.Context, speedup: float | None) -> None:
     if speedup is not None and ctx.get_parameter_source("flops_reduction") in GIVEN:
         raise CompressorError("--speedup and --flops-reduction are exclusive: give one budget, a latency speed-up "
                               "on the deploy target or a fraction of the MACs")
+
+
+# The deploy target's options: the first two also say what --round-to auto measures.
+TARGET_OPTIONS = ("deploy_backend", "deploy_device")
+SPEEDUP_ONLY_OPTIONS = ("deploy_precision", "deploy_batch", "deploy_threads", "latency_table")
+
+
+def check_deploy_options_read(ctx: click.Context, speedup: float | None, round_to_auto: bool | None = None) -> None:
+    """A deploy option nothing will read is refused, not ignored: without --speedup the
+    target prices no plan.  ``round_to_auto``: whether --round-to auto (which reads the
+    backend and device) was asked; None where the command has no such choice."""
+    if speedup is not None:
+        return
+    names = SPEEDUP_ONLY_OPTIONS + (() if round_to_auto else TARGET_OPTIONS)
+    unread = [name for name in names if user_said(ctx, name)]
+    if unread:
+        alone = set(unread) - set(TARGET_OPTIONS) or round_to_auto is None
+        readers = "--speedup reads" if alone else "--speedup or --round-to auto read"
+        flags = " and ".join(map(flag, unread))
+        raise CompressorError(f"{flags}: only {readers} it; here it would be ignored, so it is refused "
+                              f"(add --speedup X, or drop {flags})")
+
+
+def check_no_deploy_options_on_resume(ctx: click.Context) -> None:
+    """--resume keeps the run's deploy target, its latency table and its --round-to multiple."""
+    typed = [flag(name) for name in TARGET_OPTIONS + SPEEDUP_ONLY_OPTIONS if user_said(ctx, name)]
+    if typed:
+        raise CompressorError(f"--resume keeps the run's own deploy target and latency table; {' and '.join(typed)} "
+                              "would be ignored, so it is refused (drop it)")
+
+
+def flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
 
 def deploy_target(backend: str, device: str, precision: str, batch: int, threads: int | None = None):

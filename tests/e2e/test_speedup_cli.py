@@ -104,4 +104,23 @@ def test_a_speedup_run_prunes_to_the_predicted_speedup_and_measures_it(tmp_path,
     assert summary["measured"]["machine"]  # where it was measured: the table may be from another machine
     assert json.loads((out / "latency_table.json").read_text()) == json.loads(table.read_text())
     assert "speed-up asked 1.60x" in result.output
+    before = {path: path.read_bytes() for path in out.iterdir() if path.is_file()}
     one_line_error(invoke("prune", "--resume", out, "--latency-table", table), "--latency-table", "refused")
+    one_line_error(invoke("prune", "--resume", out, "--deploy-batch", "8"), "--deploy-batch", "refused")
+    assert {path: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+
+
+@pytest.mark.parametrize("flags, reader", [
+    (["--deploy-batch", "8"], "only --speedup reads"),
+    (["--deploy-precision", "int8", "--deploy-threads", "1"], "only --speedup reads"),
+    (["--deploy-device", "cpu"], "only --speedup or --round-to auto read"),
+    (["--deploy-backend", "onnxruntime", "--deploy-batch", "2"], "only --speedup reads"),
+])
+def test_deploy_options_nothing_would_read_are_refused(tmp_path, flags, reader, table):
+    """Without --speedup no plan is priced on the deploy target, so its options would be ignored."""
+    line = one_line_error(invoke(*TINY, "--out", tmp_path / "run", *flags), reader, "refused", "add --speedup")
+    assert all(flag in line for flag in flags if flag.startswith("--"))
+    assert not (tmp_path / "run").exists()
+    one_line_error(invoke("info", "resnet20", *flags), "only --speedup reads it")  # info has no --round-to auto
+    one_line_error(invoke(*TINY, "--out", tmp_path / "run", "--latency-table", table), "--latency-table", "only --speedup")
+

@@ -68,6 +68,25 @@ class CostModel:
                 by_param.setdefault(slot.key, {}).setdefault(slot.dim, labels[slot.atoms])
         self._params = [_Scaled(params[k].numel(), tuple(dims.values())) for k, dims in by_param.items()]
 
+    def counts_decide_macs(self, groups) -> bool:
+        """Whether the MACs of a plan depend only on how many channels each group keeps,
+        not which: every MACs factor holds each group it touches whole, each of that
+        group's channels equally often (plain convolution chains and residual sums do;
+        a concatenation's part does not).  Channels in no group are never removed."""
+        group_of = {int(c): i for i, group in enumerate(groups) for c in group.classes}
+        for term in self._macs:
+            for classes in term.factors:
+                values, counts = np.unique(classes, return_counts=True)
+                touched: dict[int, set[int]] = {}
+                for value, count in zip(values.tolist(), counts.tolist()):
+                    if value in group_of:
+                        touched.setdefault(group_of[value], set()).add(count)
+                for index, multiplicities in touched.items():
+                    held = sum(1 for v in values.tolist() if group_of.get(v) == index)
+                    if len(multiplicities) > 1 or held != groups[index].size:
+                        return False
+        return True
+
     def macs(self, kept: np.ndarray) -> int:
         return self.dense_macs - sum(term.reduction(kept) for term in self._macs)
 

@@ -40,8 +40,10 @@ from compressor.engine.importance import POOL, WEIGHT_NAMES, Criterion
 from compressor.engine.plan import GroupPlan, PruningPlan
 from compressor.engine.selection import kept_count_rules
 from compressor.schedules.laasp_eval import Batches, Evaluation, LossFn, MaskedEvaluator
+from compressor.schedules.laasp_landing import Budget, LandingSearch
 
 TOLERANCE = 0.005  # the last step lands within this of the target whenever the rounding allows it
+SEARCH_GAP, SEARCH_STEPS = 0.1, 1.5  # landings searched exactly within max(this, this x the largest step) of the target
 
 
 def check_pool(pool: Sequence[str]) -> None:
@@ -207,9 +209,17 @@ class Selector:
         self.kept = np.ones(graph.labels.size, dtype=bool)
         filters = group_filters(graph, model)
         self.rankers = {g.name: _Ranker(filters[g.name]) for g in graph.groups}
+        self.landing = LandingSearch(
+            graph.groups, self._estimate, lambda group, state: self._keep_options(group, state, self._estimate),
+            settings.target, TOLERANCE, cost.counts_decide_macs(graph.groups),
+        )
 
     def reduction(self, kept: np.ndarray | None = None) -> float:
         return 1.0 - self.cost.macs(self.kept if kept is None else kept) / self.dense_macs
+
+    def _estimate(self, kept: np.ndarray) -> float:
+        """``reduction`` in floats: what the landing checks probe with."""
+        return 1.0 - self.cost.macs_estimate(kept) / self.dense_macs
 
     def run(self, goal: float) -> list[dict]:
         """Steps until the reduction reaches ``goal`` (or nothing is left to remove)."""
@@ -284,11 +294,14 @@ class Selector:
             result.append(Candidate(group.name, tuple(sorted(removed.tolist())), (criterion,), reduction))
         return result
 
-    def _keep_options(self, group: ChannelGroup, state: np.ndarray) -> list[int]:
+    def _keep_options(
+        self, group: ChannelGroup, state: np.ndarray, reduction: Callable[[np.ndarray], float] | None = None
+    ) -> list[int]:
         """Kept counts one step may leave in ``group`` from the kept mask ``state``."""
+        reduction = reduction or self.reduction
         kept = np.flatnonzero(state[group.classes])
         limits = self.limits.get(group.name) or GroupLimits(group.size, 1, 1)
-        one = self.reduction(_without(state, group, kept[:1])) - self.reduction(state)
+        one = reduction(_without(state, group, kept[:1])) - reduction(state)
         if one <= 0:
             return []  # removing this group's channels saves no MACs
         if self.settings.group_fraction is not None:
@@ -309,29 +322,54 @@ class Selector:
         return order
 
     def _admissible(self, candidates: list[Candidate]) -> list[Candidate]:
-        """Candidates that land within the tolerance of the target, or stop short of it
-        by a gap that later steps can still close within the tolerance: one more step
-        (checked exactly), or several of the sizes on offer now (``_closable_later``).
-        If none qualifies: the least overshoot, else every candidate.
+        """Candidates after which the run can still stop within the tolerance of the
+        target; if none can, those with the least overshoot the run can end with.
+
+        Where it can be afforded (``LandingSearch``'s node budget) the answer is exact:
+        the states that later steps reach, their MACs counted.  Elsewhere, far from the
+        target, a gap counts as closable when one more step (checked exactly) or several
+        of the sizes on offer now (``_closable_later``) close it; if none qualifies, the
+        least immediate overshoot, else every candidate.
 
         The several-steps check replaced "a gap wider than any one step": a group whose
         smallest step is a fifth of the network (a 16-channel stem cut in blocks of 8)
         made every small step look too close to the target to take, and forced that
-        giant one (ResNet-20: loss 0.22 -> 5.2 in one step)."""
-        target = self.settings.target
-        closable_later = self._closable_later(candidates)
-        good = [
-            c for c in candidates
-            if target <= c.reduction <= target + TOLERANCE
-            or (c.reduction < target and (closable_later(target - c.reduction) or self._closable(c)))
+        giant one (ResNet-20: loss 0.22 -> 5.2 in one step).  The exact search came
+        when the sizes added up promised a landing that thinner groups no longer gave
+        (ResNet-20 at -80 %: only the stem cut was left, -86.7 %)."""
+        target, budget = self.settings.target, Budget()
+        horizon = self._search_horizon(candidates)
+        overshoots = [
+            self.landing.overshoot(self._kept_after(c), budget) if target - c.reduction <= horizon else None
+            for c in candidates
         ]
+        closable_later = self._closable_later(candidates)
+
+        def may_land(candidate: Candidate, overshoot: float | None) -> bool:
+            if overshoot is not None:  # searched: exact
+                return overshoot <= TOLERANCE
+            gap = target - candidate.reduction
+            return gap > 0 and (closable_later(gap) or self._closable(candidate))
+
+        good = [c for c, o in zip(candidates, overshoots) if may_land(c, o)]
         if good or not candidates:
             return good
+        known = [o for o in overshoots if o is not None and o < math.inf]
+        if known:  # no landing within the tolerance: the least overshoot any way ends with
+            return [c for c, o in zip(candidates, overshoots) if o is not None and o <= min(known) + 1e-12]
         over = [c for c in candidates if c.reduction > target]
         if not over:
             return candidates
         least = min(c.reduction for c in over)
         return [c for c in over if c.reduction <= least + 1e-12]
+
+    def _search_horizon(self, candidates: list[Candidate]) -> float:
+        """How near the target a candidate must leave the run for its landing to be
+        searched exactly: dead ends form within a step or two of the largest step on
+        offer (further out the search rarely finishes and the sizes added up serve)."""
+        now = self.reduction()
+        largest = max((c.reduction - now for c in candidates), default=0.0)
+        return max(SEARCH_GAP, SEARCH_STEPS * largest)
 
     def _closable_later(self, candidates: list[Candidate]) -> Callable[[float], bool]:
         """Whether some steps of the sizes on offer now (each group's step, as many
@@ -367,7 +405,7 @@ class Selector:
         for group in self.graph.groups:
             kept = np.flatnonzero(state[group.classes])
             for keep in self._keep_options(group, state):
-                estimate = 1.0 - self.cost.macs_estimate(_without(state, group, kept[: kept.size - keep])) / self.dense_macs
+                estimate = self._estimate(_without(state, group, kept[: kept.size - keep]))
                 if target - 1e-9 <= estimate <= target + TOLERANCE:
                     return True
         return False

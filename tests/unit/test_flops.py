@@ -166,3 +166,37 @@ def test_every_cuda_backend_counts_the_closed_form(backend):
     q, k, v = qkv("plain", "cuda", torch.float16)
     macs, by_op = run_with_backend(backend, lambda: F.scaled_dot_product_attention(q, k, v))
     assert macs == CASES["plain"][-1], f"{backend.name} ran {sorted(by_op)}"
+
+
+@pytest.mark.parametrize("name", ["resnet20", "densenet_tiny"])
+def test_where_counts_decide_the_macs_any_channels_kept_in_those_counts_give_the_same_macs(name):
+    """The landing search merges states by kept counts only where ``counts_decide_macs`` says so."""
+    import dataclasses
+
+    import numpy as np
+
+    from compressor.engine.analysis.graph import analyse
+    from compressor.engine.cost import CostModel
+
+    if name == "densenet_tiny":  # concatenations of whole groups
+        from torchvision.models import DenseNet
+        model = DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16, num_classes=10)
+    else:
+        model = build_model(name)
+    graph = analyse(model.eval(), torch.zeros(1, 3, 32, 32))
+    cost = CostModel(graph, model)
+    assert cost.counts_decide_macs(graph.groups)
+    rng = np.random.default_rng(0)
+    counts = {g.name: int(rng.integers(1, g.size + 1)) for g in graph.groups}
+    results = set()
+    for _ in range(3):
+        kept = np.ones(graph.labels.size, dtype=bool)
+        for group in graph.groups:
+            dropped = rng.permutation(group.size)[: group.size - counts[group.name]]
+            kept[group.classes[dropped]] = False
+        results.add(cost.macs(kept))
+    assert len(results) == 1
+    # A group that a MACs factor holds only part of: which channels are kept matters.
+    group = graph.groups[1]
+    wider = dataclasses.replace(group, classes=np.concatenate([group.classes, graph.groups[2].classes[:1]]))
+    assert not cost.counts_decide_macs([graph.groups[0], wider, *graph.groups[3:]])

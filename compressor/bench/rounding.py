@@ -302,6 +302,6 @@ def auto_round_to(config: SweepConfig, refresh: bool = False) -> tuple[RoundingC
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cache, json.dumps(choice.to_dict(), indent=1))
-    except OSError:
-        pass  # no cache: the next prune measures again, nothing is lost
+    except OSError as error:  # no cache: the next prune measures again, nothing is lost
+        log.warning("could not cache the --round-to auto measurement in %s: %s", cache, error)
     return choice, False

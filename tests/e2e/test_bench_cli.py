@@ -247,6 +247,22 @@ def test_round_to_auto_measures_once_then_uses_the_cache(tmp_path, monkeypatch):
     assert "<- chosen" in second.table()
 
 
+def test_round_to_auto_with_an_unusable_cache_location_measures_and_says_so(tmp_path, monkeypatch, caplog):
+    import logging
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    timing = TimingConfig(warmup_s=0.0, warmup_runs=1, min_runs=2, min_time_s=0.0, rounds=1)
+    config = SweepConfig(backend="onnxruntime", device="cpu", threads=1, low=30, high=32, batch_size=1, spatial=4,
+                         timing=timing)
+    with caplog.at_level(logging.WARNING):
+        choice, cached = auto_round_to(config)
+    assert not cached and sorted(choice.latency_ms) == [30, 31, 32]
+    assert any("could not cache" in r.getMessage() and str(blocker) in r.getMessage() for r in caplog.records)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"] and blocker.read_text() == "not a folder"
+
+
 def test_prune_with_round_to_auto_uses_the_measured_multiple(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "run"

@@ -92,3 +92,20 @@ def test_a_one_layer_file_in_int8_is_the_uint8_activation_qdq_form(tmp_path):
     assert quantize and any(n.op_type == "Conv" for n in graph.node)
     zero_points = {i.name: i.data_type for i in graph.initializer}
     assert zero_points[quantize[0].input[2]] == onnx.TensorProto.UINT8
+
+
+def test_an_unusable_cache_location_measures_anyway_and_says_so(tmp_path, monkeypatch, caplog):
+    """A file where the cache folder should be (or a read-only home): the table is measured
+    and used, a warning names the path, and nothing is written anywhere else."""
+    import logging
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with caplog.at_level(logging.WARNING):
+        table, cached = latency_table(tiny(), (3, 8, 8), DeployTarget(threads=1), timing=FAST, anchor_timing=FAST)
+    assert not cached and table.dense_ms > 0
+    assert any("could not cache the latency table" in r.getMessage() and str(blocker) in r.getMessage()
+               for r in caplog.records)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and blocker.read_text() == "not a folder"

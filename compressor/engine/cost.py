@@ -77,14 +77,12 @@ class CostModel:
         for term in self._macs:
             for classes in term.factors:
                 values, counts = np.unique(classes, return_counts=True)
-                touched: dict[int, set[int]] = {}
+                held: dict[int, list[int]] = {}  # group index -> how often each of its channels appears
                 for value, count in zip(values.tolist(), counts.tolist()):
                     if value in group_of:
-                        touched.setdefault(group_of[value], set()).add(count)
-                for index, multiplicities in touched.items():
-                    held = sum(1 for v in values.tolist() if group_of.get(v) == index)
-                    if len(multiplicities) > 1 or held != groups[index].size:
-                        return False
+                        held.setdefault(group_of[value], []).append(count)
+                if any(len(set(c)) > 1 or len(c) != groups[i].size for i, c in held.items()):
+                    return False
         return True
 
     def macs(self, kept: np.ndarray) -> int:

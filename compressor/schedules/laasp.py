@@ -41,6 +41,7 @@ from compressor.engine.plan import GroupPlan, PruningPlan
 from compressor.engine.selection import kept_count_rules
 from compressor.schedules.laasp_eval import Batches, Evaluation, LossFn, MaskedEvaluator
 from compressor.schedules.laasp_landing import Budget, LandingSearch
+from compressor.schedules.laasp_landing import without as _without
 
 TOLERANCE = 0.005  # the last step lands within this of the target whenever the rounding allows it
 SEARCH_GAP, SEARCH_STEPS = 0.1, 1.5  # landings searched exactly within max(this, this x the largest step) of the target
@@ -429,13 +430,6 @@ def _evaluated(candidates: Sequence[Candidate], evaluation: Evaluation) -> list[
             row["loss_at_least"] = bound
         rows.append(row)
     return rows
-
-
-def _without(kept: np.ndarray, group: ChannelGroup, positions: np.ndarray) -> np.ndarray:
-    """A copy of the kept-class mask with ``positions`` of ``group`` removed."""
-    result = kept.copy()
-    result[group.classes[positions]] = False
-    return result
 
 
 def prune_chunk(

@@ -102,7 +102,13 @@ class LandingSearch:
         for group in self.groups:
             kept = np.flatnonzero(state[group.classes])
             for keep in self.keep_options(group, state):
-                child = state.copy()
-                child[group.classes[kept[: kept.size - keep]]] = False
+                child = without(state, group, kept[: kept.size - keep])
                 children.append((child, self.reduction(child)))
         return children
+
+
+def without(kept: np.ndarray, group: ChannelGroup, positions: np.ndarray) -> np.ndarray:
+    """A copy of the kept-class mask with ``positions`` of ``group`` removed."""
+    result = kept.copy()
+    result[group.classes[positions]] = False
+    return result
